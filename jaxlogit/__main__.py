@@ -1,0 +1,5 @@
+"""``python -m jaxlogit`` = the ``jaxlogit`` command."""
+
+from jaxlogit.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""Input validation for the attacks: user mistakes become one-line ``JaxlogitError``s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlogit.errors import JaxlogitError
+
+
+def _is_concrete(value: Any) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def images(x: Any) -> jax.Array:
+    """Checks a batch of NHWC images in [0, 1] and returns it as float32 ``(B, H, W, C)``."""
+    shape = np.shape(x)
+    if len(shape) != 4:
+        raise JaxlogitError(
+            f"x has shape {shape}: pass a batch of images shaped (B, H, W, C) (add a batch axis)"
+        )
+    if shape[1] in (1, 3) and shape[3] not in (1, 3):
+        raise JaxlogitError(
+            f"x has shape {shape}, which looks like NCHW: pass NHWC images "
+            "(x.transpose(0, 2, 3, 1))"
+        )
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise JaxlogitError(
+            f"x has dtype {jnp.result_type(x)}: pass float images in [0, 1] (e.g. x / 255)"
+        )
+    x = jnp.asarray(x, jnp.float32)
+    if _is_concrete(x):
+        low, high = float(jnp.min(x)), float(jnp.max(x))
+        if low < 0.0 or high > 1.0:
+            raise JaxlogitError(
+                f"x has values in [{low:.3g}, {high:.3g}]: pass images in [0, 1] and put the "
+                "mean/std normalisation inside logits_fn"
+            )
+    return x
+
+
+def labels(y: Any, batch: int, name: str = "y") -> jax.Array:
+    """Checks integer labels ``(B,)`` (non-negative) and returns them as int32."""
+    shape = np.shape(y)
+    if shape != (batch,):
+        raise JaxlogitError(f"{name} has shape {shape}: pass one integer label per image, ({batch},)")
+    if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+        raise JaxlogitError(f"{name} has dtype {jnp.result_type(y)}: pass integer class labels")
+    y = jnp.asarray(y, jnp.int32)
+    if _is_concrete(y) and batch and int(jnp.min(y)) < 0:
+        raise JaxlogitError(f"{name} contains negative labels: pass class indices in [0, C)")
+    return y
+
+
+def labels_within(y: jax.Array, num_classes: int, name: str = "y") -> None:
+    """Raises if a label is not a class index of the ``num_classes`` logits."""
+    if _is_concrete(y) and y.size and int(jnp.max(y)) >= num_classes:
+        raise JaxlogitError(
+            f"{name} contains label {int(jnp.max(y))} but logits_fn returns {num_classes} "
+            f"classes: pass labels in [0, {num_classes})"
+        )
+
+
+def positive(name: str, value: Any) -> Any:
+    """Checks a positive scalar setting (``eps``, ``step_size``, ...)."""
+    if np.ndim(value) != 0 or (_is_concrete(value) and not float(value) > 0.0):
+        raise JaxlogitError(f"{name}={value!r}: pass a number > 0")
+    return value
+
+
+def non_negative(name: str, value: Any) -> Any:
+    """Checks a non-negative scalar setting (``decay``, ``confidence``, ``overshoot``)."""
+    if np.ndim(value) != 0 or (_is_concrete(value) and float(value) < 0.0):
+        raise JaxlogitError(f"{name}={value!r}: pass a number >= 0")
+    return value
+
+
+def count(name: str, value: Any, minimum: int = 1) -> int:
+    """Checks an integer setting that fixes the program's structure (``steps``, ...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise JaxlogitError(f"{name}={value!r}: pass an integer >= {minimum}")
+    return int(value)
+
+
+def attack_inputs(x: Any, y: Any, y_target: Any) -> tuple[jax.Array, jax.Array, jax.Array, bool]:
+    """Validates an attack's arrays.
+
+    Returns:
+      ``(x, y, labels, targeted)``: float32 images, int32 true labels, the labels the attack
+      aims at (``y_target`` if given, else ``y``) and whether the attack is targeted.
+    """
+    x = images(x)
+    y = labels(y, x.shape[0])
+    if y_target is None:
+        return x, y, y, False
+    return x, y, labels(y_target, x.shape[0], name="y_target"), True
+
+
+def labels_fit(num_classes: int, y: jax.Array, labels: jax.Array, targeted: bool) -> None:
+    """Raises if ``y`` (or the targets ``labels``) are not indices of ``num_classes`` classes."""
+    labels_within(y, num_classes)
+    if targeted:
+        labels_within(labels, num_classes, "y_target")

@@ -1,0 +1,61 @@
+"""Per-norm building blocks shared by the attacks, written once.
+
+All functions act on a batch: images ``(B, H, W, C)``, per-sample values ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_TINY = 1e-12
+
+
+def per_sample(values: jax.Array, like: jax.Array) -> jax.Array:
+    """Reshapes per-sample ``values`` (B,) to broadcast against ``like`` (B, ...)."""
+    return values.reshape(values.shape + (1,) * (like.ndim - 1))
+
+
+def linf_norm(delta: jax.Array) -> jax.Array:
+    """L-inf norm of each sample of ``delta`` (B, ...) -> (B,)."""
+    return jnp.max(jnp.abs(delta.reshape(delta.shape[0], -1)), axis=1)
+
+
+def l2_norm(delta: jax.Array) -> jax.Array:
+    """L2 norm of each sample of ``delta`` (B, ...) -> (B,)."""
+    return jnp.sqrt(squared_l2_norm(delta))
+
+
+def squared_l2_norm(delta: jax.Array) -> jax.Array:
+    """Squared L2 norm of each sample of ``delta`` (B, ...) -> (B,)."""
+    return jnp.sum(jnp.square(delta.reshape(delta.shape[0], -1)), axis=1)
+
+
+NORMS = {"linf": linf_norm, "l2": l2_norm}
+
+
+def l1_normalise(g: jax.Array) -> jax.Array:
+    """Divides each sample of ``g`` (B, ...) by its L1 norm (an all-zero sample stays zero)."""
+    l1 = jnp.sum(jnp.abs(g.reshape(g.shape[0], -1)), axis=1)
+    return g / per_sample(jnp.maximum(l1, _TINY), g)
+
+
+def clip_box(x: jax.Array) -> jax.Array:
+    """Clips pixel values to the image box [0, 1]."""
+    return jnp.clip(x, 0.0, 1.0)
+
+
+def linf_project(x_adv: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
+    """Projects ``x_adv`` onto the L-inf ``eps``-ball around ``x``, then into [0, 1]."""
+    return clip_box(x + jnp.clip(x_adv - x, -eps, eps))
+
+
+def linf_random_start(key: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
+    """A uniform random point of the L-inf ``eps``-ball around ``x``, clipped to [0, 1]."""
+    noise = jax.random.uniform(key, x.shape, x.dtype, minval=-1.0, maxval=1.0)
+    return clip_box(x + eps * noise)
+
+
+def linf_sign_step(x_adv: jax.Array, direction: jax.Array, step_size: jax.Array) -> jax.Array:
+    """One L-inf steepest-ascent step: ``x_adv + step_size * sign(direction)``."""
+    return x_adv + step_size * jnp.sign(direction)

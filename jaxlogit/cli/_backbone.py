@@ -1,0 +1,48 @@
+"""``jaxlogit backbone train|eval``: the compact backbones on the default dataset."""
+
+from __future__ import annotations
+
+import click
+
+from jaxlogit import data, training
+from jaxlogit.cli._app import check_arch, cli, common_options
+
+
+@cli.group()
+def backbone() -> None:
+    """Train and evaluate the compact backbones on Fashion-MNIST (cached)."""
+
+
+def _config(arch: str, epochs: int | None, seed: int) -> training.BackboneConfig:
+    check_arch(arch, compact_only=True)
+    defaults = training.BackboneConfig(arch=arch, seed=seed)
+    return defaults if epochs is None else training.BackboneConfig(arch=arch, epochs=epochs, seed=seed)
+
+
+@backbone.command("train")
+@click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default: the config's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@common_options
+def train_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
+    """Train ARCH (or reuse its cached checkpoint) and print its test accuracy."""
+    config = _config(arch, epochs, seed)
+    model = training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+    click.echo(f"checkpoint: {model.directory}")
+    click.echo(f"train seconds: {model.meta['train_seconds']}")
+    click.echo(f"accuracy: {model.meta['test_accuracy']:.4f}")
+
+
+@backbone.command("eval")
+@click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Which trained config to evaluate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@common_options
+def eval_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
+    """Evaluate ARCH on the 10,000 test images (trains it first if it is not cached)."""
+    config = _config(arch, epochs, seed)
+    model = training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+    split = data.load(config.dataset, "test", data_dir=data_dir)
+    acc = training.accuracy(model.logits_fn(), split)
+    click.echo(f"checkpoint: {model.directory}")
+    click.echo(f"accuracy: {acc:.4f}")

@@ -1,0 +1,290 @@
+"""Algorithm 1 end to end: held-out split, epochs of data-parallel steps, selection, checkpoints."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlogit.corrector import _parallel
+from jaxlogit.corrector._checkpoint import EpochCheckpoints
+from jaxlogit.corrector._evaluate import evaluate
+from jaxlogit.corrector._module import Corrector, init_params
+from jaxlogit.corrector._step import init_state, make_optimizer, make_train_step
+from jaxlogit.errors import JaxlogitError
+from jaxlogit.progress import progress_bar
+
+
+class TrainResult(NamedTuple):
+    """What ``train`` returns.
+
+    Attributes:
+      params: params of the epoch with the best held-out accuracy (numpy pytree).
+      module: the ``Corrector``.
+      best_epoch: that epoch, 1-based.
+      holdout_accuracy: (epochs,) accuracy after each epoch on the held-out training logits,
+        clean and adversarial together (NaN when ``holdout_fraction`` is 0).
+      losses: (epochs * steps_per_epoch,) training loss of every step.
+      clean_fractions: (epochs * steps_per_epoch,) fraction of clean logits in every step's batch.
+      last_params: params after the last epoch (numpy pytree).
+      holdout_indices: sorted rows of the training logits held out for selection.
+      num_devices: devices the batch was split over.
+    """
+
+    params: Any
+    module: Corrector
+    best_epoch: int
+    holdout_accuracy: np.ndarray
+    losses: np.ndarray
+    clean_fractions: np.ndarray
+    last_params: Any
+    holdout_indices: np.ndarray
+    num_devices: int
+
+
+class _History(NamedTuple):
+    """The JSON-able part of a run, checkpointed with each epoch."""
+
+    losses: list
+    clean_fractions: list
+    holdout_accuracy: list
+    best_epoch: int
+
+
+def train(
+    data: Mapping[str, np.ndarray],
+    *,
+    num_classes: int,
+    hidden: int | None = 10_000,
+    epochs: int,
+    batch_size: int = 256,
+    lr: float = 5e-5,
+    weight_decay: float = 1e-4,
+    p_clean: float = 0.3,
+    keep_prob: float = 0.5,
+    key: jax.Array,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    holdout_fraction: float = 0.1,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains a corrector as Algorithm 1, data-parallel over every device in ``jax.devices()``.
+
+    Each epoch visits the non-held-out rows in an order that depends only on ``(key, epoch)``
+    and drops the last partial batch; each step mixes clean and adversarial logits
+    (``p_clean``), minimises softmax cross-entropy on the true labels with Adam and coupled L2
+    decay. After each epoch the accuracy on the held-out rows (clean and adversarial logits)
+    picks the best epoch: selection never sees a test set. With ``checkpoint_dir`` every epoch
+    is checkpointed; ``resume=True`` continues from the last checkpoint and ends with exactly
+    the params and losses of an uninterrupted run.
+
+    Args:
+      data: a ``LogitStore`` or a dict with ``clean_logits`` (N, C), ``adv_logits`` (N, C),
+        ``labels`` (N,) of the *training* images.
+      num_classes: C.
+      hidden: D, or None for the single-layer corrector.
+      epochs: total epochs (a resumed run counts the ones already done).
+      batch_size: global batch, split over the devices (must divide evenly).
+      lr: Adam learning rate.
+      weight_decay: coupled L2 coefficient (``torch.optim.Adam(weight_decay=...)``).
+      p_clean: probability that an example enters its batch as clean logits.
+      keep_prob: dropout keep probability of the hidden layer.
+      key: the root of all randomness (held-out split, init, data order, mixing, dropout).
+      checkpoint_dir: where to checkpoint each epoch (None: no checkpoints).
+      resume: continue from the last checkpoint in ``checkpoint_dir`` (start afresh if none).
+      holdout_fraction: fraction of rows held out for model selection (0: keep the last epoch).
+      progress: show a progress bar.
+
+    Returns:
+      A ``TrainResult``.
+
+    Raises:
+      JaxlogitError: bad shapes or sizes, or checkpoints that do not belong to this run.
+    """
+    clean, adv, labels = _training_arrays(data, num_classes)
+    mesh = _parallel.data_mesh()
+    _parallel.check_batch_size(batch_size, mesh)
+    holdout_key, init_key, order_key, step_key = _split4(key)
+    train_rows, holdout_rows = holdout_split(len(labels), holdout_fraction, key=holdout_key)
+    steps_per_epoch = len(train_rows) // batch_size
+    if steps_per_epoch == 0:
+        raise JaxlogitError(f"{len(train_rows)} training rows are fewer than one batch of {batch_size}; lower the batch size")
+
+    module = Corrector(num_classes=num_classes, hidden=hidden, keep_prob=keep_prob)
+    state = _state_initializer(module, lr, weight_decay, mesh)(init_key)
+    step_fn = _sharded_train_step(module, lr, weight_decay, p_clean, mesh)
+    put_batch = functools.partial(jax.device_put, device=_parallel.batch_sharding(mesh))
+    holdout = _holdout_logits(clean, adv, labels, holdout_rows)
+
+    settings = _run_settings(num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key)
+    identity = _identity(settings, clean, adv, labels)
+    checkpoints = EpochCheckpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and checkpoints is None:
+        raise JaxlogitError("resume needs a checkpoint directory; pass checkpoint_dir (CLI: --checkpoint-dir)")
+    start, state, best_params, history = _start(checkpoints, resume, identity, epochs, state, checkpoint_dir)
+
+    try:
+        with progress_bar("corrector", epochs, enabled=progress, completed=start) as advance:
+            for epoch in range(start + 1, epochs + 1):
+                order = train_rows[_epoch_permutation(order_key, epoch, len(train_rows))]
+                state, losses, fractions = _run_epoch(step_fn, state, (clean, adv, labels), order, batch_size, put_batch, step_key)
+                accuracy = _holdout_accuracy(state.params, module, holdout, 4 * batch_size, put_batch)
+                best_params, history = _update_history(history, best_params, state.params, epoch, losses, fractions, accuracy)
+                if checkpoints is not None:
+                    checkpoints.save(epoch, {"state": state, "best_params": best_params}, {"identity": identity, **history._asdict()})
+                advance(1, loss=float(np.mean(losses)), holdout=accuracy)
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+
+    return TrainResult(
+        params=jax.device_get(best_params),
+        module=module,
+        best_epoch=history.best_epoch,
+        holdout_accuracy=np.asarray(history.holdout_accuracy, np.float64),
+        losses=np.asarray(history.losses, np.float32),
+        clean_fractions=np.asarray(history.clean_fractions, np.float32),
+        last_params=jax.device_get(state.params),
+        holdout_indices=holdout_rows,
+        num_devices=mesh.devices.size,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _state_initializer(module: Corrector, lr: float, weight_decay: float, mesh) -> Callable:
+    """``key -> CorrectorState`` compiled once per setting, replicated over the mesh."""
+    optimizer = make_optimizer(lr, weight_decay)
+    return jax.jit(lambda key: init_state(init_params(module, key=key), optimizer), out_shardings=_parallel.replicated(mesh))
+
+
+@functools.lru_cache(maxsize=8)
+def _sharded_train_step(module: Corrector, lr: float, weight_decay: float, p_clean: float, mesh) -> Callable:
+    """The jitted data-parallel step, built once per setting (no recompiles across runs)."""
+    step = make_train_step(module, make_optimizer(lr, weight_decay), p_clean=p_clean)
+    return _parallel.shard_train_step(step, mesh)
+
+
+def holdout_split(num_rows: int, fraction: float, *, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Splits ``range(num_rows)`` into (training rows, held-out rows), both sorted, by ``key``.
+
+    ``round(fraction * num_rows)`` rows are held out (at least one when ``fraction > 0``).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise JaxlogitError(f"holdout fraction must be in [0, 1), got {fraction}")
+    held = 0 if fraction == 0 else max(1, round(fraction * num_rows))
+    perm = np.asarray(_permutation(key, num_rows))
+    return np.sort(perm[held:]), np.sort(perm[:held])
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _permutation(key: jax.Array, n: int) -> jax.Array:
+    return jax.random.permutation(key, n)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _epoch_permutation_device(key: jax.Array, epoch: int, n: int) -> jax.Array:
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
+
+
+def _epoch_permutation(key: jax.Array, epoch: int, n: int) -> np.ndarray:
+    """The order of epoch ``epoch``: a permutation of ``range(n)`` that depends only on (key, epoch)."""
+    return np.asarray(_epoch_permutation_device(key, epoch, n))
+
+
+@jax.jit
+def _split4(key: jax.Array) -> tuple[jax.Array, ...]:
+    """The run's four keys: held-out split, init, data order, steps."""
+    return tuple(jax.random.split(key, 4))
+
+
+def _training_arrays(data: Mapping[str, np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``clean_logits`` (N, C), ``adv_logits`` (N, C) float32 and ``labels`` (N,) int32, checked."""
+    clean = np.asarray(data["clean_logits"], np.float32)
+    adv = np.asarray(data["adv_logits"], np.float32)
+    labels = np.asarray(data["labels"], np.int32)
+    expected = (labels.shape[0], num_classes)
+    if labels.ndim != 1 or clean.shape != expected or adv.shape != expected:
+        raise JaxlogitError(
+            f"training logits have shapes clean {clean.shape}, adv {adv.shape}, labels {labels.shape}; "
+            f"expected (N, {num_classes}), (N, {num_classes}), (N,): check num_classes"
+        )
+    return clean, adv, labels
+
+
+def _holdout_logits(clean, adv, labels, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out rows as one evaluation set: clean then adversarial logits (2H, C), labels (2H,)."""
+    return np.concatenate([clean[rows], adv[rows]]), np.concatenate([labels[rows], labels[rows]])
+
+
+def _holdout_accuracy(params, module, holdout, batch_size, put) -> float:
+    logits, labels = holdout
+    if len(labels) == 0:
+        return float("nan")
+    return evaluate(params, module, logits, labels, batch_size=batch_size, put=put)
+
+
+def _run_epoch(step_fn, state, arrays, order, batch_size, put, key):
+    """One pass over ``order`` in batches; returns the state and per-step losses, clean fractions."""
+    clean, adv, labels = arrays
+    metrics = []
+    for i in range(len(order) // batch_size):
+        rows = order[i * batch_size : (i + 1) * batch_size]
+        batch = {"clean_logits": clean[rows], "adv_logits": adv[rows], "labels": labels[rows]}
+        state, step_metrics = step_fn(state, put(batch), key)
+        metrics.append(step_metrics)
+    metrics = jax.device_get(metrics)
+    return state, [float(m["loss"]) for m in metrics], [float(m["clean_fraction"]) for m in metrics]
+
+
+def _update_history(history: _History, best_params, params, epoch, losses, fractions, accuracy):
+    """The history after ``epoch``, and the params to keep (first epoch with the best accuracy wins)."""
+    best = history.holdout_accuracy[history.best_epoch - 1] if history.best_epoch else None
+    improved = best is None or np.isnan(accuracy) or accuracy > best
+    return (params if improved else best_params), _History(
+        losses=history.losses + losses,
+        clean_fractions=history.clean_fractions + fractions,
+        holdout_accuracy=history.holdout_accuracy + [accuracy],
+        best_epoch=epoch if improved else history.best_epoch,
+    )
+
+
+def _start(checkpoints, resume, identity, epochs, state, checkpoint_dir):
+    """``(epochs done, state, best params, history)``: fresh, or restored from the last checkpoint."""
+    fresh = (0, state, state.params, _History([], [], [], 0))
+    latest = checkpoints.latest_epoch() if checkpoints is not None else None
+    if latest is None:
+        return fresh
+    if not resume:
+        raise JaxlogitError(f"{checkpoint_dir} already holds corrector checkpoints; pass resume=True (CLI: --resume) or delete it")
+    if checkpoints.record(latest)["identity"] != identity:
+        raise JaxlogitError(f"the checkpoints in {checkpoint_dir} belong to another training run; delete them or choose another directory")
+    if latest > epochs:
+        raise JaxlogitError(f"{checkpoint_dir} holds {latest} epochs, more than the {epochs} asked; ask for at least {latest}")
+    tree, record = checkpoints.restore(latest, {"state": state, "best_params": state.params})
+    history = _History(record["losses"], record["clean_fractions"], record["holdout_accuracy"], record["best_epoch"])
+    return latest, tree["state"], tree["best_params"], history
+
+
+def _run_settings(num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key) -> dict:
+    """The settings that make a run what it is (not ``epochs``: a run may be extended)."""
+    key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return {
+        "num_classes": num_classes, "hidden": hidden, "keep_prob": keep_prob, "batch_size": batch_size,
+        "lr": lr, "weight_decay": weight_decay, "p_clean": p_clean, "holdout_fraction": holdout_fraction,
+        "key": np.asarray(key_data).tolist(),
+    }
+
+
+def _identity(settings: dict, clean: np.ndarray, adv: np.ndarray, labels: np.ndarray) -> dict:
+    """``settings`` plus a fingerprint of the data (labels and up to 1,000 evenly spaced rows)."""
+    rows = np.linspace(0, len(labels) - 1, num=min(len(labels), 1000)).astype(np.int64)
+    digest = hashlib.sha256()
+    for part in (labels, clean[rows], adv[rows]):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return json.loads(json.dumps({**settings, "num_rows": len(labels), "data": digest.hexdigest()[:16]}))

@@ -1,0 +1,113 @@
+"""The ``Split`` interface every dataset presents, and its in-memory version ``ArraySplit``."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+class Split(abc.ABC):
+    """One split of a labelled image dataset, read by index.
+
+    Subclasses provide ``labels``, ``class_names``, ``image_shape`` and ``get_batch``;
+    ``len``, ``num_classes`` and ``batches`` follow from them.
+    """
+
+    @property
+    @abc.abstractmethod
+    def labels(self) -> np.ndarray:
+        """All labels, int32 ``(N,)``."""
+
+    @property
+    @abc.abstractmethod
+    def class_names(self) -> tuple[str, ...]:
+        """Human-readable name of each class, ``num_classes`` of them."""
+
+    @property
+    @abc.abstractmethod
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the images ``get_batch`` returns."""
+
+    @abc.abstractmethod
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels at ``indices``.
+
+        Args:
+          indices: int indices into the split, ``(B,)``.
+
+        Returns:
+          ``(x, y)``: float32 ``(B, H, W, C)`` in [0, 1], int32 ``(B,)``.
+        """
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the model's output size), not the number present."""
+        return len(self.class_names)
+
+    def batches(
+        self, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Stream consecutive batches of ``[start, stop)`` in index order.
+
+        Args:
+          batch_size: images per batch; the last batch may be smaller.
+          start: first index (lets an interrupted run resume).
+          stop: one past the last index; ``None`` means ``len(self)``.
+
+        Yields:
+          ``(first_index, x, y)`` with ``x`` float32 ``(B, H, W, C)`` and ``y`` int32 ``(B,)``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        stop = len(self) if stop is None else min(stop, len(self))
+        for first in range(start, stop, batch_size):
+            x, y = self.get_batch(np.arange(first, min(first + batch_size, stop)))
+            yield first, x, y
+
+
+class ArraySplit(Split):
+    """A split held in memory as uint8 images.
+
+    Args:
+      images_uint8: uint8 ``(N, H, W, C)``.
+      labels: integer ``(N,)`` class indices.
+      class_names: one name per class.
+    """
+
+    def __init__(self, images_uint8: np.ndarray, labels: np.ndarray, class_names: Sequence[str]):
+        images_uint8 = np.asarray(images_uint8)
+        labels = np.asarray(labels)
+        if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, H, W, C), got {images_uint8.dtype} {images_uint8.shape}")
+        if labels.shape != images_uint8.shape[:1]:
+            raise ValueError(f"labels {labels.shape} do not match {images_uint8.shape[0]} images")
+        self._images = images_uint8
+        self._labels = labels.astype(np.int32)
+        self._class_names = tuple(class_names)
+
+    @property
+    def images(self) -> np.ndarray:
+        """All images, uint8 ``(N, H, W, C)``."""
+        return self._images
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._class_names
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self._images.shape[1:])
+
+    def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        indices = np.asarray(indices, dtype=np.int64)
+        x = self._images[indices].astype(np.float32) / np.float32(255.0)
+        return x, self._labels[indices]

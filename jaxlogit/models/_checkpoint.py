@@ -1,0 +1,118 @@
+"""Backbone checkpoints: an orbax checkpoint of the variables plus ``meta.json``, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import uuid
+
+import flax.linen as nn
+import jax
+import orbax.checkpoint as ocp
+
+from jaxlogit import paths
+from jaxlogit.errors import JaxlogitError
+from jaxlogit.models import _registry
+
+STATE_DIR = "state"
+META_FILE = "meta.json"
+FORMAT_VERSION = 1
+_RECREATE = "re-run `jaxlogit convert` or `jaxlogit backbone train` to recreate it"
+
+
+def save_checkpoint(directory: str | os.PathLike, name: str, variables: dict,
+                    meta: dict | None = None) -> pathlib.Path:
+    """Write ``variables`` of model ``name`` to ``directory`` (replaced atomically).
+
+    ``directory/state`` is an orbax ``StandardCheckpointer`` checkpoint; ``directory/meta.json``
+    holds ``arch``, ``num_classes``, ``mean``, ``std``, ``input_shape`` (the spec's unless
+    ``meta`` overrides them) and everything else in ``meta``. Both are written to a temporary
+    sibling folder first, then renamed into place: readers never see half a checkpoint.
+
+    Raises:
+        JaxlogitError: ``name`` is unknown or ``variables`` do not fit its architecture.
+
+    Returns:
+        The checkpoint directory.
+    """
+    directory = pathlib.Path(directory).expanduser().absolute()
+    model_spec = _registry.spec(name)
+    full_meta = {"mean": list(model_spec.mean), "std": list(model_spec.std),
+                 "input_shape": list(model_spec.input_shape), "num_classes": model_spec.num_classes,
+                 **(meta or {}), "arch": name, "format_version": FORMAT_VERSION}
+    module = _registry.create(name, full_meta["num_classes"])
+    _check_fits(variables, _registry.variable_shapes(module, tuple(full_meta["input_shape"])), name)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp / STATE_DIR, variables)
+            checkpointer.wait_until_finished()
+        paths.write_json_atomic(tmp / META_FILE, full_meta)
+        _replace_dir(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns:
+        ``(module, variables, meta)``: the flax module, its variables (jax arrays) and meta.
+
+    Raises:
+        JaxlogitError: the checkpoint is missing or corrupt (names the directory and the fix).
+    """
+    directory = pathlib.Path(directory).expanduser().absolute()
+    meta = _read_meta(directory)
+    try:
+        module = _registry.create(meta["arch"], int(meta["num_classes"]))
+        target = _registry.variable_shapes(module, tuple(meta["input_shape"]))
+        with ocp.StandardCheckpointer() as checkpointer:
+            variables = checkpointer.restore(directory / STATE_DIR, target)
+    except Exception as err:  # orbax raises many types; all mean "unusable checkpoint"
+        raise _corrupt(directory, err) from err
+    return module, dict(variables), meta
+
+
+def _read_meta(directory: pathlib.Path) -> dict:
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise JaxlogitError(f"no checkpoint in {directory} ({META_FILE} missing); {_RECREATE}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        missing = {"arch", "num_classes", "input_shape"} - set(meta)
+    except (ValueError, TypeError) as err:
+        raise _corrupt(directory, err) from err
+    if missing:
+        raise _corrupt(directory, f"{META_FILE} lacks {sorted(missing)}")
+    return meta
+
+
+def _corrupt(directory: pathlib.Path, reason: object) -> JaxlogitError:
+    first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0][:200]
+    return JaxlogitError(f"corrupt checkpoint in {directory} ({first_line}); {_RECREATE}")
+
+
+def _check_fits(variables: dict, expected: dict, name: str) -> None:
+    """Raise unless ``variables`` has exactly the structure and shapes of ``expected``."""
+    got = jax.tree.map(lambda a: tuple(a.shape), variables)
+    want = jax.tree.map(lambda a: tuple(a.shape), expected)
+    if got != want:
+        raise JaxlogitError(f"variables do not fit model {name!r}: create them with "
+                            f"models.create({name!r}, num_classes=...) and pass the same "
+                            "num_classes in meta")
+
+
+def _replace_dir(source: pathlib.Path, target: pathlib.Path) -> None:
+    """Move ``source`` to ``target``, replacing an existing ``target`` with two renames."""
+    if not target.exists():
+        os.replace(source, target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,114 @@
+"""DenseNet-BC (torchvision's ``DenseNet``), NHWC, one generic module.
+
+Submodules are named after torchvision's module paths with ``.`` replaced by ``_``
+(``features_denseblock1`` > ``denselayer1`` > ``norm1``), which makes weight import mechanical.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxlogit.models import _layers
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv (bn_size*growth) - BN-ReLU-3x3 conv: (B,H,W,C) -> new (B,H,W,growth)."""
+
+    growth_rate: int
+    bn_size: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = nn.relu(_layers.batch_norm(train, name="norm1")(x))
+        x = _layers.conv(self.bn_size * self.growth_rate, 1, name="conv1")(x)
+        x = nn.relu(_layers.batch_norm(train, name="norm2")(x))
+        return _layers.conv(self.growth_rate, 3, padding=1, name="conv2")(x)
+
+
+class DenseBlock(nn.Module):
+    """``num_layers`` dense layers, each fed all previous features: C -> C + n*growth channels."""
+
+    num_layers: int
+    growth_rate: int
+    bn_size: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        for index in range(self.num_layers):
+            layer = DenseLayer(self.growth_rate, self.bn_size, name=f"denselayer{index + 1}")
+            x = jnp.concatenate([x, layer(x, train)], axis=-1)
+        return x
+
+
+class Transition(nn.Module):
+    """BN-ReLU-1x1 conv-2x2 avg-pool: (B,H,W,C) -> (B,H/2,W/2,features)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = nn.relu(_layers.batch_norm(train, name="norm")(x))
+        x = _layers.conv(self.features, 1, name="conv")(x)
+        return _layers.avg_pool(x, 2, 2)
+
+
+class DenseNet(nn.Module):
+    """DenseNet: stem, dense blocks joined by halving transitions, BN-ReLU, pool, linear head.
+
+    Attributes:
+        growth_rate: channels each dense layer adds (``k``).
+        block_config: number of layers in each dense block.
+        num_init_features: channels of the stem conv.
+        bn_size: the 1x1 bottleneck has ``bn_size * growth_rate`` channels.
+        num_classes: number of logits.
+        small_stem: a 3x3/1 stem conv + 2x2/2 max-pool (small images) instead of
+            torchvision's 7x7/2 conv + 3x3/2 max-pool.
+    """
+
+    growth_rate: int = 32
+    block_config: Sequence[int] = (6, 12, 24, 16)
+    num_init_features: int = 64
+    bn_size: int = 4
+    num_classes: int = 1000
+    small_stem: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Normalised images (B, H, W, C) -> logits (B, num_classes)."""
+        x = self._stem(x, train)
+        features = self.num_init_features
+        for index, num_layers in enumerate(self.block_config):
+            x = DenseBlock(num_layers, self.growth_rate, self.bn_size,
+                           name=f"features_denseblock{index + 1}")(x, train)
+            features += num_layers * self.growth_rate
+            if index != len(self.block_config) - 1:
+                features //= 2
+                x = Transition(features, name=f"features_transition{index + 1}")(x, train)
+        x = nn.relu(_layers.batch_norm(train, name="features_norm5")(x))
+        return nn.Dense(self.num_classes, name="classifier")(_layers.global_avg_pool(x))
+
+    def _stem(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        if self.small_stem:
+            x = _layers.conv(self.num_init_features, 3, padding=1, name="features_conv0")(x)
+        else:
+            x = _layers.conv(self.num_init_features, 7, stride=2, padding=3,
+                             name="features_conv0")(x)
+        x = nn.relu(_layers.batch_norm(train, name="features_norm0")(x))
+        if self.small_stem:
+            return _layers.max_pool(x, 2, 2)
+        return _layers.max_pool(x, 3, 2, padding=1)
+
+
+densenet121 = functools.partial(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16),
+                                num_init_features=64)
+# Fashion-MNIST: 28x28 stem, dense blocks at 14x14, 7x7, 3x3.
+densenet_compact = functools.partial(DenseNet, growth_rate=12, block_config=(2, 3, 3),
+                                     num_init_features=24, bn_size=4, small_stem=True,
+                                     num_classes=10)
+densenet_tiny = functools.partial(DenseNet, growth_rate=4, block_config=(1, 1),
+                                  num_init_features=8, bn_size=2, small_stem=True,
+                                  num_classes=10)  # for tests only

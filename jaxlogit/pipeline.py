@@ -1,0 +1,117 @@
+"""The paper's pipeline as cached steps: backbone -> attack logits -> corrector.
+
+Each step's artifact is cached under a folder named by the hash of its configuration, so
+commands and experiments that need the same thing make it once. Steps know each other only
+through their configs; the attack functions know no model and the corrector no images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlogit import attacks, batching, data, paths, store, training
+from jaxlogit.errors import JaxlogitError
+
+ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """One attack with the paper's settings unless overridden (see SPEC.md).
+
+    Attributes:
+      name: pgd, mim, deepfool or cw.
+      eps: L-inf budget of pgd/mim (ignored by the L2 attacks).
+      steps: iterations of pgd/mim/cw (None: the paper's 10/10/25).
+      seed: root key of random starts.
+    """
+
+    name: str
+    eps: float = 16 / 255
+    steps: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.name not in ATTACK_NAMES:
+            raise JaxlogitError(f"unknown attack {self.name!r}: choose one of {', '.join(ATTACK_NAMES)}")
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: ``pgd@16/255``, ``cw``."""
+        if self.name in ("pgd", "mim"):
+            return f"{self.name}@{round(self.eps * 255, 2):g}/255"
+        return self.name
+
+
+def run_attack(config: AttackConfig, logits_fn: Callable, x, y, *, key) -> attacks.AttackResult:
+    """Runs ``config``'s attack on a batch with the paper's settings (SPEC.md)."""
+    steps = {} if config.steps is None else {"steps": config.steps}
+    if config.name == "pgd":
+        return attacks.pgd(logits_fn, x, y, key=key, eps=config.eps, step_size=config.eps / 8, **steps)
+    if config.name == "mim":
+        return attacks.mim(logits_fn, x, y, eps=config.eps, **steps)
+    if config.name == "deepfool":
+        return attacks.deepfool(logits_fn, x, y, candidates=min(10, _num_classes(logits_fn, x)))
+    return attacks.cw_l2(logits_fn, x, y, **steps)
+
+
+def _num_classes(logits_fn, x) -> int:
+    return int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, jnp.float32)).shape[-1])
+
+
+def store_dir(backbone: training.Backbone, attack: AttackConfig, split_name: str, limit: int | None,
+              cache: str | None) -> pathlib.Path:
+    """Cache folder of the logit store of ``backbone`` x ``attack`` on a split."""
+    config = {"backbone": backbone.directory.name, "attack": dataclasses.asdict(attack), "split": split_name, "limit": limit}
+    return paths.artifact_dir("logits", f"{backbone.meta['arch']}-{attack.name}-{split_name}", config, cache)
+
+
+def ensure_logits(
+    backbone: training.Backbone,
+    attack: AttackConfig,
+    split: data.ArraySplit,
+    split_name: str,
+    *,
+    limit: int | None = None,
+    batch_size: int = 250,
+    cache: str | None = None,
+    progress: bool = True,
+) -> store.LogitStore:
+    """Clean and adversarial logits of the first ``limit`` images of ``split`` (all if None).
+
+    Streams shard by shard and resumes after a crash (``jaxlogit.store``). The attack key
+    of a batch depends only on its start index, so a resumed store equals an uninterrupted one.
+    """
+    n = len(split) if limit is None else min(limit, len(split))
+    directory = store_dir(backbone, attack, split_name, limit, cache)
+    logits_fn = backbone.logits_fn()
+    root_key = jax.random.key(attack.seed)
+
+    @jax.jit
+    def attack_batch(x, y, start):
+        res = run_attack(attack, logits_fn, x, y, key=jax.random.fold_in(root_key, start))
+        return logits_fn(x), res.logits, res.success, res.norm
+
+    def produce(start: int, stop: int) -> dict:
+        parts = []
+        for begin in range(start, stop, batch_size):
+            end = min(begin + batch_size, stop)
+            x, y = split.get_batch(np.arange(begin, end))
+            out = attack_batch(batching.pad_to(x, batch_size), batching.pad_to(y, batch_size), begin)
+            parts.append([np.asarray(o)[: end - begin] for o in out])
+        clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
+        y = split.labels[start:stop]
+        return {"clean_logits": clean.astype(np.float32), "adv_logits": adv.astype(np.float32),
+                "labels": y.astype(np.int32), "success": success.astype(bool), "norm": norm.astype(np.float32)}
+
+    config = {"backbone": str(backbone.directory.name), "attack": dataclasses.asdict(attack),
+              "split": split_name, "num_items": n}
+    return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress,
+                       description=f"{attack.label} logits {backbone.meta['arch']}/{split_name}")

@@ -1,0 +1,36 @@
+"""The logit store: per image clean logits, adversarial logits, label, success flag, norm.
+
+Format: one directory holding numpy ``.npy`` shards (``shard-00003.clean_logits.npy``: rows
+``[3 * shard_size, 4 * shard_size)`` of ``clean_logits``) and a JSON manifest
+(``manifest.json``) that records the configuration, the array layout and which shards are
+complete. Why this format rather than array_record or tensorstore/zarr:
+
+* **no extra dependency**: numpy and json are all it takes to read or write a store, here
+  or anywhere else;
+* **memory-mapped reads**: every shard opens with ``np.load(mmap_mode="r")``, so reading a
+  store costs no more memory than the rows actually touched;
+* **atomic per shard**: each shard file is written to a temporary file, flushed and moved
+  into place with ``os.replace``; the manifest, also replaced atomically, is updated only
+  after a shard's files are all in place, so it is the commit record. A crash or ``kill -9``
+  loses at most the shard being written, and a rerun resumes after the last committed shard.
+
+Rows are produced deterministically by the caller's ``produce_fn(start, stop)``, so a resumed
+build ends byte-identical to an uninterrupted one.
+
+Example::
+
+    from jaxlogit import store
+
+    logits = store.build(directory, num_items=len(split), produce_fn=produce,
+                         shard_size=1024, config=config)
+    logits = store.open(directory)
+    logits["adv_logits"]          # (N, C) float32
+    logits.config                 # the dict given to build
+"""
+
+from jaxlogit.store._layout import REQUIRED_DTYPES
+from jaxlogit.store._reader import LogitStore, is_complete
+from jaxlogit.store._reader import open_store as open  # noqa: A001  (the module's reader)
+from jaxlogit.store._writer import DEFAULT_SHARD_SIZE, build
+
+__all__ = ["DEFAULT_SHARD_SIZE", "REQUIRED_DTYPES", "LogitStore", "build", "is_complete", "open"]

@@ -1,0 +1,229 @@
+"""Training and evaluating backbones on an in-memory split (the compact Fashion-MNIST models).
+
+``ensure_backbone(config)`` is what commands and experiments call: it returns the cached
+checkpoint for ``config`` if there is one and trains it otherwise. Training checkpoints its
+state with orbax after every epoch and resumes from the last one after a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax.training import train_state
+
+from jaxlogit import batching, data, models, paths
+from jaxlogit.progress import progress_bar
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """How a compact backbone is trained. Its hash names the cached checkpoint.
+
+    Attributes:
+      arch: a name from ``models.names()``.
+      dataset: the dataset it is trained on (``data.load`` name).
+      epochs: passes over the training split.
+      batch_size: images per step.
+      learning_rate: peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay to 0).
+      weight_decay: AdamW decoupled weight decay.
+      seed: the root of every key (init, shuffling, dropout).
+    """
+
+    arch: str
+    dataset: str = "fashion_mnist"
+    epochs: int = 4
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+
+class Backbone(NamedTuple):
+    """A trained or imported backbone: module, variables, metadata and where it is stored."""
+
+    module: nn.Module
+    variables: dict
+    meta: dict
+    directory: pathlib.Path
+
+    def logits_fn(self) -> Callable[[jax.Array], jax.Array]:
+        """``x`` (B,H,W,C) in [0,1] -> logits (B,C), eval mode, normalisation inside."""
+        return models.logits_fn(self.module, self.variables, mean=self.meta["mean"], std=self.meta["std"])
+
+
+class TrainState(train_state.TrainState):
+    """Flax TrainState that also carries BatchNorm running statistics."""
+
+    batch_stats: Any
+
+
+def backbone_dir(config: BackboneConfig, cache: str | None = None) -> pathlib.Path:
+    """The cache folder of the checkpoint trained with ``config``."""
+    return paths.artifact_dir("backbones", config.arch, dataclasses.asdict(config), cache)
+
+
+def make_optimizer(config: BackboneConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """AdamW with a short linear warm-up and cosine decay over all ``epochs``."""
+    total = config.epochs * steps_per_epoch
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup_steps=max(1, total // 20), decay_steps=total
+    )
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+
+
+def create_state(config: BackboneConfig, module: nn.Module, input_shape, steps_per_epoch: int) -> TrainState:
+    """Fresh parameters (from ``config.seed``) and optimizer state."""
+    variables = models.init(module, jax.random.key(config.seed), input_shape)
+    return TrainState.create(
+        apply_fn=module.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=make_optimizer(config, steps_per_epoch),
+    )
+
+
+def normalize(x: jax.Array, mean, std) -> jax.Array:
+    """(x - mean) / std with per-channel constants broadcast over NHWC."""
+    return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+
+
+def train_step(state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array, mean, std):
+    """One AdamW step on a batch; returns ``(state, metrics)`` with loss and accuracy.
+
+    Args:
+      state: current TrainState.
+      images: uint8 (B,H,W,C).
+      labels: int32 (B,).
+      key: dropout key for this step.
+      mean, std: normalisation constants (static tuples).
+    """
+    x = normalize(images.astype(jnp.float32) / 255.0, mean, std)
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        logits, updates = state.apply_fn(
+            variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key}
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return state, {"loss": loss, "accuracy": accuracy}
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled example order of one epoch; depends only on (seed, epoch)."""
+    key = jax.random.fold_in(jax.random.key(seed), epoch)
+    return np.asarray(jax.random.permutation(key, n))
+
+
+def _checkpoint_manager(directory: pathlib.Path) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+def _state_tree(state: TrainState) -> dict:
+    return {"params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state, "step": state.step}
+
+
+def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path, *, progress: bool = True) -> dict:
+    """Trains ``config.arch`` on ``split`` and returns its variables.
+
+    Checkpoints the full training state in ``workdir`` after each epoch and, if ``workdir``
+    already holds one, resumes after its last epoch (a crash loses at most one epoch).
+    """
+    spec = models.spec(config.arch)
+    module = models.create(config.arch, num_classes=split.num_classes)
+    steps_per_epoch = len(split) // config.batch_size
+    state = create_state(config, module, split.image_shape, steps_per_epoch)
+    manager = _checkpoint_manager(workdir)
+    first_epoch = 0
+    if manager.latest_step() is not None:
+        first_epoch = manager.latest_step() + 1
+        restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(_state_tree(state)))
+        state = state.replace(**restored)
+    step_fn = jax.jit(train_step, static_argnums=(4, 5), donate_argnums=0)
+    mean, std = tuple(spec.mean), tuple(spec.std)
+    root_key = jax.random.key(config.seed)
+    with progress_bar(
+        f"train {config.arch}", config.epochs * steps_per_epoch, enabled=progress,
+        completed=first_epoch * steps_per_epoch,
+    ) as advance:
+        for epoch in range(first_epoch, config.epochs):
+            order = epoch_order(config.seed, epoch, len(split))
+            for i in range(steps_per_epoch):
+                idx = np.sort(order[i * config.batch_size : (i + 1) * config.batch_size])
+                key = jax.random.fold_in(root_key, epoch * steps_per_epoch + i)
+                state, metrics = step_fn(state, split.images[idx], split.labels[idx], key, mean, std)
+                if i % 20 == 0:
+                    advance(20 if i else 1, epoch=epoch, loss=float(metrics["loss"]))
+            manager.save(epoch, args=ocp.args.StandardSave(_state_tree(state)))
+            manager.wait_until_finished()
+    manager.close()
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def predict(logits_fn: Callable, split, *, batch_size: int = 500) -> np.ndarray:
+    """Predicted classes (N,) int32 of every image of ``split``."""
+    fn = jax.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
+    preds = [
+        batching.map_batches(fn, x, batch_size=batch_size)
+        for _, x, _ in split.batches(batch_size * 8)
+    ]
+    return np.concatenate(preds).astype(np.int32)
+
+
+def accuracy(logits_fn: Callable, split, *, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``logits_fn`` on all of ``split``."""
+    return float(np.mean(predict(logits_fn, split, batch_size=batch_size) == split.labels))
+
+
+def load_backbone(directory: pathlib.Path) -> Backbone:
+    """Loads a checkpoint written by ``models.save_checkpoint``."""
+    module, variables, meta = models.load_checkpoint(directory)
+    return Backbone(module, variables, meta, pathlib.Path(directory))
+
+
+def ensure_backbone(
+    config: BackboneConfig, *, data_dir: str | None = None, cache: str | None = None, progress: bool = True
+) -> Backbone:
+    """The backbone trained with ``config``: from the cache, or trained (and cached) now."""
+    directory = backbone_dir(config, cache)
+    if (directory / "meta.json").exists():
+        return load_backbone(directory)
+    train_split = data.load(config.dataset, "train", data_dir=data_dir)
+    test_split = data.load(config.dataset, "test", data_dir=data_dir)
+    workdir = directory.with_name(directory.name + ".train")
+    start = time.perf_counter()
+    variables = train(config, train_split, workdir, progress=progress)
+    seconds = time.perf_counter() - start
+    spec = models.spec(config.arch)
+    module = models.create(config.arch, num_classes=train_split.num_classes)
+    test_accuracy = accuracy(
+        models.logits_fn(module, variables, mean=spec.mean, std=spec.std), test_split
+    )
+    meta = {
+        "arch": config.arch,
+        "num_classes": train_split.num_classes,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "dataset": config.dataset,
+        "config": dataclasses.asdict(config),
+        "train_seconds": round(seconds, 1),
+        "test_accuracy": test_accuracy,
+    }
+    models.save_checkpoint(directory, config.arch, variables, meta)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return load_backbone(directory)
