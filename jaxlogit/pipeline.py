@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import typing
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import attacks, batching, data, paths, store, training
+from jaxlogit import attacks, batching, corrector, data, paths, store, training
 from jaxlogit.errors import JaxlogitError
 
 ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
@@ -66,10 +67,10 @@ def _num_classes(logits_fn, x) -> int:
     return int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, jnp.float32)).shape[-1])
 
 
-def store_dir(backbone: training.Backbone, attack: AttackConfig, split_name: str, limit: int | None,
+def store_dir(backbone: training.Backbone, attack: AttackConfig, split_name: str, subset: int | str | None,
               cache: str | None) -> pathlib.Path:
-    """Cache folder of the logit store of ``backbone`` x ``attack`` on a split."""
-    config = {"backbone": backbone.directory.name, "attack": dataclasses.asdict(attack), "split": split_name, "limit": limit}
+    """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split."""
+    config = {"backbone": backbone.directory.name, "attack": dataclasses.asdict(attack), "split": split_name, "limit": subset}
     return paths.artifact_dir("logits", f"{backbone.meta['arch']}-{attack.name}-{split_name}", config, cache)
 
 
@@ -80,17 +81,25 @@ def ensure_logits(
     split_name: str,
     *,
     limit: int | None = None,
+    indices: np.ndarray | None = None,
     batch_size: int = 250,
     cache: str | None = None,
     progress: bool = True,
 ) -> store.LogitStore:
-    """Clean and adversarial logits of the first ``limit`` images of ``split`` (all if None).
+    """Clean and adversarial logits of the first ``limit`` images of ``split`` (all if None),
+    or of the images at ``indices`` (e.g. the selected set; row i is image ``indices[i]``).
 
     Streams shard by shard and resumes after a crash (``jaxlogit.store``). The attack key
     of a batch depends only on its start index, so a resumed store equals an uninterrupted one.
     """
-    n = len(split) if limit is None else min(limit, len(split))
-    directory = store_dir(backbone, attack, split_name, limit, cache)
+    if indices is None:
+        indices = np.arange(len(split) if limit is None else min(limit, len(split)))
+        subset = limit
+    else:
+        indices = np.asarray(indices)
+        subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
+    n = len(indices)
+    directory = store_dir(backbone, attack, split_name, subset, cache)
     logits_fn = backbone.logits_fn()
     root_key = jax.random.key(attack.seed)
 
@@ -103,15 +112,78 @@ def ensure_logits(
         parts = []
         for begin in range(start, stop, batch_size):
             end = min(begin + batch_size, stop)
-            x, y = split.get_batch(np.arange(begin, end))
+            x, y = split.get_batch(indices[begin:end])
             out = attack_batch(batching.pad_to(x, batch_size), batching.pad_to(y, batch_size), begin)
             parts.append([np.asarray(o)[: end - begin] for o in out])
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
-        y = split.labels[start:stop]
+        y = np.asarray(split.labels)[indices[start:stop]]
         return {"clean_logits": clean.astype(np.float32), "adv_logits": adv.astype(np.float32),
                 "labels": y.astype(np.int32), "success": success.astype(bool), "norm": norm.astype(np.float32)}
 
     config = {"backbone": str(backbone.directory.name), "attack": dataclasses.asdict(attack),
-              "split": split_name, "num_items": n}
-    return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress,
-                       description=f"{attack.label} logits {backbone.meta['arch']}/{split_name}")
+              "split": split_name, "subset": subset, "num_items": n}
+    return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectorConfig:
+    """How a corrector is trained (Algorithm 1). Paper: hidden 10,000, lr 5e-5, 50 epochs.
+
+    Attributes:
+      hidden: D, or None for the single-layer C -> C ablation.
+      epochs: passes over the training logits.
+      batch_size: global batch, split over all devices.
+      lr: Adam learning rate.
+      weight_decay: coupled L2 (torch ``Adam(weight_decay=...)``).
+      p_clean: probability of taking the clean logits of an example.
+      holdout_fraction: share of the *training* logits held out for model selection.
+      seed: root key.
+    """
+
+    hidden: int | None = 10_000
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 5e-5
+    weight_decay: float = 1e-4
+    p_clean: float = 0.3
+    holdout_fraction: float = 0.1
+    seed: int = 0
+
+
+class TrainedCorrector(typing.NamedTuple):
+    """A trained corrector: ``g`` maps logits (B, C) -> corrected logits (B, C)."""
+
+    module: object
+    params: dict
+    meta: dict
+    directory: pathlib.Path
+
+    def g_fn(self) -> Callable[[jax.Array], jax.Array]:
+        """The eval-mode corrector as a pure function (dropout off)."""
+        return corrector.g_fn(self.module, self.params)
+
+    def predict(self, logits: np.ndarray) -> np.ndarray:
+        """Corrected classes (N,) of logits (N, C)."""
+        return np.argmax(corrector.predict(self.params, self.module, logits), axis=-1)
+
+
+def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *, cache: str | None = None,
+                     progress: bool = True) -> TrainedCorrector:
+    """The corrector trained with ``config`` on ``train_logits`` (cached; resumes after a crash)."""
+    key_config = {"logits": train_logits.directory.name, "corrector": dataclasses.asdict(config)}
+    directory = paths.artifact_dir("correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache)
+    if (directory / "meta.json").exists():
+        module, params, meta = corrector.load(directory)
+        return TrainedCorrector(module, params, meta, directory)
+    num_classes = int(train_logits["clean_logits"].shape[1])
+    result = corrector.train(
+        train_logits, num_classes=num_classes, hidden=config.hidden, epochs=config.epochs,
+        batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay, p_clean=config.p_clean,
+        key=jax.random.key(config.seed), checkpoint_dir=directory.with_name(directory.name + ".train"),
+        resume=True, holdout_fraction=config.holdout_fraction, progress=progress,
+    )
+    meta = {"config": dataclasses.asdict(config), "logits": str(train_logits.directory),
+            "best_epoch": int(result.best_epoch), "holdout_accuracy": [float(a) for a in result.holdout_accuracy]}
+    corrector.save(directory, result.params, meta, module=result.module)
+    module, params, meta = corrector.load(directory)
+    return TrainedCorrector(module, params, meta, directory)

@@ -38,7 +38,7 @@ def attack(arch, attack_name, n, eps, batch_size, seed, data_dir, cache_dir) -> 
     """Attack the first N test images of Fashion-MNIST and report accuracy, success and norms."""
     check_arch(arch, compact_only=True)
     config = pipeline.AttackConfig(attack_name, eps=eps, seed=seed)
-    backbone = training.ensure_backbone(training.BackboneConfig(arch=arch), data_dir=data_dir, cache=cache_dir)
+    backbone = training.ensure_backbone(training.default_config(arch), data_dir=data_dir, cache=cache_dir)
     split = data.load("fashion_mnist", "test", data_dir=data_dir)
     x, y = split.get_batch(np.arange(min(n, len(split))))
     logits_fn = backbone.logits_fn()

@@ -15,8 +15,8 @@ def backbone() -> None:
 
 def _config(arch: str, epochs: int | None, seed: int) -> training.BackboneConfig:
     check_arch(arch, compact_only=True)
-    defaults = training.BackboneConfig(arch=arch, seed=seed)
-    return defaults if epochs is None else training.BackboneConfig(arch=arch, epochs=epochs, seed=seed)
+    overrides = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
+    return training.default_config(arch, **overrides)
 
 
 @backbone.command("train")

@@ -3,9 +3,10 @@
 The train step is jitted with shardings (params replicated, batch sharded on its first axis).
 The compiler inserts the cross-device reductions itself: the loss is the mean over the
 *global* batch and its gradient is exact, with no hand-written ``pmean`` that could sum the
-gradients twice. The mesh axis is ``AxisType.Auto`` (sharding propagated by the compiler);
-``jax.make_mesh`` defaults to ``Explicit`` axes in jax >= 0.7, which would make the sharding
-part of every array's type and reject mixing the replicated Bernoulli draw with the sharded batch.
+gradients twice. The mesh axis is ``AxisType.Auto`` (shardings propagated by the compiler).
+``jax.make_mesh`` defaults to ``Explicit`` axes in jax 0.10, which make the sharding part of
+every array's type and would need sharding annotations on the step's random draws; Auto keeps
+the step free of them.
 """
 
 from __future__ import annotations

@@ -237,6 +237,9 @@ def _run_epoch(step_fn, state, arrays, order, batch_size, put, key):
         rows = order[i * batch_size : (i + 1) * batch_size]
         batch = {"clean_logits": clean[rows], "adv_logits": adv[rows], "labels": labels[rows]}
         state, step_metrics = step_fn(state, put(batch), key)
+        # One step in flight at a time: with several steps queued, XLA:CPU's all-reduce across
+        # forced host devices deadlocked here (D=10,000, 2 devices, 2 cores); waiting costs little.
+        jax.block_until_ready(step_metrics)
         metrics.append(step_metrics)
     metrics = jax.device_get(metrics)
     return state, [float(m["loss"]) for m in metrics], [float(m["clean_fraction"]) for m in metrics]

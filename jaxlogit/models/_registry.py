@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import flax.linen as nn
@@ -106,8 +107,23 @@ def init(module: nn.Module, key: jax.Array, input_shape: tuple[int, int, int]) -
     Returns:
         ``{"params": ..., "batch_stats": ...}`` (no ``batch_stats`` without BatchNorm).
     """
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    return dict(jax.jit(module.init, static_argnames="train")({"params": key}, dummy, train=False))
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # a raw uint32 PRNGKey
+        key = jax.random.wrap_key_data(key)
+    return dict(_compiled_init(module, tuple(input_shape))(key))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(module: nn.Module, input_shape: tuple[int, ...]) -> Callable:
+    """``key -> variables``, compiled once per (module, shape) without LLVM optimisation.
+
+    Init runs once, but on CPU XLA's optimiser spends ~10 s compiling the threefry random
+    bits of even a tiny model; unoptimised it takes ~1 s (values equal up to float32 ulps).
+    """
+    def init_fn(key):
+        return module.init({"params": key}, jnp.zeros((1, *input_shape), jnp.float32))
+
+    lowered = jax.jit(init_fn).lower(jax.random.key(0))
+    return lowered.compile({"xla_backend_optimization_level": 0})
 
 
 def variable_shapes(module: nn.Module, input_shape: tuple[int, int, int]) -> dict:

@@ -11,7 +11,6 @@ import re
 from typing import Any, Callable, Mapping
 
 import flax.traverse_util
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,8 +58,8 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], *,
     special = _special_converters(module)
     flat = {}
     for key, path in torch_paths.items():
-        array = jnp.asarray(given[key])  # transposed by XLA: much faster than numpy's strides
-        flat[path] = special[key](array) if key in special else _convert(array, path)
+        array = special[key](given[key]) if key in special else _convert(given[key], path)
+        flat[path] = jnp.asarray(np.ascontiguousarray(array))
     return flax.traverse_util.unflatten_dict(flat)
 
 
@@ -80,14 +79,14 @@ def _torch_shape(path: tuple[str, ...], flax_shape: tuple[int, ...]) -> tuple[in
     return tuple(reversed(flax_shape))
 
 
-def _convert(array: jax.Array, path: tuple[str, ...]) -> jax.Array:
+def _convert(array: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
     """A torch array -> its flax layout (see :func:`_torch_shape`)."""
     if path[-1] != "kernel":
         return array
     return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
 
 
-def _special_converters(module) -> dict[str, Callable[[jax.Array], jax.Array]]:
+def _special_converters(module) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Keys whose conversion is not the plain transpose (VGG's first classifier layer)."""
     if isinstance(module, _vgg.VGG):
         pool_size = module.pool_size

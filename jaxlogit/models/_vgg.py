@@ -71,7 +71,7 @@ vgg16 = functools.partial(VGG, config=VGG16_CONFIG, batch_norm=False)
 vgg16_bn = functools.partial(VGG, config=VGG16_CONFIG, batch_norm=True)
 # Fashion-MNIST 28x28 -> 14 -> 7 -> 3: the pool keeps the 3x3 map, the head is small.
 vgg_compact = functools.partial(VGG, config=(16, "M", 32, 32, "M", 64, 64, "M"), batch_norm=True,
-                                pool_size=(3, 3), hidden=128, num_classes=10)
+                                pool_size=(3, 3), hidden=128, dropout=0.2, num_classes=10)
 vgg_tiny = functools.partial(VGG, config=(4, "M", 8, "M"), batch_norm=True, pool_size=(2, 2),
                              hidden=16, num_classes=10)  # for tests only
 

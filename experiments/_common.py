@@ -1,0 +1,220 @@
+"""What every experiment shares: the setup per dataset, cached artifacts, evaluation, reports.
+
+An experiment module defines a frozen config (whose docstring gives the command and the
+expected result), a ``run(config, setup) -> dict`` and a ``main`` built with ``cli_main``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+import sys
+import time
+from typing import Callable
+
+import click
+import numpy as np
+
+from jaxlogit import data, paths, pipeline, store, training
+from jaxlogit.errors import JaxlogitError
+
+COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
+IMAGENET = ("vgg16_bn", "resnet50", "densenet121")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Dataset, backbones and sizes shared by the experiments.
+
+    Attributes:
+      dataset: ``fashion_mnist`` (embedded default) or ``imagenet``.
+      backbones: the archs of Table 1; ``backbones[1]`` is the ResNet used by Tables 2-3.
+      train_limit: training images whose logits train the corrector (None: all).
+      test_limit: evaluation images ("full" set; None: all).
+      per_class: images per class of the *selected* set.
+      corrector: corrector training settings.
+      data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
+    """
+
+    dataset: str = "fashion_mnist"
+    backbones: tuple[str, ...] = COMPACT
+    train_limit: int | None = 4000
+    test_limit: int | None = None
+    per_class: int = 100
+    corrector: pipeline.CorrectorConfig = pipeline.CorrectorConfig(epochs=60, lr=1e-3)
+    data_dir: str | None = None
+    weights_dir: str | None = None
+    cache_dir: str | None = None
+
+    @property
+    def resnet(self) -> str:
+        """The ResNet backbone (Tables 2 and 3, and the selected set)."""
+        return next(b for b in self.backbones if "resnet" in b)
+
+    @property
+    def test_split_name(self) -> str:
+        return "test" if self.dataset == "fashion_mnist" else "validation"
+
+
+def default_setup(dataset: str, **overrides) -> Setup:
+    """The setup of ``dataset``: the compact models on Fashion-MNIST, or the paper's on ImageNet."""
+    if dataset == "fashion_mnist":
+        return Setup(**overrides)
+    if dataset == "imagenet":
+        paper = dict(dataset="imagenet", backbones=IMAGENET, train_limit=None, per_class=1,
+                     corrector=pipeline.CorrectorConfig())
+        return Setup(**{**paper, **overrides})
+    raise JaxlogitError(f"unknown dataset {dataset!r}: use fashion_mnist or imagenet")
+
+
+def load_backbone(setup: Setup, arch: str, *, progress: bool = True) -> training.Backbone:
+    """The trained compact backbone (cached) or the converted ImageNet checkpoint."""
+    if setup.dataset == "fashion_mnist":
+        return training.ensure_backbone(training.default_config(arch), data_dir=setup.data_dir,
+                                        cache=setup.cache_dir, progress=progress)
+    if not setup.weights_dir:
+        raise JaxlogitError("--dataset imagenet needs --weights-dir DIR holding one `jaxlogit convert` output per arch (DIR/resnet50, ...)")
+    return training.load_backbone(pathlib.Path(setup.weights_dir) / arch)
+
+
+@functools.cache
+def load_split(setup: Setup, name: str):
+    """``train`` or the evaluation split of ``setup.dataset``."""
+    return data.load(setup.dataset, name, data_dir=setup.data_dir)
+
+
+def logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig, which: str,
+           *, progress: bool = True) -> store.LogitStore:
+    """The cached logit store of ``backbone`` x ``attack`` on ``which`` ('train' or 'test')."""
+    name = "train" if which == "train" else setup.test_split_name
+    limit = setup.train_limit if which == "train" else setup.test_limit
+    return pipeline.ensure_logits(backbone, attack, load_split(setup, name), name, limit=limit,
+                                  cache=setup.cache_dir, progress=progress)
+
+
+def corrector_for(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig,
+                  config: pipeline.CorrectorConfig | None = None, *, progress: bool = True) -> pipeline.TrainedCorrector:
+    """The corrector trained on ``attack``'s training logits of ``backbone`` (cached)."""
+    train_store = logits(setup, backbone, attack, "train", progress=progress)
+    return pipeline.ensure_corrector(train_store, config or setup.corrector, cache=setup.cache_dir, progress=progress)
+
+
+def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
+    """The paper's *selected* set: ``per_class`` evaluation images per class that the ResNet gets right."""
+    backbone = load_backbone(setup, setup.resnet, progress=progress)
+    directory = paths.artifact_dir("selected", setup.resnet, {"backbone": backbone.directory.name,
+                                   "per_class": setup.per_class, "limit": setup.test_limit}, setup.cache_dir)
+    cached = directory / "indices.npy"
+    if cached.exists():
+        return np.load(cached)
+    split = load_split(setup, setup.test_split_name)
+    preds = training.predict(backbone.logits_fn(), split)
+    labels = split.labels
+    if setup.test_limit is not None:
+        preds, labels = preds[: setup.test_limit], labels[: setup.test_limit]
+    indices = data.selected_indices(preds, labels, setup.per_class)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "indices.tmp.npy", indices)
+    (directory / "indices.tmp.npy").replace(cached)
+    return indices
+
+
+def accuracies(test_store, corrector: pipeline.TrainedCorrector,
+               rows: np.ndarray | None = None) -> dict[str, float]:
+    """Percent accuracy on clean and adversarial logits, without and with correction.
+
+    Args:
+      test_store: logits of the evaluation images (a ``LogitStore`` or ``Rows``).
+      corrector: the corrector to apply.
+      rows: a subset of rows (e.g. the selected set), or None for all.
+    """
+    pick = (lambda a: np.asarray(a)) if rows is None else (lambda a: np.asarray(a)[rows])
+    clean, adv, labels = pick(test_store["clean_logits"]), pick(test_store["adv_logits"]), pick(test_store["labels"])
+    pct = lambda pred: round(100.0 * float(np.mean(pred == labels)), 2)  # noqa: E731
+    return {
+        "clean": pct(clean.argmax(-1)),
+        "clean_corrected": pct(corrector.predict(clean)),
+        "adv": pct(adv.argmax(-1)),
+        "adv_corrected": pct(corrector.predict(adv)),
+    }
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; floats with two decimals."""
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: pathlib.Path, name: str, markdown: str, payload: dict, figures: dict | None = None) -> pathlib.Path:
+    """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"{name}.md"
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(markdown + "\n")
+    tmp.replace(md)
+    paths.write_json_atomic(out_dir / f"{name}.json", payload)
+    for filename, fig in (figures or {}).items():
+        target = out_dir / filename
+        fig.savefig(target.with_suffix(".tmp.png"), dpi=120, bbox_inches="tight")
+        target.with_suffix(".tmp.png").replace(target)
+    return out_dir
+
+
+def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> Callable:
+    """A click command ``python -m experiments.NAME [--dataset ...]`` that calls ``run``.
+
+    ``run(setup, out_dir)`` does the work, writes its report and returns the Markdown it printed.
+    """
+
+    @click.command(help=doc)
+    @click.option("--dataset", type=click.Choice(["fashion_mnist", "imagenet"]), default="fashion_mnist", show_default=True)
+    @click.option("--data-dir", envvar="JAXLOGIT_DATA", default=None, help="Dataset folder (ImageNet: TFDS data dir or image folders).")
+    @click.option("--weights-dir", default=None, help="ImageNet only: folder of `jaxlogit convert` outputs, one per arch.")
+    @click.option("--cache-dir", envvar="JAXLOGIT_CACHE", default=None, help="Artifact cache (default ~/.cache/jaxlogit).")
+    @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
+    def command(dataset, data_dir, weights_dir, cache_dir, out):
+        setup = default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir)
+        out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
+        start = time.perf_counter()
+        run(setup, out_dir)
+        click.echo(f"\nwrote {out_dir}/{name}.md and .json  ({time.perf_counter() - start:.0f} s)")
+
+    def main(argv=None):
+        try:
+            command.main(args=argv, standalone_mode=False)
+        except JaxlogitError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()} (see --help)", err=True)
+            sys.exit(err.exit_code)
+
+    return main
+
+
+def dumps(obj) -> str:
+    """JSON for reports (numpy scalars included)."""
+    return json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+class Rows(dict):
+    """Logit arrays of a set of evaluation images: ``clean_logits``, ``adv_logits``, ``labels``, ..."""
+
+
+def selected_logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig,
+                    *, progress: bool = True) -> Rows:
+    """Logits of the selected set under ``attack``: sliced from a complete full-set store if
+    one is cached (Table 1 made it), else attacked on the selected images only."""
+    selected = selected_indices(setup, progress=progress)
+    split_name = setup.test_split_name
+    full_dir = pipeline.store_dir(backbone, attack, split_name, setup.test_limit, setup.cache_dir)
+    if store.is_complete(full_dir):
+        full = store.open(full_dir)
+        return Rows({k: np.asarray(full[k])[selected] for k in full.keys()})
+    sel = pipeline.ensure_logits(backbone, attack, load_split(setup, split_name), split_name,
+                                 indices=selected, cache=setup.cache_dir, progress=progress)
+    return Rows({k: np.asarray(sel[k]) for k in sel.keys()})

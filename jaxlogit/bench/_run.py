@@ -1,0 +1,201 @@
+"""``run(config)``: baselines, then each attack in JAX and torchattacks, timed in one run."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxlogit import attacks
+from jaxlogit.bench import _attacks, _flops, _model, _timing
+from jaxlogit.bench._attacks import Work
+from jaxlogit.bench._timing import Timing
+from jaxlogit.errors import JaxlogitError
+
+COMPACT_TORCH_DEEPFOOL_IMAGES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark.
+
+    Attributes:
+      arch: a registry name (compact or ImageNet).
+      attacks: names from ``ATTACKS``.
+      batch: images per attack call (None: 256 compact, 8 ImageNet).
+      repeats: steady-state calls per measurement (the best counts).
+      seed: seed of random weights, images and PGD's start.
+      checkpoint: a trained checkpoint folder (None: newest cached one, else random weights).
+      cache: the cache root to look for trained checkpoints in.
+      data_dir: where Fashion-MNIST is.
+      torch: also time torchattacks when it is importable.
+      torch_deepfool_images: images torchattacks' DeepFool is timed on, per-image time then
+        extrapolated (None: 8 for compact archs, 0 = not timed for ImageNet archs, where one
+        image-iteration takes minutes).
+    """
+
+    arch: str = "resnet_compact"
+    attacks: tuple[str, ...] = _attacks.ATTACKS
+    batch: int | None = None
+    repeats: int = 3
+    seed: int = 0
+    checkpoint: str | None = None
+    cache: str | None = None
+    data_dir: str | None = None
+    torch: bool = True
+    torch_deepfool_images: int | None = None
+
+    def __post_init__(self):
+        unknown = [name for name in self.attacks if name not in _attacks.ATTACKS]
+        if unknown or not self.attacks:
+            raise JaxlogitError(f"unknown attack {unknown}: choose from "
+                                f"{', '.join(_attacks.ATTACKS)} or all")
+        if self.repeats < 1 or (self.batch is not None and self.batch < 1):
+            raise JaxlogitError("repeats and batch must be >= 1: pass --repeats 3 --batch 256")
+
+
+class Baseline(NamedTuple):
+    """One forward and one forward + input gradient of the batch (torch: None without it)."""
+
+    forward: Timing
+    gradient: Timing
+    forward_flops: float
+    gradient_flops: float
+    torch_forward: Timing | None
+    torch_gradient: Timing | None
+
+
+class AttackRun(NamedTuple):
+    """One implementation of one attack: its timing, work, images attacked and success rate."""
+
+    timing: Timing
+    work: Work
+    images: int
+    success: float
+
+
+class AttackBench(NamedTuple):
+    """jaxlogit's and torchattacks' runs of one attack (``torch`` None when not timed)."""
+
+    attack: str
+    jax: AttackRun
+    torch: AttackRun | None
+
+
+class BenchReport(NamedTuple):
+    """Everything measured in one run; see ``jaxlogit.bench.markdown`` and ``as_json``."""
+
+    config: BenchConfig
+    model: dict
+    peak_gflops: float
+    torch_threads: int | None
+    baseline: Baseline
+    attacks: list[AttackBench]
+
+
+def _forward(logits_fn, x):
+    return logits_fn(x)
+
+
+def _gradient(logits_fn, x, y):
+    return jax.grad(lambda images: attacks.cross_entropy(logits_fn(images), y).sum())(x)
+
+
+def measure_baseline(model: _model.BenchModel, repeats: int) -> Baseline:
+    """Times the jitted forward and forward + input gradient (weights as program inputs),
+    their torch counterparts, interleaved, and counts their FLOPs with XLA."""
+    forward, gradient = jax.jit(_forward), jax.jit(_gradient)
+    f, x, y = model.logits_fn, model.x, model.y
+    calls = {"forward": lambda: forward(f, x), "gradient": lambda: gradient(f, x, y)}
+    if model.torch_model is not None:
+        from jaxlogit.bench import _torch
+
+        torch_calls = _torch.baseline_calls(model.torch_model, x, y)
+        calls.update({f"torch_{name}": call for name, call in torch_calls.items()})
+    timings, _ = _timing.interleaved(calls, repeats)
+    return Baseline(timings["forward"], timings["gradient"],
+                    _flops.compiled_flops(_forward, f, x),
+                    _flops.compiled_flops(_gradient, f, x, y),
+                    timings.get("torch_forward"), timings.get("torch_gradient"))
+
+
+def torch_images(config: BenchConfig, name: str, batch: int) -> int:
+    """How many images torchattacks' ``name`` runs on (DeepFool: a few, extrapolated)."""
+    if name != "deepfool":
+        return batch
+    wanted = config.torch_deepfool_images
+    if wanted is None:
+        wanted = 0 if _model.is_imagenet(config.arch) else COMPACT_TORCH_DEEPFOOL_IMAGES
+    return min(wanted, batch)
+
+
+def measure_attack(name: str, model: _model.BenchModel, config: BenchConfig) -> AttackBench:
+    """Times jaxlogit's ``name`` and, if possible, torchattacks' (interleaved, same weights)."""
+    batch = len(model.y)
+    calls = {"jax": _attacks.jax_attack(name, model.logits_fn, model.x, model.y,
+                                        seed=config.seed)}
+    n_torch = torch_images(config, name, batch) if model.torch_model is not None else 0
+    counter = None
+    if n_torch:
+        from jaxlogit.bench import _torch
+
+        counter = _torch.WorkCounter(model.torch_model)
+        torch_call = _torch.attack_call(name, model.torch_model, model.x[:n_torch],
+                                        model.y[:n_torch])
+        calls["torch"] = _counted(torch_call, counter)
+    try:
+        timings, results = _timing.interleaved(calls, config.repeats)
+    finally:
+        if counter is not None:
+            counter.close()
+    res = results["jax"]
+    jax_run = AttackRun(timings["jax"], _attacks.jax_work(name, res, model.num_classes), batch,
+                        float(np.mean(np.asarray(res.success))))
+    torch_run = None
+    if counter is not None:
+        success = _torch.success_rate(model.torch_model, results["torch"], model.y[:n_torch])
+        torch_run = AttackRun(timings["torch"], counter.work(n_torch), n_torch, success)
+    return AttackBench(name, jax_run, torch_run)
+
+
+def _counted(call: Callable, counter) -> Callable:
+    """``call`` with the work counter reset first, so it holds the last call's work."""
+    def run():
+        counter.reset()
+        return call()
+    return run
+
+
+def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: None) -> BenchReport:
+    """Runs the whole benchmark described by ``config``.
+
+    Args:
+      config: what to measure.
+      log: called with a short progress line before each measurement.
+
+    Returns:
+      A :class:`BenchReport` (format it with ``markdown`` or ``as_json``).
+    """
+    log(f"preparing {config.arch}")
+    model = _model.prepare(config.arch, config.batch, checkpoint=config.checkpoint,
+                           cache=config.cache, data_dir=config.data_dir, seed=config.seed,
+                           with_torch=config.torch)
+    log("measuring the matmul peak")
+    peak = _flops.matmul_peak_gflops()
+    log("timing the forward and forward+gradient baselines")
+    baseline = measure_baseline(model, config.repeats)
+    benches = []
+    for name in config.attacks:
+        log(f"timing {name}")
+        benches.append(measure_attack(name, model, config))
+    torch_threads = None
+    if model.torch_model is not None:
+        from jaxlogit.bench import _torch
+
+        torch_threads = _torch.threads()
+    info = {"arch": model.arch, "batch": len(model.y), "input_shape": list(model.x.shape[1:]),
+            "num_classes": model.num_classes, "weights": model.weights, "images": model.images,
+            "torch_logits_diff": model.torch_logits_diff}
+    return BenchReport(config, info, peak, torch_threads, baseline, benches)
