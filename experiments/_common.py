@@ -104,21 +104,8 @@ def corrector_for(setup: Setup, backbone: training.Backbone, attack: pipeline.At
 def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
     """The paper's *selected* set: ``per_class`` evaluation images per class that the ResNet gets right."""
     backbone = load_backbone(setup, setup.resnet, progress=progress)
-    directory = paths.artifact_dir("selected", setup.resnet, {"backbone": backbone.directory.name,
-                                   "per_class": setup.per_class, "limit": setup.test_limit}, setup.cache_dir)
-    cached = directory / "indices.npy"
-    if cached.exists():
-        return np.load(cached)
-    split = load_split(setup, setup.test_split_name)
-    preds = training.predict(backbone.logits_fn(), split)
-    labels = split.labels
-    if setup.test_limit is not None:
-        preds, labels = preds[: setup.test_limit], labels[: setup.test_limit]
-    indices = data.selected_indices(preds, labels, setup.per_class)
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "indices.tmp.npy", indices)
-    (directory / "indices.tmp.npy").replace(cached)
-    return indices
+    return pipeline.selected_indices(backbone, load_split(setup, setup.test_split_name), per_class=setup.per_class,
+                                     limit=setup.test_limit, cache=setup.cache_dir)
 
 
 def accuracies(test_store, corrector: pipeline.TrainedCorrector,
@@ -211,10 +198,5 @@ def selected_logits(setup: Setup, backbone: training.Backbone, attack: pipeline.
     one is cached (Table 1 made it), else attacked on the selected images only."""
     selected = selected_indices(setup, progress=progress)
     split_name = setup.test_split_name
-    full_dir = pipeline.store_dir(backbone, attack, split_name, setup.test_limit, setup.cache_dir)
-    if store.is_complete(full_dir):
-        full = store.open(full_dir)
-        return Rows({k: np.asarray(full[k])[selected] for k in full.keys()})
-    sel = pipeline.ensure_logits(backbone, attack, load_split(setup, split_name), split_name,
-                                 indices=selected, cache=setup.cache_dir, progress=progress)
-    return Rows({k: np.asarray(sel[k]) for k in sel.keys()})
+    return Rows(pipeline.selected_logits(backbone, attack, load_split(setup, split_name), split_name, selected,
+                                         limit=setup.test_limit, cache=setup.cache_dir, progress=progress))

@@ -187,3 +187,43 @@ def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *,
     corrector.save(directory, result.params, meta, module=result.module)
     module, params, meta = corrector.load(directory)
     return TrainedCorrector(module, params, meta, directory)
+
+
+def selected_indices(backbone: training.Backbone, split: data.ArraySplit, *, per_class: int,
+                     limit: int | None = None, cache: str | None = None) -> np.ndarray:
+    """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
+    classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
+
+    Returns:
+      int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
+    """
+    config = {"backbone": backbone.directory.name, "per_class": per_class, "limit": limit}
+    directory = paths.artifact_dir("selected", backbone.meta["arch"], config, cache)
+    cached = directory / "indices.npy"
+    if cached.exists():
+        return np.load(cached)
+    preds = training.predict(backbone.logits_fn(), split)
+    labels = split.labels
+    if limit is not None:
+        preds, labels = preds[:limit], labels[:limit]
+    indices = data.selected_indices(preds, labels, per_class)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "indices.tmp.npy", indices)
+    (directory / "indices.tmp.npy").replace(cached)
+    return indices
+
+
+def selected_logits(backbone: training.Backbone, attack: AttackConfig, split: data.ArraySplit, split_name: str,
+                    indices: np.ndarray, *, limit: int | None = None, cache: str | None = None,
+                    progress: bool = True) -> dict[str, np.ndarray]:
+    """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
+
+    Sliced from the complete store of the first ``limit`` images if one is cached, else the
+    attack runs on those images only (a store of its own). Row i is image ``indices[i]``.
+    """
+    full_dir = store_dir(backbone, attack, split_name, limit, cache)
+    if store.is_complete(full_dir):
+        full = store.open(full_dir)
+        return {k: np.asarray(full[k])[indices] for k in full.keys()}
+    sel = ensure_logits(backbone, attack, split, split_name, indices=indices, cache=cache, progress=progress)
+    return {k: np.asarray(sel[k]) for k in sel.keys()}

@@ -227,6 +227,31 @@ def test_deepfool_cotangents_select_candidate_gaps_only():
     np.testing.assert_array_equal(cot, expected)
 
 
+def test_l2_attacks_find_the_exact_minimum_of_a_linear_classifier():
+    """For logits ``x W + b`` the smallest L2 change of the decision is known in closed form."""
+    rng = np.random.default_rng(0)
+    weights = jnp.asarray(rng.normal(size=(SIZE * SIZE, CLASSES)), jnp.float32)
+    logits_fn = functools.partial(linear_apply, weights)
+    x = jnp.asarray(0.4 + 0.2 * rng.uniform(size=(8, SIZE, SIZE, 1)), jnp.float32)  # box inactive
+    y = jnp.argmax(logits_fn(x), axis=-1).astype(jnp.int32)
+    z = logits_fn(x)
+    gaps = z - jnp.take_along_axis(z, y[:, None], axis=1)  # (B, C), <= 0
+    directions = weights[None, :, :] - weights.T[y][:, :, None]  # (B, pixels, C)
+    distance = jnp.abs(gaps) / jnp.linalg.norm(directions, axis=1)
+    exact = jnp.min(jnp.where(jax.nn.one_hot(y, CLASSES) > 0, jnp.inf, distance), axis=1)
+    fool = attacks.deepfool(logits_fn, x, y, candidates=CLASSES)
+    np.testing.assert_allclose(fool.norm, 1.02 * (exact + 1e-4), rtol=1e-4)  # one step + overshoot
+    np.testing.assert_array_equal(fool.iterations, 1)
+    cw = attacks.cw_l2(logits_fn, x, y, steps=100, search_steps=6, initial_const=1.0)
+    assert bool(cw.success.all())
+    np.testing.assert_allclose(cw.norm, exact, rtol=0.02)
+    assert bool(jnp.all(cw.norm >= exact * (1 - 1e-4)))  # nothing can beat the minimum
+
+
+def linear_apply(weights, x):
+    return x.reshape(x.shape[0], -1) @ weights
+
+
 def test_deepfool_stops_at_max_iter(problem):
     logits_fn, x, y, _ = problem
     res = attacks.deepfool(logits_fn, x, y, candidates=4, max_iter=1, overshoot=0.0)

@@ -8,6 +8,7 @@ model weights with ``functools.partial(apply, variables)`` so they are traced in
 new partial with same-shaped weights reuses the compiled program.
 """
 
+from jaxlogit.attacks._adaptive import Judged, LossObjective, Tracked, linf_advance, linf_random_starts, loss_objective, pgd_restarts, sample_keys, track_init  # noqa: F401  (adaptive evaluation)
 from jaxlogit.attacks._cw import cw_l2
 from jaxlogit.attacks._deepfool import deepfool
 from jaxlogit.attacks._losses import LOSSES, cross_entropy, margin

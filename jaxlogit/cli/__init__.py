@@ -10,7 +10,7 @@ import sys
 import click
 
 from jaxlogit.cli._app import cli
-from jaxlogit.cli import _attack, _backbone, _info  # noqa: F401  (registers commands)
+from jaxlogit.cli import _attack, _backbone, _bench, _correct, _explain, _info  # noqa: F401  (registers commands)
 from jaxlogit.errors import JaxlogitError
 
 

@@ -1,0 +1,173 @@
+"""Derived metrics of a :class:`BenchReport`, as a Markdown table or a JSON-ready dict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxlogit.bench import _attacks, _model
+from jaxlogit.bench._run import AttackBench, AttackRun, BenchReport
+
+# The issue's goals: speed-up over torchattacks measured in the same run (C&W: per step).
+COMPACT_GOALS = {"pgd": 3.0, "mim": 3.0, "deepfool": 15.0, "cw": 3.0}
+IMAGENET_GOALS = {"pgd": 1.2, "mim": 1.2, "deepfool": 50.0}
+CW_BUDGET_STEPS = 100  # C&W with its search should cost <= 1.1x this many fwd+grad steps
+CW_BUDGET_FACTOR = 1.1
+
+
+def run_metrics(run: AttackRun, report: BenchReport) -> dict:
+    """Per-implementation numbers; per-step times are for a pass over the full batch B.
+
+    A run on fewer images than B (torchattacks' DeepFool) is extrapolated linearly to B: its
+    per-image Python loop costs the same for every image of a batch.
+    """
+    batch = report.model["batch"]
+    scale = batch / run.images  # 1 except for the extrapolated runs
+    steady = run.timing.best
+    flops = run.work.flops(report.baseline.forward_flops, report.baseline.gradient_flops)
+    gflops = flops / scale / steady / 1e9
+    return {
+        "images": run.images,
+        "first_call_s": run.timing.first,
+        "compile_s": run.timing.compile,
+        "steady_s": steady,
+        "steady_s_per_batch": steady * scale,
+        "images_per_s": run.images / steady,
+        "gradient_steps": run.work.gradients,
+        "forwards": run.work.forwards,
+        "s_per_gradient_step": steady * scale / run.work.gradients if run.work.gradients else None,
+        "gflops_per_s": gflops,
+        "peak_fraction": gflops / report.peak_gflops,
+        "success_rate": run.success,
+    }
+
+
+def speed_up(bench: AttackBench, report: BenchReport) -> float | None:
+    """jaxlogit's speed-up over torchattacks: images/s ratio (C&W: time-per-step ratio)."""
+    if bench.torch is None:
+        return None
+    ours, theirs = run_metrics(bench.jax, report), run_metrics(bench.torch, report)
+    if bench.attack == "cw":
+        return theirs["s_per_gradient_step"] / ours["s_per_gradient_step"]
+    return ours["images_per_s"] / theirs["images_per_s"]
+
+
+def goal(attack: str, report: BenchReport) -> float | None:
+    """The issue's speed-up goal for ``attack`` on this arch (None if it sets none)."""
+    goals = IMAGENET_GOALS if _model.is_imagenet(report.model["arch"]) else COMPACT_GOALS
+    return goals.get(attack)
+
+
+def cw_cost_in_steps(report: BenchReport) -> float | None:
+    """C&W's steady time over 100 forward+input-gradient baseline steps (goal <= 1.1)."""
+    for bench in report.attacks:
+        if bench.attack == "cw":
+            return bench.jax.timing.best / (CW_BUDGET_STEPS * report.baseline.gradient.best)
+    return None
+
+
+def as_json(report: BenchReport) -> dict:
+    """Raw timings and derived metrics of ``report`` as plain JSON types."""
+    baseline = report.baseline
+    return {
+        "config": dataclasses.asdict(report.config),
+        "model": report.model,
+        "matmul_peak_gflops": report.peak_gflops,
+        "torch_threads": report.torch_threads,
+        "baseline": {
+            "forward_s": baseline.forward.best, "forward_gradient_s": baseline.gradient.best,
+            "forward_gflop": baseline.forward_flops / 1e9,
+            "forward_gradient_gflop": baseline.gradient_flops / 1e9,
+            "torch_forward_s": baseline.torch_forward and baseline.torch_forward.best,
+            "torch_forward_gradient_s": baseline.torch_gradient and baseline.torch_gradient.best,
+        },
+        "attacks": {
+            bench.attack: {
+                "jaxlogit": run_metrics(bench.jax, report),
+                "torchattacks": bench.torch and run_metrics(bench.torch, report),
+                "speed_up": speed_up(bench, report),
+                "goal": goal(bench.attack, report),
+            } for bench in report.attacks
+        },
+        "cw_cost_in_100_steps": cw_cost_in_steps(report),
+    }
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _row(attack: str, side: str, metrics: dict, ratio: str, target: str) -> str:
+    step = metrics["s_per_gradient_step"]
+    cells = [attack, side, _number(metrics["compile_s"], 1), _number(metrics["steady_s_per_batch"]),
+             _number(metrics["images_per_s"], 1), f"{metrics['gradient_steps']:g}",
+             _number(None if step is None else 1e3 * step, 1),
+             _number(metrics["gflops_per_s"], 1), _number(100 * metrics["peak_fraction"], 0),
+             _number(metrics["success_rate"]), ratio, target]
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(report: BenchReport) -> str:
+    """The Markdown table: one row per attack and implementation."""
+    batch = report.model["batch"]
+    lines = [f"| attack | impl | compile s | steady s (B={batch}) | images/s | grad steps | "
+             "ms/step | GFLOP/s | % peak | success | speed-up | goal |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for bench in report.attacks:
+        ratio = speed_up(bench, report)
+        target = goal(bench.attack, report)
+        per = " /step" if bench.attack == "cw" else ""
+        lines.append(_row(bench.attack, "jaxlogit", run_metrics(bench.jax, report),
+                          "—" if ratio is None else f"**{ratio:.1f}x**{per}",
+                          "—" if target is None else f">= {target:g}x{per}"))
+        if bench.torch is not None:
+            metrics = run_metrics(bench.torch, report)
+            side = "torchattacks" if bench.torch.images == batch else \
+                f"torchattacks ({bench.torch.images} img, x{batch / bench.torch.images:g})"
+            lines.append(_row("", side, metrics, "", ""))
+    return "\n".join(lines)
+
+
+def markdown(report: BenchReport) -> str:
+    """The whole report: setup, baselines, the table and notes on how to read it."""
+    model, baseline = report.model, report.baseline
+    lines = [f"## jaxlogit bench: {model['arch']}, batch {model['batch']}, "
+             f"input {'x'.join(map(str, model['input_shape']))}", "",
+             f"- weights: {model['weights']}", f"- images: {model['images']}; labels are the "
+             "model's own predictions (every sample starts correctly classified)",
+             f"- machine: float32 matmul peak {report.peak_gflops:.0f} GFLOP/s (jnp.dot 2048^3, "
+             f"this run); torch threads: {report.torch_threads or '—'}",
+             f"- forward {baseline.forward_flops / 1e9:.2f} GFLOP, forward+input gradient "
+             f"{baseline.gradient_flops / 1e9:.2f} GFLOP (XLA cost analysis, batch)",
+             f"- baseline jaxlogit: forward {baseline.forward.best:.3f} s, forward+gradient "
+             f"{baseline.gradient.best:.3f} s"]
+    if baseline.torch_forward is not None:
+        lines.append(f"- baseline torch: forward {baseline.torch_forward.best:.3f} s, "
+                     f"forward+gradient {baseline.torch_gradient.best:.3f} s; torch twin's "
+                     f"logits differ from JAX's by at most {model['torch_logits_diff']:.1e}")
+    cw = cw_cost_in_steps(report)
+    if cw is not None:
+        lines.append(f"- C&W (4 search steps x 25) costs **{cw:.2f}x** of {CW_BUDGET_STEPS} "
+                     f"forward+gradient steps (goal <= {CW_BUDGET_FACTOR})")
+    lines += ["", table(report), "", *notes(report)]
+    return "\n".join(lines)
+
+
+def notes(report: BenchReport) -> list[str]:
+    """How to read the table."""
+    out = ["Notes: steady = best of the later calls; compile = first call - steady. "
+           "A gradient step is one forward+input-gradient pass over the batch; DeepFool counts "
+           f"one per candidate class per iteration ({_attacks.DEEPFOOL_CANDIDATES - 1} "
+           "candidates for jaxlogit, every class for torchattacks), for all B samples until the "
+           "slowest is fooled. GFLOP/s use XLA's FLOP count of the forward and of "
+           "forward+gradient for both implementations. Speed-up = images/s ratio (C&W: "
+           "time-per-step ratio, since torchattacks' CW has no binary search and stops early)."]
+    for bench in report.attacks:
+        if bench.torch is not None and bench.torch.images < report.model["batch"]:
+            out.append(f"torchattacks {bench.attack} was timed on {bench.torch.images} images "
+                       "only (its per-image Python loop) and extrapolated per image to the batch.")
+        if bench.attack == "deepfool" and bench.torch is None and report.torch_threads:
+            out.append("torchattacks DeepFool was not timed (pass --torch-deepfool-images N).")
+    if "random" in report.model["weights"]:
+        out.append("Random weights: timings are representative, success rates and DeepFool "
+                   "iteration counts are not those of a trained model.")
+    return out

@@ -1,0 +1,43 @@
+"""``jaxlogit bench``: time the attacks against torchattacks on the same weights."""
+
+from __future__ import annotations
+
+import click
+
+from jaxlogit import bench, paths
+from jaxlogit.cli._app import check_arch, cli, common_options
+
+
+@cli.command("bench")
+@click.option("--attack", "attack_name", default="all", show_default=True,
+              type=click.Choice([*bench.ATTACKS, "all"]), help="Attack to time.")
+@click.option("--arch", default="resnet_compact", show_default=True,
+              help="Backbone (compact, or resnet50 etc. at 224x224 with random weights).")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Images per call [default: 256 compact, 8 ImageNet].")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Steady-state calls per measurement (the best counts).")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Trained checkpoint folder [default: newest cached one, else random weights].")
+@click.option("--torch-deepfool-images", type=click.IntRange(min=0), default=None,
+              help="Images torchattacks' slow DeepFool is timed on [default: 8 compact, "
+                   "0 (skip) ImageNet].")
+@click.option("--no-torch", is_flag=True, help="Skip torchattacks even if installed.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results as JSON to this file.")
+@common_options
+def bench_command(attack_name, arch, batch, repeats, checkpoint, torch_deepfool_images, no_torch,
+                  seed, json_path, data_dir, cache_dir) -> None:
+    """Compile time, steady state, images/s, time per gradient step and GFLOP/s of the attacks,
+    with torchattacks' speed on the same weights and batch measured in the same run."""
+    check_arch(arch)
+    config = bench.BenchConfig(
+        arch=arch, attacks=bench.ATTACKS if attack_name == "all" else (attack_name,),
+        batch=batch, repeats=repeats, seed=seed, checkpoint=checkpoint, cache=cache_dir,
+        data_dir=data_dir, torch=not no_torch, torch_deepfool_images=torch_deepfool_images)
+    report = bench.run(config, log=lambda message: click.echo(f"... {message}", err=True))
+    click.echo(bench.markdown(report))
+    if json_path:
+        paths.write_json_atomic(json_path, bench.as_json(report))
+        click.echo(f"wrote {json_path}", err=True)
