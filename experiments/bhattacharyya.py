@@ -74,6 +74,7 @@ def correlations(bc: np.ndarray, transfer: np.ndarray) -> dict[str, float]:
 
 
 def matrix_rows(matrix: np.ndarray, digits: int) -> list[list]:
+    """Table rows ``[attack, entries...]``, ``None`` (shown as ``-``) for NaN."""
     return [[name, *[None if np.isnan(v) else f"{v:.{digits}f}" for v in matrix[i]]] for i, name in enumerate(NAMES)]
 
 
@@ -104,7 +105,8 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     print(markdown)
     _common.write_report(out_dir, "bhattacharyya", markdown, {
         "setup": dataclasses.asdict(setup), "k": k, "attacks": list(NAMES), "counts": [c.tolist() for c in counts],
-        "bhattacharyya": bc.tolist(), "transfer": transfer.tolist(), "spearman": ours, "paper_spearman": paper,
+        "bhattacharyya": bc.tolist(), "transfer": transfer.tolist(), "spearman": {k: ec.finite_or_none(v) for k, v in ours.items()},
+        "paper_spearman": paper,
         "paper_bhattacharyya": {"-".join(pair): v for pair, v in _paper.BHATTACHARYYA.items()},
         "paper_transfer": _paper.TABLE3})
     return markdown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pathlib
 import types
@@ -18,9 +20,29 @@ TEST_BACKBONE = training.BackboneConfig(arch="resnet_compact", epochs=1)
 
 @pytest.fixture(scope="session")
 def test_cache(tmp_path_factory) -> pathlib.Path:
-    """The cache root for artifacts tests make ($JAXLOGIT_TEST_CACHE keeps them across runs)."""
+    """The cache root for artifacts tests make ($JAXLOGIT_TEST_CACHE keeps them across runs).
+
+    Shared by all pytest-xdist workers of a run (the parent of each worker's base temp dir).
+    """
     kept = os.environ.get("JAXLOGIT_TEST_CACHE")
-    return pathlib.Path(kept) if kept else tmp_path_factory.mktemp("cache")
+    if kept:
+        return pathlib.Path(kept)
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    (shared / "cache").mkdir(exist_ok=True)
+    return shared / "cache"
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: pathlib.Path):
+    """An inter-process lock (one xdist worker trains, the others wait and load)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +52,8 @@ def trained_compact(test_cache):
     Returns an object with ``backbone``, ``logits_fn`` (x in [0,1] -> (B,10)), ``x``
     (256,28,28,1) float32 and ``y`` (256,) int32, and ``clean_accuracy`` on those images.
     """
-    backbone = training.ensure_backbone(TEST_BACKBONE, cache=test_cache, progress=False)
+    with exclusive(test_cache / "trained_compact.lock"):
+        backbone = training.ensure_backbone(TEST_BACKBONE, cache=test_cache, progress=False)
     split = data.load("fashion_mnist", "test")
     x, y = split.get_batch(np.arange(256))
     logits_fn = jax.jit(backbone.logits_fn())

@@ -373,7 +373,7 @@ def test_cw_returns_clean_image_for_samples_never_fooled(problem):
 
     def guarded(variables, images):  # odd samples: a label margin no image in [0,1] can beat
         logits = tiny_apply(variables, images)
-        return logits + 1e4 * jax.nn.one_hot(y, CLASSES) * unfoolable[:, None]
+        return logits + 1e4 * jax.nn.one_hot(y, CLASSES) * unfoolable[:, None].astype(jnp.float32)
 
     res = attacks.cw_l2(functools.partial(guarded, problem[3]), x, y, steps=10, search_steps=3, lr=0.05)
     odd = np.asarray(unfoolable)

@@ -59,6 +59,11 @@ def linearised_step(logit_gaps: jax.Array, gap_grads: jax.Array) -> jax.Array:
 
 
 def _iterate(logits_fn, x, y, candidates, cotangents, overshoot, state: _State) -> _State:
+    """One DeepFool iteration: stop samples now misclassified, step the others.
+
+    One forward pass (with its vjp) at ``state.x_adv``; the ``K - 1`` candidate vjps run only
+    while some sample is still active.
+    """
     logits, vjp_fn = jax.vjp(logits_fn, state.x_adv)
     active = state.active & (jnp.argmax(logits, axis=-1).astype(y.dtype) == y)
 

@@ -96,9 +96,11 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _row(attack: str, side: str, metrics: dict, ratio: str, target: str) -> str:
+def _row(attack: str, side: str, metrics: dict, ratio: str, target: str, *,
+         compiled: bool) -> str:
     step = metrics["s_per_gradient_step"]
-    cells = [attack, side, _number(metrics["compile_s"], 1), _number(metrics["steady_s_per_batch"]),
+    compile_s = metrics["compile_s"] if compiled else None
+    cells = [attack, side, _number(compile_s, 1), _number(metrics["steady_s_per_batch"]),
              _number(metrics["images_per_s"], 1), f"{metrics['gradient_steps']:g}",
              _number(None if step is None else 1e3 * step, 1),
              _number(metrics["gflops_per_s"], 1), _number(100 * metrics["peak_fraction"], 0),
@@ -118,12 +120,12 @@ def table(report: BenchReport) -> str:
         per = " /step" if bench.attack == "cw" else ""
         lines.append(_row(bench.attack, "jaxlogit", run_metrics(bench.jax, report),
                           "—" if ratio is None else f"**{ratio:.1f}x**{per}",
-                          "—" if target is None else f">= {target:g}x{per}"))
+                          "—" if target is None else f">= {target:g}x{per}", compiled=True))
         if bench.torch is not None:
             metrics = run_metrics(bench.torch, report)
             side = "torchattacks" if bench.torch.images == batch else \
                 f"torchattacks ({bench.torch.images} img, x{batch / bench.torch.images:g})"
-            lines.append(_row("", side, metrics, "", ""))
+            lines.append(_row("", side, metrics, "", "", compiled=False))
     return "\n".join(lines)
 
 
@@ -154,13 +156,16 @@ def markdown(report: BenchReport) -> str:
 
 def notes(report: BenchReport) -> list[str]:
     """How to read the table."""
-    out = ["Notes: steady = best of the later calls; compile = first call - steady. "
+    out = ["Notes: steady = best of the later calls; compile = first call - steady (JAX only). "
            "A gradient step is one forward+input-gradient pass over the batch; DeepFool counts "
            f"one per candidate class per iteration ({_attacks.DEEPFOOL_CANDIDATES - 1} "
            "candidates for jaxlogit, every class for torchattacks), for all B samples until the "
            "slowest is fooled. GFLOP/s use XLA's FLOP count of the forward and of "
            "forward+gradient for both implementations. Speed-up = images/s ratio (C&W: "
-           "time-per-step ratio, since torchattacks' CW has no binary search and stops early)."]
+           "time-per-step ratio, since torchattacks' CW has no binary search and stops early). "
+           "Success = re-prediction of the returned images in one batch; torchattacks' "
+           "DeepFool applies its overshoot per step and stops right at the boundary, so its "
+           "images often fall back to the label when re-predicted."]
     for bench in report.attacks:
         if bench.torch is not None and bench.torch.images < report.model["batch"]:
             out.append(f"torchattacks {bench.attack} was timed on {bench.torch.images} images "

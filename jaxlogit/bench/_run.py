@@ -14,7 +14,7 @@ from jaxlogit.bench._attacks import Work
 from jaxlogit.bench._timing import Timing
 from jaxlogit.errors import JaxlogitError
 
-COMPACT_TORCH_DEEPFOOL_IMAGES = 8
+COMPACT_TORCH_DEEPFOOL_IMAGES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class BenchConfig:
       data_dir: where Fashion-MNIST is.
       torch: also time torchattacks when it is importable.
       torch_deepfool_images: images torchattacks' DeepFool is timed on, per-image time then
-        extrapolated (None: 8 for compact archs, 0 = not timed for ImageNet archs, where one
+        extrapolated (None: 4 for compact archs, 0 = not timed for ImageNet archs, where one
         image-iteration takes minutes).
     """
 

@@ -20,7 +20,7 @@ from jaxlogit.cli._app import check_arch, cli, common_options
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="Trained checkpoint folder [default: newest cached one, else random weights].")
 @click.option("--torch-deepfool-images", type=click.IntRange(min=0), default=None,
-              help="Images torchattacks' slow DeepFool is timed on [default: 8 compact, "
+              help="Images torchattacks' slow DeepFool is timed on [default: 4 compact, "
                    "0 (skip) ImageNet].")
 @click.option("--no-torch", is_flag=True, help="Skip torchattacks even if installed.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -1,0 +1,68 @@
+"""The attacks against torchattacks: the compact backbone at batch 256 and resnet50@224 at batch 8.
+
+Runs ``jaxlogit.bench`` twice in one process (everything timed interleaved with torchattacks on
+the same weights and batch) and writes both reports to ``benchmarks/results/attacks.md`` (plus
+``attacks.json``). Run from the repository root::
+
+    python -m benchmarks.bench_attacks                     # all attacks, both models
+    python -m benchmarks.bench_attacks --imagenet-attacks pgd --repeats 2
+
+Expect tens of minutes on 2 CPU cores: resnet50's attacks each compile for a minute or more,
+torchattacks' PGD-10 on resnet50 takes ~10 s per call and its DeepFool is timed on a few
+compact images only (on resnet50 it is skipped: minutes per image-iteration).
+The compact model uses the newest trained ``resnet_compact`` in the cache (``--cache``), else
+random weights; resnet50 uses torchvision's random weights imported into flax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+from jaxlogit import bench
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def configs(args: argparse.Namespace) -> list[bench.BenchConfig]:
+    """The compact and the resnet50 benchmark."""
+    common = {"repeats": args.repeats, "cache": args.cache, "seed": args.seed}
+    return [
+        bench.BenchConfig(arch=args.compact_arch, attacks=tuple(args.compact_attacks),
+                          batch=256, **common),
+        bench.BenchConfig(arch="resnet50", attacks=tuple(args.imagenet_attacks), batch=8,
+                          **common),
+    ]
+
+
+def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compact-arch", default="resnet_compact")
+    parser.add_argument("--compact-attacks", nargs="+", default=list(bench.ATTACKS),
+                        choices=bench.ATTACKS)
+    parser.add_argument("--imagenet-attacks", nargs="+", default=list(bench.ATTACKS),
+                        choices=bench.ATTACKS)
+    parser.add_argument("--repeats", type=int, default=3, help="steady-state calls (best kept)")
+    parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "attacks.md")
+    args = parser.parse_args(argv)
+
+    reports = []
+    for config in configs(args):
+        report = bench.run(config, log=lambda message: print(f"... {message}", flush=True))
+        print(bench.markdown(report), flush=True)
+        reports.append(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Attack benchmarks\n\nWritten by `python -m benchmarks.bench_attacks`; ratios "
+              "are measured in the same run, absolute times depend on the machine's load.\n\n")
+    args.out.write_text(header + "\n\n".join(bench.markdown(r) for r in reports) + "\n")
+    args.out.with_suffix(".json").write_text(
+        json.dumps([bench.as_json(r) for r in reports], indent=2, default=str))
+    print(f"wrote {args.out}")
+    return reports
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""FastConv and max_pool_2x2: same values and gradients as flax's / lax's plain layers."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxlogit.models import _layers
+
+# (kernel, stride, padding, input size): stride 1/2, kernels 1/3/7, odd and even sizes,
+# zero, symmetric, asymmetric and larger-than-kernel-minus-one paddings.
+CONV_CASES = [
+    (1, 1, ((0, 0), (0, 0)), 8),
+    (1, 2, ((0, 0), (0, 0)), 7),
+    (3, 1, ((1, 1), (1, 1)), 8),
+    (3, 2, ((1, 1), (1, 1)), 8),
+    (3, 2, ((1, 1), (1, 1)), 7),
+    (3, 2, ((0, 1), (1, 0)), 9),
+    (3, 1, ((0, 0), (2, 2)), 6),
+    (7, 2, ((3, 3), (3, 3)), 12),
+    (7, 1, ((3, 3), (3, 3)), 9),
+    (3, 2, ((3, 3), (2, 2)), 6),
+]
+
+
+def _random(shape, seed):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def _conv_outputs_and_grads(x, variables, grad_out, *, kernel, stride, padding):
+    """(nn.Conv, FastConv) outputs and (lax, fast) input/kernel VJPs, in one compiled call."""
+    modules = [cls(5, (kernel, kernel), strides=(stride, stride), padding=padding)
+               for cls in (nn.Conv, _layers.FastConv)]
+    outputs = [module.apply(variables, x) for module in modules]
+
+    def plain(a, w):
+        return lax.conv_general_dilated(a, w, (stride, stride), padding,
+                                        dimension_numbers=_layers.CONV_DIMENSIONS)
+
+    def fast(a, w):
+        return _layers.fast_conv(a, w, (stride, stride), padding)
+
+    w = variables["params"]["kernel"]
+    grads = [jax.vjp(conv, x, w)[1](grad_out) for conv in (plain, fast)]
+    return outputs, grads
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
+def test_fast_conv_matches_nn_conv_and_lax_vjp(kernel, stride, padding, size):
+    x = _random((2, size, size + 1, 3), 0)
+    shapes = [jax.eval_shape(cls(5, (kernel, kernel), strides=(stride, stride),
+                                 padding=padding).init, jax.random.key(1), x)
+              for cls in (nn.Conv, _layers.FastConv)]
+    assert jax.tree.map(lambda s: s.shape, shapes[0]) == jax.tree.map(lambda s: s.shape, shapes[1])
+    variables = {"params": {"kernel": _random((kernel, kernel, 3, 5), 2),
+                            "bias": _random((5,), 3)}}
+    out_shape = jax.eval_shape(nn.Conv(5, (kernel, kernel), strides=(stride, stride),
+                                       padding=padding).apply, variables, x).shape
+    run = jax.jit(lambda *args: _conv_outputs_and_grads(
+        *args, kernel=kernel, stride=stride, padding=padding))
+    (expected, actual), (expected_grads, actual_grads) = run(x, variables,
+                                                            _random(out_shape, 4))
+    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+    for got, want in zip(actual_grads, expected_grads):  # input, then kernel gradient
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_conv_input_gradient_survives_a_fori_loop():
+    """Inside ``fori_loop`` (where the barrier matters) the input gradient is still exact."""
+    x = _random((2, 8, 8, 3), 5)
+    w = _random((3, 3, 3, 4), 6)
+
+    def step(conv, _, z):
+        return z + 0.1 * jax.grad(lambda a: jnp.sum(jnp.tanh(conv(a, w))))(z)
+
+    def looped(conv):
+        return jax.jit(lambda z: lax.fori_loop(0, 3, lambda i, a: step(conv, i, a), z))(x)
+
+    pads = ((1, 1), (1, 1))
+    plain = looped(lambda a, k: lax.conv_general_dilated(a, k, (2, 2), pads,
+                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    fast = looped(lambda a, k: _layers.fast_conv(a, k, (2, 2), pads))
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+
+
+def _pool_outputs_and_grads(x, weights):
+    """(nn.max_pool, max_pool_2x2) outputs and input gradients of ``sum(weights * pool)``."""
+    pools = (lambda a: nn.max_pool(a, (2, 2), strides=(2, 2), padding="VALID"),
+             _layers.max_pool_2x2)
+    return ([pool(x) for pool in pools],
+            [jax.grad(lambda a, pool=pool: jnp.sum(weights * pool(a)))(x) for pool in pools])
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (3, 7, 9, 2), (1, 28, 28, 4)])
+def test_max_pool_2x2_matches_nn_max_pool(shape):
+    x = _random(shape, 7)  # continuous values: no ties within a window
+    out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+    assert jax.eval_shape(lambda a: _layers.max_pool(a, 2, 2), x).shape == out_shape
+    (expected, actual), (expected_grad, actual_grad) = jax.jit(_pool_outputs_and_grads)(
+        x, _random(out_shape, 8))
+    np.testing.assert_array_equal(actual, expected)
+    np.testing.assert_array_equal(actual_grad, expected_grad)
+
+
+def test_max_pool_keeps_nn_max_pool_for_padded_windows():
+    x = _random((2, 9, 9, 3), 9)
+    expected = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(_layers.max_pool(x, 3, 2, padding=1), expected)
