@@ -27,7 +27,7 @@ class AdaptiveConfig:
       restarts: random restarts (each from a uniform point of the ball).
       step_size: size of each sign step; None means ``eps / 8`` (2/255 at 16/255, as the paper's PGD).
       chunk: steps between two removals of fooled samples (speed only; results do not depend on it).
-      batch_size: images per compiled call; a second, 8x smaller batch serves the last few survivors.
+      batch_size: images per compiled call; 8x smaller batches carry the survivors that do not fill one.
       seed: root of every random start.
     """
 
@@ -57,9 +57,14 @@ class AdaptiveConfig:
         return self.restarts * self.steps
 
 
-def _bucket(n: int, batch_size: int) -> int:
+def _batches(active: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Splits ``active`` into full batches and a remainder cut into 8x smaller batches."""
     small = max(1, batch_size // 8)
-    return small if n <= small else batch_size
+    full = active.size - active.size % batch_size
+    if active.size - full > batch_size - small:  # almost full: one padded big batch
+        full = active.size
+    big = [active[i:i + batch_size] for i in range(0, full, batch_size)]
+    return big + [active[i:i + small] for i in range(full, active.size, small)]
 
 
 def _take(tree: Any, idx: np.ndarray, size: int) -> Any:
@@ -116,9 +121,9 @@ def run_objective(objective: Callable, x: np.ndarray, side: Any, *, config: Adap
 
 def _chunk(objective, x, side, current, tracked, active, config, steps, steps_spent) -> None:
     """Advances the ``active`` samples by ``steps`` steps, in place on the host arrays."""
-    for begin in range(0, active.size, config.batch_size):
-        idx = active[begin:begin + config.batch_size]
-        size = _bucket(idx.size, config.batch_size)
+    small = max(1, config.batch_size // 8)
+    for idx in _batches(active, config.batch_size):
+        size = config.batch_size if idx.size > small else small
         last, new = attacks.linf_advance(objective, _take(x, idx, size), _take(side, idx, size),
                                          _take(current, idx, size), _take(tracked, idx, size),
                                          eps=config.eps, step_size=config.step, steps=steps, steps_spent=steps_spent)
