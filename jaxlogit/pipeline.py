@@ -227,3 +227,15 @@ def selected_logits(backbone: training.Backbone, attack: AttackConfig, split: da
         return {k: np.asarray(full[k])[indices] for k in full.keys()}
     sel = ensure_logits(backbone, attack, split, split_name, indices=indices, cache=cache, progress=progress)
     return {k: np.asarray(sel[k]) for k in sel.keys()}
+
+
+def corrector_for_attack(backbone: training.Backbone, attack: AttackConfig, train_split: data.ArraySplit,
+                         config: CorrectorConfig, *, limit: int | None, cache: str | None = None,
+                         progress: bool = True) -> TrainedCorrector:
+    """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.
+
+    Cached: the same store and corrector as ``experiments._common.corrector_for`` with the same
+    ``limit`` and ``config`` (library code for the CLI, which must not import ``experiments``).
+    """
+    train_store = ensure_logits(backbone, attack, train_split, "train", limit=limit, cache=cache, progress=progress)
+    return ensure_corrector(train_store, config, cache=cache, progress=progress)

@@ -8,8 +8,13 @@ import click
 import jax
 import numpy as np
 
+from jaxlogit import adaptive as adaptive_eval
 from jaxlogit import batching, data, pipeline, training
 from jaxlogit.cli._app import check_arch, cli, common_options
+
+# The corrector the experiments train by default (experiments._common.Setup), so both share the cache.
+_CORRECTOR = pipeline.CorrectorConfig(epochs=60, lr=1e-3)
+_CORRECTOR_TRAIN_IMAGES = 4000
 
 
 def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray,
@@ -33,9 +38,19 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 @click.option("--eps", type=float, default=16 / 255, show_default="16/255", help="L-inf budget of pgd/mim.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--adaptive", "adaptive_", is_flag=True,
+              help="Also attack the defended model g∘f (the corrector trained for this attack) with adaptive "
+                   "PGD (cross-entropy, margin) and logit matching at --eps; report accuracy and detection AUC.")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Adaptive: steps per restart.")
+@click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
 @common_options
-def attack(arch, attack_name, n, eps, batch_size, seed, data_dir, cache_dir) -> None:
-    """Attack the first N test images of Fashion-MNIST and report accuracy, success and norms."""
+def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, data_dir, cache_dir) -> None:
+    """Attack the first N test images of Fashion-MNIST and report accuracy, success and norms.
+
+    With --adaptive, the corrector trained on this attack's logits of 4,000 training images
+    (cached, as `jaxlogit correct train` makes it) defends the backbone, and the attacks that
+    know it (jaxlogit.adaptive) run on g∘f.
+    """
     check_arch(arch, compact_only=True)
     config = pipeline.AttackConfig(attack_name, eps=eps, seed=seed)
     backbone = training.ensure_backbone(training.default_config(arch), data_dir=data_dir, cache=cache_dir)
@@ -47,10 +62,11 @@ def attack(arch, attack_name, n, eps, batch_size, seed, data_dir, cache_dir) -> 
     @jax.jit
     def run(xb, yb):
         res = pipeline.run_attack(config, logits_fn, xb, yb, key=key)
-        return logits_fn(xb).argmax(-1), res.logits.argmax(-1), res.success, res.norm
+        return logits_fn(xb).argmax(-1), res.logits, res.success, res.norm
 
     start = time.perf_counter()
-    clean_pred, adv_pred, success, norm = batching.map_batches(run, x, y, batch_size=batch_size)
+    clean_pred, adv_logits, success, norm = batching.map_batches(run, x, y, batch_size=batch_size)
+    adv_pred = adv_logits.argmax(-1)
     seconds = time.perf_counter() - start
     stats = summarize(y, clean_pred, adv_pred, success, norm)
     norm_name = "Linf" if attack_name in ("pgd", "mim") else "L2"
@@ -60,3 +76,33 @@ def attack(arch, attack_name, n, eps, batch_size, seed, data_dir, cache_dir) -> 
     click.echo(f"success rate:         {stats['success_rate']:.4f}")
     click.echo(f"{norm_name} norm (fooled): mean {stats['mean_norm']:.4f}, median {stats['median_norm']:.4f}")
     click.echo(f"wall time:            {seconds:.1f} s (including compilation)")
+    if adaptive_:
+        config = adaptive_eval.AdaptiveConfig(eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size)
+        report_adaptive(backbone, config, x, y, adv_logits, attack_name, data_dir, cache_dir)
+
+
+def report_adaptive(backbone: training.Backbone, config: adaptive_eval.AdaptiveConfig, x: np.ndarray, y: np.ndarray,
+                    oblivious_logits: np.ndarray, attack_name: str, data_dir, cache_dir) -> None:
+    """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs."""
+    train_split = data.load("fashion_mnist", "train", data_dir=data_dir)
+    trained = pipeline.corrector_for_attack(backbone, pipeline.AttackConfig(attack_name), train_split, _CORRECTOR,
+                                            limit=_CORRECTOR_TRAIN_IMAGES, cache=cache_dir)
+    g = adaptive_eval.corrector_fn(trained.module, trained.params)
+    start = time.perf_counter()
+    ev = adaptive_eval.evaluate(backbone.logits_fn(), g, x, y, config=config, oblivious_logits=oblivious_logits)
+    seconds = time.perf_counter() - start
+    acc = adaptive_eval.accuracies(ev)
+    g_jit = jax.jit(trained.g_fn())
+    detection = adaptive_eval.detection(ev, lambda z: batching.map_batches(g_jit, np.asarray(z), batch_size=1024))
+    click.echo(f"\ndefended by the corrector trained on {attack_name} logits ({trained.directory.name})")
+    click.echo(f"adaptive attacks on g∘f: Linf eps {config.eps * 255:g}/255, {config.steps} steps x "
+               f"{config.restarts} restarts, step {config.step * 255:g}/255")
+    rows = [("clean", "clean_corrected", None), ("oblivious attack (paper)", adaptive_eval.OBLIVIOUS, adaptive_eval.OBLIVIOUS)]
+    rows += [(f"adaptive {name}", name, name) for name in adaptive_eval.ADAPTIVE_ATTACKS]
+    rows += [("worst case (all attacks)", adaptive_eval.WORST, adaptive_eval.WORST)]
+    click.echo(f"{'defended accuracy':34s} {'':>8s}  detection AUC")
+    for label, acc_key, det_key in rows:
+        auc = f"{detection[det_key]['auc']:.3f}" if det_key else "-"
+        click.echo(f"  {label:32s} {acc[acc_key] / 100:8.4f}  {auc}")
+    click.echo(f"false flags on clean images:       {detection['clean']['flagged'] / 100:.4f}")
+    click.echo(f"adaptive wall time:                {seconds:.1f} s (including compilation)")
