@@ -43,12 +43,15 @@ class Config:
     Attributes:
       attack: settings of the adaptive L-inf attacks (eps, steps, restarts, ...).
       eps_sweep: radii of the accuracy-vs-eps plot (PGD row).
+      sweep_restarts: restarts of the adaptive attacks below ``attack.eps`` (the plot's cost is
+        the samples that survive all steps, many at small eps).
       unbounded_eps: the radius of the "unbounded" sanity check (1.0 = any image).
       unbounded_images: selected images it runs on.
     """
 
     attack: adaptive.AdaptiveConfig = adaptive.AdaptiveConfig()
     eps_sweep: tuple[float, ...] = EPS_SWEEP
+    sweep_restarts: int = 1
     unbounded_eps: float = 1.0
     unbounded_images: int = 200
 
@@ -109,7 +112,7 @@ def eps_sweep(setup: _common.Setup, images: Images, config: Config, at_16: dict)
         if np.isclose(eps, config.attack.eps):
             acc = at_16
         else:
-            attack_config = dataclasses.replace(config.attack, eps=eps)
+            attack_config = dataclasses.replace(config.attack, eps=eps, restarts=config.sweep_restarts)
             ev = evaluate_attack(setup, images, pipeline.AttackConfig("pgd", eps=eps), trained, attack_config)
             acc = adaptive.accuracies(ev)
         out.append({"eps": eps, "eps_255": round(eps * 255, 2), **{k: acc[k] for k in
@@ -191,7 +194,7 @@ def markdown(setup: _common.Setup, config: Config, rows, sweep, unbounded, check
         f"Unbounded: adaptive PGD-CE at eps={unbounded['eps']:g} on {unbounded['images']} images, PGD corrector.",
         "### Worst-case accuracy (%) after s gradient steps per adaptive attack",
         _common.markdown_table(["attack", *(f"s={b}" for b in budgets)], curve_rows),
-        "### PGD: accuracy (%) vs eps",
+        f"### PGD: accuracy (%) vs eps (adaptive: {config.sweep_restarts} restart(s) below {a.eps * 255:g}/255)",
         _common.markdown_table(["eps", "no defense", "corrected: oblivious", "adaptive only", "worst case"], sweep_rows),
     ])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -48,8 +49,15 @@ class Evaluation(NamedTuple):
     budget: int
 
 
+@jax.jit
+def _apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
+    return fn(x)
+
+
 def _map(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return batching.map_batches(jax.jit(fn), np.asarray(x, np.float32), batch_size=batch_size)
+    """``fn`` over ``x`` in fixed-size batches; a ``Partial``'s weights stay traced (no recompiles)."""
+    jitted = functools.partial(_apply, fn) if isinstance(fn, jax.tree_util.Partial) else jax.jit(fn)
+    return batching.map_batches(jitted, np.asarray(x, np.float32), batch_size=batch_size)
 
 
 def _num_classes(f: Callable, x: np.ndarray) -> int:
@@ -104,8 +112,7 @@ def evaluate(f: Callable, g: Callable, x: np.ndarray, y: np.ndarray, *, config: 
       ``Evaluation`` (numpy arrays).
     """
     y = np.asarray(y, np.int32)
-    g_jit = jax.jit(g)
-    correct = lambda z: batching.map_batches(g_jit, np.asarray(z, np.float32), batch_size=1024)  # noqa: E731
+    correct = lambda z: _map(g, z, 1024)  # noqa: E731
     clean_logits = _map(f, x, config.batch_size)
     never = np.full(len(y), -1, np.int32)
     clean = Candidate(clean_logits, correct(clean_logits), never)

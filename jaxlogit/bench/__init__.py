@@ -2,7 +2,8 @@
 
 Example:
     >>> from jaxlogit import bench
-    >>> report = bench.run(bench.BenchConfig(arch="resnet_compact", attacks=("pgd",)))  # doctest: +SKIP
+    >>> config = bench.BenchConfig(arch="resnet_compact", attacks=("pgd",))
+    >>> report = bench.run(config)  # doctest: +SKIP
     >>> print(bench.markdown(report))  # doctest: +SKIP
 
 Everything is measured in the same process and the torchattacks calls are interleaved with

@@ -121,7 +121,8 @@ def _torch_backbone(name: str, num_classes: int, torch, torchvision):
         return _resnet_mirror(module, in_channels, torch, torchvision)
     if isinstance(module, _densenet.DenseNet):
         return _densenet_mirror(module, in_channels, torch, torchvision)
-    raise JaxlogitError(f"no torch export for {name!r}: export one of {', '.join(_registry.names())}")
+    raise JaxlogitError(f"no torch export for {name!r}: "
+                        f"export one of {', '.join(_registry.names())}")
 
 
 def _vgg_mirror(module: _vgg.VGG, in_channels: int, torch):
@@ -143,8 +144,9 @@ def _vgg_mirror(module: _vgg.VGG, in_channels: int, torch):
         torch.nn.ReLU(), torch.nn.Dropout(module.dropout),
         torch.nn.Linear(module.hidden, module.num_classes))
     return torch.nn.Sequential(collections.OrderedDict(
-        features=torch.nn.Sequential(*layers), avgpool=torch.nn.AdaptiveAvgPool2d(module.pool_size),
-        flatten=torch.nn.Flatten(), classifier=classifier))
+        features=torch.nn.Sequential(*layers),
+        avgpool=torch.nn.AdaptiveAvgPool2d(module.pool_size), flatten=torch.nn.Flatten(),
+        classifier=classifier))
 
 
 def _resnet_mirror(module: _resnet.ResNet, in_channels: int, torch, torchvision):
