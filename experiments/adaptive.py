@@ -30,6 +30,7 @@ import numpy as np
 
 from experiments import _common
 from jaxlogit import adaptive, batching, pipeline
+from jaxlogit.errors import JaxlogitError
 
 EPS_SWEEP = (2 / 255, 4 / 255, 8 / 255, 16 / 255)
 STEP_BUDGETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 300)
@@ -85,7 +86,8 @@ def evaluate_attack(setup: _common.Setup, images: Images, attack: pipeline.Attac
     """Oblivious ``attack`` (from the logit store) plus the adaptive attacks on ``g∘f``."""
     rows = _common.selected_logits(setup, images.backbone, attack)
     if not np.array_equal(np.asarray(rows["labels"]), images.y):
-        raise RuntimeError("selected logits and images disagree on labels: clear the cache's selected/ folder")
+        raise JaxlogitError("the cached selected-set logits do not match the selected images: delete the cache's "
+                            "selected/ and logits/ folders of this backbone and rerun")
     g = adaptive.corrector_fn(trained.module, trained.params)
     return adaptive.evaluate(images.backbone.logits_fn(), g, images.x, images.y, config=config,
                              oblivious_logits=np.asarray(rows["adv_logits"]), names=names, ids=images.ids)
@@ -165,37 +167,56 @@ def plot_sweep(sweep: list[dict], title: str):
     return fig
 
 
+def accuracy_table(rows: list[dict]) -> str:
+    """Accuracy per attack row: no defense, corrected under each attack and the worst case, AUCs."""
+    header = ["attack", "no defense", "corrected: oblivious (paper)", "adaptive PGD-CE", "adaptive PGD-margin",
+              "logit matching", "worst case", "detection AUC oblivious", "detection AUC worst case"]
+    body = [[r["attack"], r["accuracy"]["no_defense"], *(r["accuracy"][c] for c in COLUMNS),
+             r["detection"][adaptive.OBLIVIOUS]["auc"], r["detection"][adaptive.WORST]["auc"]] for r in rows]
+    return _common.markdown_table(header, body)
+
+
+def detection_table(rows: list[dict]) -> str:
+    """ROC AUC and flag rate per attack row and attack, with the clean false-flag rate."""
+    header = ["attack", "clean flagged %", *(f"{c} AUC / flagged %" for c in COLUMNS)]
+    body = [[r["attack"], r["detection"]["clean"]["flagged"],
+             *(f"{r['detection'][c]['auc']:.3f} / {r['detection'][c]['flagged']:.1f}" for c in COLUMNS)]
+            for r in rows]
+    return _common.markdown_table(header, body)
+
+
+def curve_table(rows: list[dict]) -> str:
+    """Worst-case accuracy after s gradient steps per adaptive attack, per attack row."""
+    budgets = list(rows[0]["steps_curve"])
+    return _common.markdown_table(["attack", *(f"s={b}" for b in budgets)],
+                                  [[r["attack"], *r["steps_curve"].values()] for r in rows])
+
+
+def sweep_table(sweep: list[dict]) -> str:
+    """PGD row: accuracy per eps."""
+    body = [[f"{s['eps_255']:g}/255", s["no_defense"], s[adaptive.OBLIVIOUS], s[adaptive.ADAPTIVE_WORST],
+             s[adaptive.WORST]] for s in sweep]
+    return _common.markdown_table(["eps", "no defense", "corrected: oblivious", "adaptive only", "worst case"], body)
+
+
 def markdown(setup: _common.Setup, config: Config, rows, sweep, unbounded, checks) -> str:
     """The report."""
     a = config.attack
-    acc_header = ["attack", "no defense", "corrected: oblivious (paper)", "adaptive PGD-CE", "adaptive PGD-margin",
-                  "logit matching", "worst case", "detection AUC oblivious", "detection AUC worst case"]
-    acc_rows = [[r["attack"], r["accuracy"]["no_defense"], *(r["accuracy"][c] for c in COLUMNS),
-                 r["detection"][adaptive.OBLIVIOUS]["auc"], r["detection"][adaptive.WORST]["auc"]] for r in rows]
-    det_header = ["attack", "clean flagged %", *(f"{c} AUC / flagged %" for c in COLUMNS)]
-    det_rows = [[r["attack"], r["detection"]["clean"]["flagged"],
-                 *(f"{r['detection'][c]['auc']:.3f} / {r['detection'][c]['flagged']:.1f}" for c in COLUMNS)]
-                for r in rows]
-    budgets = list(rows[0]["steps_curve"])
-    curve_rows = [[r["attack"], *r["steps_curve"].values()] for r in rows]
-    sweep_rows = [[f"{s['eps_255']:g}/255", s["no_defense"], s[adaptive.OBLIVIOUS], s[adaptive.ADAPTIVE_WORST],
-                   s[adaptive.WORST]] for s in sweep]
-    check_rows = [[name, value] for name, value in checks.items()]
     return "\n\n".join([
         f"## Adaptive evaluation — {setup.dataset}, {setup.resnet}, selected set ({rows[0]['n']} images): accuracy (%)",
         f"Adaptive attacks on g∘f: L-inf eps {a.eps * 255:g}/255, {a.steps} steps x {a.restarts} restarts, "
         f"step {a.step * 255:g}/255. Worst case: robust only if every attack (oblivious included) fails.",
-        _common.markdown_table(acc_header, acc_rows),
+        accuracy_table(rows),
         "### Detection: score = p_f(k) - p_g(k), k = backbone's class; ROC AUC clean vs adversarial, and % flagged "
         "(the corrector changes the prediction)",
-        _common.markdown_table(det_header, det_rows),
+        detection_table(rows),
         "### Sanity checks",
-        _common.markdown_table(["check", "result"], check_rows),
+        _common.markdown_table(["check", "result"], [[name, value] for name, value in checks.items()]),
         f"Unbounded: adaptive PGD-CE at eps={unbounded['eps']:g} on {unbounded['images']} images, PGD corrector.",
         "### Worst-case accuracy (%) after s gradient steps per adaptive attack",
-        _common.markdown_table(["attack", *(f"s={b}" for b in budgets)], curve_rows),
+        curve_table(rows),
         f"### PGD: accuracy (%) vs eps (adaptive: {config.sweep_restarts} restart(s) below {a.eps * 255:g}/255)",
-        _common.markdown_table(["eps", "no defense", "corrected: oblivious", "adaptive only", "worst case"], sweep_rows),
+        sweep_table(sweep),
     ])
 
 

@@ -45,6 +45,8 @@ class AdaptiveConfig:
                 raise JaxlogitError(f"{name}={getattr(self, name)}: pass an integer >= 1")
         if not self.eps > 0:
             raise JaxlogitError(f"eps={self.eps}: pass a radius > 0")
+        if self.step_size is not None and not self.step_size > 0:
+            raise JaxlogitError(f"step_size={self.step_size}: pass a step > 0, or None for eps / 8")
 
     @property
     def step(self) -> float:

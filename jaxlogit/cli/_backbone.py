@@ -19,29 +19,35 @@ def _config(arch: str, epochs: int | None, seed: int) -> training.BackboneConfig
     return training.default_config(arch, **overrides)
 
 
+def backbone_options(fn):
+    """--arch, --epochs, --seed (which trained config) plus the common options."""
+    fn = common_options(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
+    fn = click.option("--epochs", type=click.IntRange(min=1), default=None,
+                      help="Training epochs (default: the arch's, see training.DEFAULT_EPOCHS).")(fn)
+    return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
+
+
+def _ensure(arch, epochs, seed, data_dir, cache_dir) -> tuple[training.BackboneConfig, training.Backbone]:
+    config = _config(arch, epochs, seed)
+    return config, training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+
+
 @backbone.command("train")
-@click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default: the config's).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@common_options
+@backbone_options
 def train_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
     """Train ARCH (or reuse its cached checkpoint) and print its test accuracy."""
-    config = _config(arch, epochs, seed)
-    model = training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+    _, model = _ensure(arch, epochs, seed, data_dir, cache_dir)
     click.echo(f"checkpoint: {model.directory}")
     click.echo(f"train seconds: {model.meta['train_seconds']}")
     click.echo(f"accuracy: {model.meta['test_accuracy']:.4f}")
 
 
 @backbone.command("eval")
-@click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Which trained config to evaluate.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@common_options
+@backbone_options
 def eval_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
     """Evaluate ARCH on the 10,000 test images (trains it first if it is not cached)."""
-    config = _config(arch, epochs, seed)
-    model = training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+    config, model = _ensure(arch, epochs, seed, data_dir, cache_dir)
     split = data.load(config.dataset, "test", data_dir=data_dir)
     acc = training.accuracy(model.logits_fn(), split)
     click.echo(f"checkpoint: {model.directory}")
