@@ -13,7 +13,8 @@ jaxlogit's, so ratios stay meaningful on a shared machine even when absolute tim
 from jaxlogit.bench._attacks import ATTACKS, Work, jax_attack, jax_work
 from jaxlogit.bench._flops import compiled_flops, matmul_peak_gflops
 from jaxlogit.bench._model import BenchModel, default_batch, prepare
-from jaxlogit.bench._report import as_json, cw_cost_in_steps, markdown, run_metrics, speed_up
+from jaxlogit.bench._report import (as_json, cw_cost_in_steps, markdown, run_metrics, speed_up,
+                                     speed_up_range)
 from jaxlogit.bench._run import AttackBench, AttackRun, Baseline, BenchConfig, BenchReport, run
 from jaxlogit.bench._timing import Timing, interleaved
 
@@ -21,5 +22,5 @@ __all__ = [
     "ATTACKS", "AttackBench", "AttackRun", "Baseline", "BenchConfig", "BenchModel", "BenchReport",
     "Timing", "Work", "as_json", "compiled_flops", "cw_cost_in_steps", "default_batch",
     "interleaved", "jax_attack", "jax_work", "markdown", "matmul_peak_gflops", "prepare", "run",
-    "run_metrics", "speed_up",
+    "run_metrics", "speed_up", "speed_up_range",
 ]

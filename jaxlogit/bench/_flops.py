@@ -18,7 +18,7 @@ def compiled_flops(fn: Callable, *args) -> float:
     return float(analysis["flops"])
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
     """GFLOP/s of the best of ``repeats`` float32 ``(size, size) @ (size, size)`` products.
 
     ``2 * size**3`` FLOPs per product: the practical peak of this machine for dense float32

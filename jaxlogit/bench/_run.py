@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, NamedTuple
 
 import jax
@@ -85,7 +86,11 @@ class AttackBench(NamedTuple):
 
 
 class BenchReport(NamedTuple):
-    """Everything measured in one run; see ``jaxlogit.bench.markdown`` and ``as_json``."""
+    """Everything measured in one run; see ``jaxlogit.bench.markdown`` and ``as_json``.
+
+    ``load_average`` is the machine's 1-minute load average before and after the run: other
+    processes on the same cores slow both libraries, unevenly.
+    """
 
     config: BenchConfig
     model: dict
@@ -93,6 +98,7 @@ class BenchReport(NamedTuple):
     torch_threads: int | None
     baseline: Baseline
     attacks: list[AttackBench]
+    load_average: tuple[float, float]
 
 
 def _forward(logits_fn, x):
@@ -178,6 +184,7 @@ def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: Non
     Returns:
       A :class:`BenchReport` (format it with ``markdown`` or ``as_json``).
     """
+    load_before = os.getloadavg()[0]
     log(f"preparing {config.arch}")
     model = _model.prepare(config.arch, config.batch, checkpoint=config.checkpoint,
                            cache=config.cache, data_dir=config.data_dir, seed=config.seed,
@@ -198,4 +205,5 @@ def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: Non
     info = {"arch": model.arch, "batch": len(model.y), "input_shape": list(model.x.shape[1:]),
             "num_classes": model.num_classes, "weights": model.weights, "images": model.images,
             "torch_logits_diff": model.torch_logits_diff}
-    return BenchReport(config, info, peak, torch_threads, baseline, benches)
+    return BenchReport(config, info, peak, torch_threads, baseline, benches,
+                       (load_before, os.getloadavg()[0]))

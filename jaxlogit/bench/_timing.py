@@ -14,12 +14,12 @@ class Timing(NamedTuple):
     Attributes:
       first: the first call, which includes tracing and compilation for JAX.
       best: the fastest of the later calls (the steady state).
-      repeats: how many later calls ``best`` is the minimum of.
+      calls: every later call's seconds, in order (their spread shows the machine's noise).
     """
 
     first: float
     best: float
-    repeats: int
+    calls: tuple[float, ...]
 
     @property
     def compile(self) -> float:
@@ -50,9 +50,10 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[s
     firsts, results = {}, {}
     for name, fn in fns.items():
         firsts[name], results[name] = timed_call(fn)
-    best = {name: float("inf") for name in fns}
+    calls: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             seconds, results[name] = timed_call(fn)
-            best[name] = min(best[name], seconds)
-    return {name: Timing(firsts[name], best[name], repeats) for name in fns}, results
+            calls[name].append(seconds)
+    return {name: Timing(firsts[name], min(calls[name]), tuple(calls[name]))
+            for name in fns}, results
