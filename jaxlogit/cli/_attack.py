@@ -41,7 +41,8 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 @click.option("--adaptive", "adaptive_", is_flag=True,
               help="Also attack the defended model g∘f (the corrector trained for this attack) with adaptive "
                    "PGD (cross-entropy, margin) and logit matching at --eps; report accuracy and detection AUC.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Adaptive: steps per restart.")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Adaptive: steps per restart.")
 @click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
 @common_options
 def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, data_dir, cache_dir) -> None:
@@ -97,7 +98,8 @@ def report_adaptive(backbone: training.Backbone, config: adaptive_eval.AdaptiveC
     click.echo(f"\ndefended by the corrector trained on {attack_name} logits ({trained.directory.name})")
     click.echo(f"adaptive attacks on g∘f: Linf eps {config.eps * 255:g}/255, {config.steps} steps x "
                f"{config.restarts} restarts, step {config.step * 255:g}/255")
-    rows = [("clean", "clean_corrected", None), ("oblivious attack (paper)", adaptive_eval.OBLIVIOUS, adaptive_eval.OBLIVIOUS)]
+    rows = [("clean", "clean_corrected", None),
+            ("oblivious attack (paper)", adaptive_eval.OBLIVIOUS, adaptive_eval.OBLIVIOUS)]
     rows += [(f"adaptive {name}", name, name) for name in adaptive_eval.ADAPTIVE_ATTACKS]
     rows += [("worst case (all attacks)", adaptive_eval.WORST, adaptive_eval.WORST)]
     click.echo(f"{'defended accuracy':34s} {'':>8s}  detection AUC")
