@@ -50,7 +50,7 @@ def _work_units(bench: AttackBench, run: AttackRun) -> float:
     return run.images
 
 
-def speed_up(bench: AttackBench, report: BenchReport) -> float | None:
+def speed_up(bench: AttackBench) -> float | None:
     """jaxlogit's speed-up over torchattacks: images/s ratio (C&W: time-per-step ratio),
     from each side's best time."""
     if bench.torch is None:
@@ -107,7 +107,7 @@ def as_json(report: BenchReport) -> dict:
             bench.attack: {
                 "jaxlogit": run_metrics(bench.jax, report),
                 "torchattacks": bench.torch and run_metrics(bench.torch, report),
-                "speed_up": speed_up(bench, report),
+                "speed_up": speed_up(bench),
                 "speed_up_range_over_rounds": speed_up_range(bench),
                 "goal": goal(bench.attack, report),
             } for bench in report.attacks
@@ -139,7 +139,7 @@ def table(report: BenchReport) -> str:
              "ms/step | GFLOP/s | % peak | success | speed-up | goal |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for bench in report.attacks:
-        ratio, spread = speed_up(bench, report), speed_up_range(bench)
+        ratio, spread = speed_up(bench), speed_up_range(bench)
         target = goal(bench.attack, report)
         per = " /step" if bench.attack == "cw" else ""
         shown = "—" if ratio is None else \
