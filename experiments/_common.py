@@ -40,10 +40,10 @@ class Setup:
 
     dataset: str = "fashion_mnist"
     backbones: tuple[str, ...] = COMPACT
-    train_limit: int | None = 4000
+    train_limit: int | None = pipeline.DEFAULT_TRAIN_LIMIT
     test_limit: int | None = None
     per_class: int = 100
-    corrector: pipeline.CorrectorConfig = pipeline.CorrectorConfig(epochs=60, lr=1e-3)
+    corrector: pipeline.CorrectorConfig = pipeline.DEFAULT_CORRECTOR
     data_dir: str | None = None
     weights_dir: str | None = None
     cache_dir: str | None = None

@@ -12,10 +12,6 @@ from jaxlogit import adaptive as adaptive_eval
 from jaxlogit import batching, data, pipeline, training
 from jaxlogit.cli._app import check_arch, cli, common_options
 
-# The corrector the experiments train by default (experiments._common.Setup), so both share the cache.
-_CORRECTOR = pipeline.CorrectorConfig(epochs=60, lr=1e-3)
-_CORRECTOR_TRAIN_IMAGES = 4000
-
 
 def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray,
               norm: np.ndarray) -> dict:
@@ -86,8 +82,8 @@ def report_adaptive(backbone: training.Backbone, config: adaptive_eval.AdaptiveC
                     oblivious_logits: np.ndarray, attack_name: str, data_dir, cache_dir) -> None:
     """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs."""
     train_split = data.load("fashion_mnist", "train", data_dir=data_dir)
-    trained = pipeline.corrector_for_attack(backbone, pipeline.AttackConfig(attack_name), train_split, _CORRECTOR,
-                                            limit=_CORRECTOR_TRAIN_IMAGES, cache=cache_dir)
+    trained = pipeline.corrector_for_attack(backbone, pipeline.AttackConfig(attack_name), train_split, pipeline.DEFAULT_CORRECTOR,
+                                            limit=pipeline.DEFAULT_TRAIN_LIMIT, cache=cache_dir)
     g = adaptive_eval.corrector_fn(trained.module, trained.params)
     start = time.perf_counter()
     ev = adaptive_eval.evaluate(backbone.logits_fn(), g, x, y, config=config, oblivious_logits=oblivious_logits)

@@ -8,8 +8,6 @@ import numpy as np
 from jaxlogit import data, pipeline, training
 from jaxlogit.cli._app import check_arch, cli, common_options
 
-_DEFAULT_TRAIN_LIMIT = 4000
-
 
 def _backbone(arch: str, data_dir, cache_dir) -> training.Backbone:
     check_arch(arch, compact_only=True)
@@ -53,12 +51,12 @@ def correct() -> None:
 
 def corrector_options(fn):
     """Corrector settings; defaults are the embedded default's (see experiments.table1)."""
-    defaults = pipeline.CorrectorConfig(epochs=60, lr=1e-3)
+    defaults = pipeline.DEFAULT_CORRECTOR
     fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
     fn = click.option("--lr", type=float, default=defaults.lr, show_default=True)(fn)
     fn = click.option("--hidden", type=int, default=defaults.hidden, show_default=True, help="D; 0 = single layer C -> C.")(fn)
     fn = click.option("--epochs", type=click.IntRange(min=1), default=defaults.epochs, show_default=True)(fn)
-    return click.option("--limit", type=click.IntRange(min=1), default=_DEFAULT_TRAIN_LIMIT, show_default=True,
+    return click.option("--limit", type=click.IntRange(min=1), default=pipeline.DEFAULT_TRAIN_LIMIT, show_default=True,
                         help="Training images whose logits train the corrector.")(fn)
 
 
