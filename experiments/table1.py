@@ -12,11 +12,12 @@ Deviations from the paper on the default, all for the 2-core/20-minute budget:
 - backbones: compact VGG/ResNet/DenseNet trained 2 epochs on Fashion-MNIST (>= 90%);
 - corrector training logits: the first 4,000 training images (paper: all 1.28M ImageNet
   images), 10% of them held out for model selection (the authors selected on the test set);
-- corrector: Adam lr 1e-3 for 60 epochs (paper: 5e-5 for 50 epochs over 1.28M images, ~250k
-  steps; 4,000 images give ~14 steps per epoch, too few for 5e-5);
+- corrector: Adam lr 1e-3 for 150 epochs, ~2,100 steps (paper: 5e-5 for 50 epochs over 1.28M
+  images, ~250k steps; 4,000 images give ~14 steps per epoch, far too few for 5e-5);
 - selected set: 100 test images per class that the ResNet classifies correctly (1,000);
-- epsilon: the paper's 16/255, and if it leaves more than 1% accuracy on any backbone, also the
-  smallest epsilon of ``EPS_GRID`` that leaves at most 1% on a 500-image probe.
+- epsilon: the paper's 16/255 for every backbone, and for each backbone on which it leaves more
+  than 1% accuracy, also the smallest epsilon of ``EPS_GRID`` that leaves at most 1% on a
+  500-image probe (on the default: VGG, whose 16/255 row keeps ~14%).
 """
 
 from __future__ import annotations
@@ -65,12 +66,26 @@ def probe_accuracy(setup: _common.Setup, arch: str, eps: float, n: int) -> float
     return 100.0 * float(np.mean(np.asarray(res.logits).argmax(-1) == y))
 
 
-def strong_eps(setup: _common.Setup, config: Table1Config) -> float | None:
-    """The smallest grid epsilon leaving <= ``max_accuracy``% on every backbone's probe."""
+def strong_eps(setup: _common.Setup, arch: str, config: Table1Config) -> float | None:
+    """The smallest grid epsilon that leaves <= ``max_accuracy``% on ``arch``'s probe (None: none does)."""
     for eps in config.eps_grid:
-        if all(probe_accuracy(setup, arch, eps, config.probe) <= config.max_accuracy for arch in setup.backbones):
+        if probe_accuracy(setup, arch, eps, config.probe) <= config.max_accuracy:
             return eps
     return None
+
+
+def stronger_rows(setup: _common.Setup, rows: list[dict], selected: np.ndarray, config: Table1Config) -> list[dict]:
+    """For each backbone that keeps more than ``max_accuracy``% under the paper's epsilon, its
+    row at the smallest grid epsilon that does not (Fashion-MNIST only: ImageNet needs none)."""
+    if setup.dataset != "fashion_mnist":
+        return []
+    weak = [r["arch"] for r in rows if r["full"]["adv"] > config.max_accuracy]
+    chosen = {arch: strong_eps(setup, arch, config) for arch in weak}
+    return [table_row(setup, arch, eps, selected) for arch, eps in chosen.items() if eps is not None]
+
+
+def _eps_list(grid: tuple[float, ...]) -> str:
+    return ", ".join(f"{round(e * 255):d}/255" for e in grid)
 
 
 def format_rows(rows: list[dict]) -> list[list]:
@@ -91,11 +106,8 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Table1Config = Tabl
     """Computes Table 1 (cached steps), prints it and writes ``table1.md``/``.json``."""
     selected = _common.selected_indices(setup)
     rows = [table_row(setup, arch, config.eps, selected) for arch in setup.backbones]
-    chosen = None
-    if setup.dataset == "fashion_mnist" and max(r["full"]["adv"] for r in rows) > config.max_accuracy:
-        chosen = strong_eps(setup, config)
-        if chosen is not None:
-            rows += [table_row(setup, arch, chosen, selected) for arch in setup.backbones]
+    extra = stronger_rows(setup, rows, selected, config)
+    rows += extra
     families = {arch: _paper.FAMILY_ROW[models.spec(arch).family] for arch in setup.backbones}
     markdown = "\n\n".join([
         f"## Table 1 — {setup.dataset}: accuracy (%), clean and PGD, without / with correction",
@@ -103,9 +115,9 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Table1Config = Tabl
         f"Selected set: {len(selected)} evaluation images ({setup.per_class} per class) classified "
         f"correctly by {setup.resnet}. Corrector trained on the logits of "
         f"{setup.train_limit or 'all'} training images. "
-        + (f"PGD at 16/255 left more than {config.max_accuracy}% on some backbone, so the rows at "
-           f"{round(chosen * 255):d}/255 (smallest of the grid that leaves <= {config.max_accuracy}% on a "
-           f"{config.probe}-image probe) are added." if chosen else ""),
+        + (f"Where PGD at 16/255 left more than {config.max_accuracy}% ({', '.join(r['arch'] for r in extra)}), "
+           f"a row at the smallest epsilon of {_eps_list(config.eps_grid)} that leaves <= {config.max_accuracy}% "
+           f"on a {config.probe}-image probe is added." if extra else ""),
         "Paper (ImageNet, for reference):",
         _common.markdown_table(HEADER, paper_rows()),
     ])

@@ -6,7 +6,7 @@ Command::
     python -m experiments.table2 --dataset imagenet --data-dir TFDS_DIR --weights-dir CONVERTED
 
 Each attack has its own corrector, trained on that attack's logits of the training subset
-(same deviations as ``experiments.table1``: 4,000 training images, lr 1e-3, 60 epochs). Reuses
+(same deviations as ``experiments.table1``: 4,000 training images, lr 1e-3, 150 epochs). Reuses
 Table 1's PGD store and corrector from the cache. Attacks use the paper's settings (SPEC.md);
 on 10 classes DeepFool's 10 candidates are all classes.
 
