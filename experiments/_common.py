@@ -162,9 +162,12 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
     @click.option("--data-dir", envvar="JAXLOGIT_DATA", default=None, help="Dataset folder (ImageNet: TFDS data dir or image folders).")
     @click.option("--weights-dir", default=None, help="ImageNet only: folder of `jaxlogit convert` outputs, one per arch.")
     @click.option("--cache-dir", envvar="JAXLOGIT_CACHE", default=None, help="Artifact cache (default ~/.cache/jaxlogit).")
+    @click.option("--train-limit", type=click.IntRange(min=1), default=None,
+                  help="Training images whose logits train the correctors [default: 4000 fashion_mnist, all imagenet].")
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
-    def command(dataset, data_dir, weights_dir, cache_dir, out):
-        setup = default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir)
+    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out):
+        limit = {} if train_limit is None else {"train_limit": train_limit}
+        setup = default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit)
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
         start = time.perf_counter()
         run(setup, out_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import shutil
 import typing
 from typing import Callable
 
@@ -192,6 +193,7 @@ def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *,
     meta = {"config": dataclasses.asdict(config), "logits": str(train_logits.directory),
             "best_epoch": int(result.best_epoch), "holdout_accuracy": [float(a) for a in result.holdout_accuracy]}
     corrector.save(directory, result.params, meta, module=result.module)
+    shutil.rmtree(directory.with_name(directory.name + ".train"), ignore_errors=True)  # epochs no longer needed
     module, params, meta = corrector.load(directory)
     return TrainedCorrector(module, params, meta, directory)
 
