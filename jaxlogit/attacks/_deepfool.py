@@ -1,4 +1,4 @@
-"""DeepFool (Moosavi-Dezfooli et al. 2016), L2, batched with per-sample stopping masks."""
+"""DeepFool (Moosavi-Dezfooli et al. 2016), L2, batched; finished samples drop out of the work."""
 
 from __future__ import annotations
 
@@ -9,19 +9,28 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxlogit.attacks import _checks, _norms, _result
+from jaxlogit.attacks import _checks, _compaction, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 
 _TINY = 1e-12
 _STEP_MARGIN = 1e-4  # added to the linearised distance, as in the reference implementation
+# Each iteration runs on the still active samples only, CHUNK at a time (also keeps the K - 1
+# batched vjps' activations small enough for the CPU caches; 8-16 measured fastest on CPU).
+CHUNK = 16
 
 
-class _State(NamedTuple):
-    iteration: jax.Array  # () int32
+class _Rows(NamedTuple):
+    """Per-sample loop state; every leaf has the batch first."""
+
     r_total: jax.Array  # (B, H, W, C) accumulated perturbation
     x_adv: jax.Array  # (B, H, W, C) clip(x + (1 + overshoot) * r_total)
     active: jax.Array  # (B,) bool: still classified as its label
     iterations: jax.Array  # (B,) int32 steps taken
+
+
+class _State(NamedTuple):
+    iteration: jax.Array  # () int32
+    rows: _Rows
 
 
 def candidate_cotangents(candidates: jax.Array, num_classes: int) -> jax.Array:
@@ -58,54 +67,73 @@ def linearised_step(logit_gaps: jax.Array, gap_grads: jax.Array) -> jax.Array:
     return _norms.per_sample((distance + _STEP_MARGIN) / norm, w) * w
 
 
-def _iterate(logits_fn, x, y, candidates, cotangents, overshoot, state: _State) -> _State:
-    """One DeepFool iteration: stop samples now misclassified, step the others.
+def step_rows(logits_fn: Callable, overshoot: jax.Array,
+              inputs: tuple[jax.Array, jax.Array, jax.Array], rows: _Rows) -> _Rows:
+    """One DeepFool iteration on n samples: stop those now misclassified, step the others.
 
-    One forward pass (with its vjp) at ``state.x_adv``; the ``K - 1`` candidate vjps run only
-    while some sample is still active.
+    One forward pass (with its vjp) at ``rows.x_adv``; the ``K - 1`` candidate vjps run only
+    while some of the n samples is still active. Inactive rows come back unchanged.
+
+    Args:
+      logits_fn: images (n, H, W, C) -> logits (n, C).
+      overshoot: () float.
+      inputs: ``(x, y, top)``: clean images (n, H, W, C), labels (n,), candidates (n, K).
+      rows: the n samples' loop state.
+
+    Returns:
+      The n samples' state after the iteration.
     """
-    logits, vjp_fn = jax.vjp(logits_fn, state.x_adv)
-    active = state.active & (jnp.argmax(logits, axis=-1).astype(y.dtype) == y)
+    x, y, top = inputs
+    logits, vjp_fn = jax.vjp(logits_fn, rows.x_adv)
+    active = rows.active & (jnp.argmax(logits, axis=-1).astype(y.dtype) == y)
 
     def step() -> jax.Array:
+        cotangents = candidate_cotangents(top, logits.shape[-1])
         (gap_grads,) = jax.vmap(vjp_fn)(cotangents)
-        candidate_logits = jnp.take_along_axis(logits, candidates, axis=1)
+        candidate_logits = jnp.take_along_axis(logits, top, axis=1)
         gaps = candidate_logits[:, 1:] - candidate_logits[:, :1]
         r = linearised_step(gaps, gap_grads)
-        return state.r_total + jnp.where(_norms.per_sample(active, r), r, 0.0)
+        return rows.r_total + jnp.where(_norms.per_sample(active, r), r, 0.0)
 
-    r_total = lax.cond(jnp.any(active), step, lambda: state.r_total)
-    return _State(
-        iteration=state.iteration + 1,
+    r_total = lax.cond(jnp.any(active), step, lambda: rows.r_total)
+    return _Rows(
         r_total=r_total,
         x_adv=_norms.clip_box(x + (1.0 + overshoot) * r_total),
         active=active,
-        iterations=state.iterations + active.astype(jnp.int32),
+        iterations=rows.iterations + active.astype(jnp.int32),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("fn_static", "candidates"))
+def _iterate(logits_fn, inputs, overshoot, chunk, state: _State) -> _State:
+    """One iteration, run only on the still active samples, ``chunk`` at a time."""
+    body = functools.partial(step_rows, logits_fn, overshoot)
+    rows = _compaction.on_active_rows(body, state.rows.active, inputs, state.rows, chunk=chunk)
+    return _State(iteration=state.iteration + 1, rows=rows)
+
+
+@functools.partial(jax.jit, static_argnames=("fn_static", "candidates", "chunk"))
 def _program(fn_arrays, x, y, overshoot, max_iter, *, fn_static: StaticFn,
-             candidates: int) -> _result.AttackResult:
+             candidates: int, chunk: int) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
     clean_logits = logits_fn(x)
     num_classes = clean_logits.shape[-1]
     _, top = lax.top_k(clean_logits, min(candidates, num_classes))  # (B, K), clean class first
-    cotangents = candidate_cotangents(top, num_classes)
     init = _State(
         iteration=jnp.zeros((), jnp.int32),
-        r_total=jnp.zeros_like(x),
-        x_adv=x,
-        active=jnp.argmax(clean_logits, axis=-1).astype(y.dtype) == y,
-        iterations=jnp.zeros(y.shape, jnp.int32),
+        rows=_Rows(
+            r_total=jnp.zeros_like(x),
+            x_adv=x,
+            active=jnp.argmax(clean_logits, axis=-1).astype(y.dtype) == y,
+            iterations=jnp.zeros(y.shape, jnp.int32),
+        ),
     )
     final = lax.while_loop(
-        lambda s: (s.iteration < max_iter) & jnp.any(s.active),
-        functools.partial(_iterate, logits_fn, x, y, top, cotangents, overshoot),
+        lambda s: (s.iteration < max_iter) & jnp.any(s.rows.active),
+        functools.partial(_iterate, logits_fn, (x, y, top), overshoot, chunk),
         init,
     )
-    return _result.assemble(logits_fn, x, final.x_adv, y, targeted=False, norm="l2",
-                            iterations=final.iterations)
+    return _result.assemble(logits_fn, x, final.rows.x_adv, y, targeted=False, norm="l2",
+                            iterations=final.rows.iterations)
 
 
 def deepfool(
@@ -124,7 +152,8 @@ def deepfool(
     linearised boundary, ``x_adv = clip(x + (1 + overshoot) * r_total, 0, 1)``. A sample stops
     (its perturbation freezes) as soon as ``argmax logits_fn(x_adv) != y``; the loop ends when
     every sample has stopped or after ``max_iter`` iterations. Samples misclassified from the
-    start are returned unchanged.
+    start are returned unchanged. Each iteration runs only on the samples still active,
+    gathered 16 at a time, so finished samples cost no further forward or gradient work.
 
     Args:
       logits_fn: images (B, H, W, C) in [0, 1] -> logits (B, C); owns any normalisation.
@@ -144,6 +173,6 @@ def deepfool(
     _checks.non_negative("overshoot", overshoot)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
     res = _program(fn_arrays, x, y, jnp.float32(overshoot), jnp.int32(max_iter),
-                   fn_static=fn_static, candidates=candidates)
+                   fn_static=fn_static, candidates=candidates, chunk=min(CHUNK, x.shape[0]))
     _checks.labels_fit(res.logits.shape[-1], y, y, False)
     return res

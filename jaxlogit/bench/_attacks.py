@@ -1,10 +1,11 @@
 """The benchmarked attacks with the paper's settings, and the work each call performed.
 
 Work is counted in passes over the whole batch: ``forwards`` forward passes and ``gradients``
-input-gradient (backward) passes. PGD, MIM and C&W take one forward and one backward per step;
-DeepFool takes one forward per iteration and one backward per candidate class (``K - 1`` of
-them, all samples of the batch, including the ones already fooled, since the batch runs until
-its slowest sample is done).
+input-gradient (backward) passes. PGD, MIM and C&W take one forward and one backward per step.
+jaxlogit's DeepFool runs each iteration on the still-active samples only, so its work is
+counted per sample and averaged: one forward per iteration the sample takes part in (including
+the one that finds it fooled) and ``K - 1`` backward passes (one per candidate class) per step
+it takes.
 """
 
 from __future__ import annotations
@@ -76,15 +77,20 @@ def jax_work(name: str, result: attacks.AttackResult, num_classes: int) -> Work:
     """The passes over the batch jaxlogit's ``name`` attack performed to produce ``result``.
 
     Every attack ends with one forward re-predicting ``x_adv``. DeepFool also runs the clean
-    forward, and its loop runs ``max(iterations)`` gradient iterations plus the one that finds
-    every sample fooled (unless it stops at ``max_iter``).
+    forward; a sample that took ``t > 0`` steps took part in ``min(t + 1, max_iter)`` loop
+    iterations (a sample misclassified from the start, ``t = 0``, in none). The padding of the
+    last partial chunk of each iteration is not counted.
     """
     if name in ("pgd", "mim"):
         return Work(forwards=STEPS + 1, gradients=STEPS)
     if name == "cw":
         steps = CW_STEPS * CW_SEARCH_STEPS
         return Work(forwards=steps + 1, gradients=steps)
-    iterations = int(np.max(np.asarray(result.iterations)))
-    loop_forwards = min(iterations + 1, DEEPFOOL_MAX_ITER)
-    candidates = min(DEEPFOOL_CANDIDATES, num_classes)
-    return Work(forwards=loop_forwards + 2, gradients=iterations * (candidates - 1))
+    return deepfool_work(np.asarray(result.iterations), min(DEEPFOOL_CANDIDATES, num_classes))
+
+
+def deepfool_work(iterations: np.ndarray, candidates: int, max_iter: int = DEEPFOOL_MAX_ITER) -> Work:
+    """DeepFool's work from each sample's steps ``iterations`` (B,), in passes over the batch."""
+    iterations = np.asarray(iterations, np.float64)
+    loop_forwards = np.where(iterations > 0, np.minimum(iterations + 1, max_iter), 0.0)
+    return Work(forwards=float(np.mean(loop_forwards)) + 2, gradients=float(np.mean(iterations)) * (candidates - 1))
