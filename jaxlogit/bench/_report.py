@@ -125,7 +125,7 @@ def _row(attack: str, side: str, metrics: dict, ratio: str, target: str, *,
     step = metrics["s_per_gradient_step"]
     compile_s = metrics["compile_s"] if compiled else None
     cells = [attack, side, _number(compile_s, 1), _number(metrics["steady_s_per_batch"]),
-             _number(metrics["images_per_s"], 1), f"{metrics['gradient_steps']:g}",
+             _number(metrics["images_per_s"], 1), f"{metrics['gradient_steps']:.4g}",
              _number(None if step is None else 1e3 * step, 1),
              _number(metrics["gflops_per_s"], 1), _number(100 * metrics["peak_fraction"], 0),
              _number(metrics["success_rate"]), ratio, target]
