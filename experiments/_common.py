@@ -97,8 +97,8 @@ def logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackCon
 def corrector_for(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig,
                   config: pipeline.CorrectorConfig | None = None, *, progress: bool = True) -> pipeline.TrainedCorrector:
     """The corrector trained on ``attack``'s training logits of ``backbone`` (cached)."""
-    train_store = logits(setup, backbone, attack, "train", progress=progress)
-    return pipeline.ensure_corrector(train_store, config or setup.corrector, cache=setup.cache_dir, progress=progress)
+    return pipeline.corrector_for_attack(backbone, attack, load_split(setup, "train"), config or setup.corrector,
+                                         limit=setup.train_limit, cache=setup.cache_dir, progress=progress)
 
 
 def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:

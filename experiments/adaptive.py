@@ -25,11 +25,10 @@ import dataclasses
 import pathlib
 import time
 
-import jax
 import numpy as np
 
 from experiments import _common
-from jaxlogit import adaptive, batching, pipeline
+from jaxlogit import adaptive, pipeline
 from jaxlogit.errors import JaxlogitError
 
 EPS_SWEEP = (2 / 255, 4 / 255, 8 / 255, 16 / 255)
@@ -75,11 +74,6 @@ def load_images(setup: _common.Setup) -> Images:
     return Images(backbone, ids, x, y)
 
 
-def _correct_fn(trained: pipeline.TrainedCorrector):
-    g = jax.jit(trained.g_fn())
-    return lambda z: batching.map_batches(g, np.asarray(z, np.float32), batch_size=1024)
-
-
 def evaluate_attack(setup: _common.Setup, images: Images, attack: pipeline.AttackConfig,
                     trained: pipeline.TrainedCorrector, config: adaptive.AdaptiveConfig,
                     names=adaptive.ADAPTIVE_ATTACKS) -> adaptive.Evaluation:
@@ -101,7 +95,7 @@ def attack_row(setup: _common.Setup, images: Images, name: str, config: Config) 
     ev = evaluate_attack(setup, images, attack, trained, config.attack)
     budgets = [b for b in STEP_BUDGETS if b <= ev.budget] + [ev.budget]
     return {"attack": name, "accuracy": adaptive.accuracies(ev),
-            "detection": adaptive.detection(ev, _correct_fn(trained)),
+            "detection": adaptive.detection(ev),
             "steps_curve": adaptive.steps_curve(ev, sorted(set(budgets))),
             "seconds": round(time.perf_counter() - start, 1)}
 

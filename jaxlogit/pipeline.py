@@ -8,7 +8,6 @@ through their configs; the attack functions know no model and the corrector no i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 import shutil
 import typing
@@ -152,8 +151,9 @@ class CorrectorConfig:
 
 
 # The embedded default (Fashion-MNIST): the corrector learns from the logits of the first
-# 4,000 training images, Adam lr 1e-3 for 150 epochs, the best epoch picked on held-out training
-# logits (deviations from the paper are explained in experiments/table1.py). The CLI and the experiments share these, so they share caches.
+# 4,000 training images, Adam lr 1e-3 for 150 epochs, the best epoch picked on held-out
+# training logits (deviations from the paper: experiments/table1.py). The CLI and the
+# experiments share these, so they share caches.
 DEFAULT_TRAIN_LIMIT = 4000
 DEFAULT_CORRECTOR = CorrectorConfig(epochs=150, lr=1e-3)
 

@@ -229,7 +229,7 @@ def test_detection_score_and_flag():
 def test_detection_report_scores_each_attack_against_clean(defended, evaluation):
     g = jax.jit(defended.g)
     correct = lambda logits: np.asarray(g(logits))  # noqa: E731
-    report = adaptive.detection(evaluation, correct)
+    report = adaptive.detection(evaluation)
     assert set(report) == {"clean", adaptive.OBLIVIOUS, *adaptive.ADAPTIVE_ATTACKS, adaptive.WORST}
     score = lambda c: adaptive.detection_scores(c.backbone_logits, correct(c.backbone_logits))  # noqa: E731
     clean = score(evaluation.clean)

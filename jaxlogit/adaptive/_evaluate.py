@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from jaxlogit import attacks, batching
+from jaxlogit import batching
 from jaxlogit.adaptive import _objectives
 from jaxlogit.adaptive._run import AdaptiveConfig, run_objective
 from jaxlogit.errors import JaxlogitError

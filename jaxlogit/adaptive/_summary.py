@@ -59,30 +59,33 @@ def steps_curve(ev: Evaluation, budgets: list[int]) -> dict[int, float]:
     return curve
 
 
-def _scores(candidate: Candidate, correct) -> np.ndarray:
-    return detection_scores(candidate.backbone_logits, correct(candidate.backbone_logits))
+def _scores(candidate: Candidate) -> np.ndarray:
+    return detection_scores(candidate.backbone_logits, candidate.corrected_logits)
 
 
-def detection(ev: Evaluation, correct) -> dict[str, dict[str, float]]:
+def _flags(candidate: Candidate) -> np.ndarray:
+    return flagged(candidate.backbone_logits, candidate.corrected_logits)
+
+
+def detection(ev: Evaluation) -> dict[str, dict[str, float]]:
     """ROC AUC of the detection score, clean vs each attack's examples, and flag rates.
 
     ``worst_case`` takes per sample the attacker's best example: among the examples that fool
     the defended model the least suspicious one, or the least suspicious of all if none does.
 
+    Uses the backbone and corrected logits ``ev`` already holds for every example.
+
     Args:
       ev: the evaluation.
-      correct: logits (N, C) -> corrected logits (N, C) (numpy in and out).
 
     Returns:
       name -> ``{"auc", "flagged"}``; ``"clean"`` -> ``{"flagged"}`` (the false-flag rate, %).
     """
-    negatives = _scores(ev.clean, correct)
-    clean_flags = flagged(ev.clean.backbone_logits, correct(ev.clean.backbone_logits))
-    out = {"clean": {"flagged": _pct(clean_flags)}}
+    negatives = _scores(ev.clean)
+    out = {"clean": {"flagged": _pct(_flags(ev.clean))}}
     scores, flags, fools = [], [], []
     for name, candidate in ev.attacks.items():
-        s = _scores(candidate, correct)
-        f = flagged(candidate.backbone_logits, correct(candidate.backbone_logits))
+        s, f = _scores(candidate), _flags(candidate)
         out[name] = {"auc": round(roc_auc(negatives, s), 4), "flagged": _pct(f)}
         scores.append(s), flags.append(f), fools.append(fooled(candidate, ev.labels))
     if scores:

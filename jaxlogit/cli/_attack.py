@@ -89,8 +89,7 @@ def report_adaptive(backbone: training.Backbone, config: adaptive_eval.AdaptiveC
     ev = adaptive_eval.evaluate(backbone.logits_fn(), g, x, y, config=config, oblivious_logits=oblivious_logits)
     seconds = time.perf_counter() - start
     acc = adaptive_eval.accuracies(ev)
-    g_jit = jax.jit(trained.g_fn())
-    detection = adaptive_eval.detection(ev, lambda z: batching.map_batches(g_jit, np.asarray(z), batch_size=1024))
+    detection = adaptive_eval.detection(ev)
     click.echo(f"\ndefended by the corrector trained on {attack_name} logits ({trained.directory.name})")
     click.echo(f"adaptive attacks on g∘f: Linf eps {config.eps * 255:g}/255, {config.steps} steps x "
                f"{config.restarts} restarts, step {config.step * 255:g}/255")
