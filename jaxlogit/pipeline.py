@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import attacks, batching, corrector, data, paths, store, training
+from jaxlogit import _xla, attacks, batching, corrector, data, paths, store, training
 from jaxlogit.errors import JaxlogitError
 
 ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
@@ -103,7 +103,7 @@ def ensure_logits(
     logits_fn = backbone.logits_fn()
     root_key = jax.random.key(attack.seed)
 
-    @jax.jit
+    @_xla.jit
     def attack_batch(x, y, start):
         res = run_attack(attack, logits_fn, x, y, key=jax.random.fold_in(root_key, start))
         return logits_fn(x), res.logits, res.success, res.norm

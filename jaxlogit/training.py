@@ -21,7 +21,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from jaxlogit import batching, data, models, paths
+from jaxlogit import _xla, batching, data, models, paths
 from jaxlogit.progress import progress_bar
 
 
@@ -164,7 +164,7 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
         first_epoch = manager.latest_step() + 1
         restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(_state_tree(state)))
         state = state.replace(**restored)
-    step_fn = jax.jit(train_step, static_argnums=(4, 5), donate_argnums=0)
+    step_fn = _xla.jit(train_step, static_argnums=(4, 5), donate_argnums=0)
     mean, std = tuple(spec.mean), tuple(spec.std)
     root_key = jax.random.key(config.seed)
     with progress_bar(
@@ -187,7 +187,7 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
 
 def predict(logits_fn: Callable, split, *, batch_size: int = 500) -> np.ndarray:
     """Predicted classes (N,) int32 of every image of ``split``."""
-    fn = jax.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
+    fn = _xla.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
     chunk = batch_size * 8
     preds = [
         batching.map_batches(fn, split.get_batch(np.arange(start, min(start + chunk, len(split))))[0],

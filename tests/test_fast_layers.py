@@ -1,6 +1,9 @@
-"""FastConv and max_pool_2x2: same values and gradients as flax's / lax's plain layers."""
+"""FastConv, its input-gradient formulations, max_pool_2x2: same values and gradients as the
+plain flax / lax layers; ``_xla.jit`` passes its options to the compiler."""
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -9,7 +12,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxlogit.models import _layers
+from jaxlogit import _xla
+from jaxlogit.models import _conv, _layers
 
 # (kernel, stride, padding, input size): stride 1/2, kernels 1/3/7, odd and even sizes,
 # zero, symmetric, asymmetric and larger-than-kernel-minus-one paddings (negative crop).
@@ -66,6 +70,51 @@ def test_fast_conv_matches_nn_conv_and_lax_vjp(kernel, stride, padding, size):
     for got, want in zip(actual_grads, expected_grads):  # input, then kernel gradient
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
+@pytest.mark.parametrize("in_channels", [1, 6])
+def test_every_input_gradient_method_equals_the_lax_vjp(kernel, stride, padding, size,
+                                                        in_channels):
+    x = _random((2, size, size + 1, in_channels), 10)
+    w = _random((kernel, kernel, in_channels, 5), 11)
+    plain = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride),
+                              padding=padding, dimension_numbers=_conv.CONV_DIMENSIONS)
+    y, vjp = jax.vjp(lambda a: plain(a, w), x)
+    methods = sorted(_conv.INPUT_GRADS)
+    got = jax.jit(lambda g: [_conv.conv_input_grad(g, w, x.shape, (stride, stride), padding,
+                                                   method=method) for method in methods])
+    g = _random(y.shape, 12)
+    for method, dx in zip(methods, got(g)):
+        assert dx.shape == x.shape, method
+        np.testing.assert_allclose(dx, vjp(g)[0], atol=1e-4, rtol=1e-4, err_msg=method)
+
+
+@pytest.mark.parametrize("kernel_shape,strides,method", [
+    ((3, 3, 1, 16), (1, 1), "scatter"),      # Fashion-MNIST stems
+    ((3, 3, 16, 16), (1, 1), "dilated"),
+    ((7, 7, 3, 64), (2, 2), "polyphase"),    # resnet50's stem
+    ((3, 3, 16, 32), (2, 2), "polyphase"),
+    ((3, 3, 128, 128), (2, 2), "dilated"),
+    ((1, 1, 16, 32), (2, 2), "dilated"),     # a strided 1x1 has a single phase with taps
+])
+def test_input_grad_method_follows_the_channel_limits(kernel_shape, strides, method):
+    assert _conv.input_grad_method(kernel_shape, strides) == method
+
+
+def test_xla_jit_reaches_the_compiler_and_keeps_results():
+    """Without the options XLA:CPU fuses convolutions into YNNPACK calls; with them it does not."""
+    x = _random((8, 7, 7, 32), 15)  # big enough for XLA:CPU to pick YNNPACK by default
+    w = _random((3, 3, 32, 32), 16) * 0.1
+
+    def net(a):
+        return jnp.sum(jnp.tanh(_conv.conv(a, w, (1, 1), ((1, 1), (1, 1)))))
+
+    plain, tuned = jax.jit(jax.grad(net)), _xla.jit(jax.grad(net))
+    np.testing.assert_allclose(tuned(x), plain(x), atol=1e-5)
+    assert "ynn_fusion" in plain.lower(x).compile().as_text()
+    hlo = tuned.lower(x).compile().as_text()
+    assert "convolution(" in hlo and "ynn_fusion" not in hlo
 
 
 def test_fast_conv_input_gradient_survives_a_fori_loop():

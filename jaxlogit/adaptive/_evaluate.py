@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from jaxlogit import batching
+from jaxlogit import _xla, batching
 from jaxlogit.adaptive import _objectives
 from jaxlogit.adaptive._run import AdaptiveConfig, run_objective
 from jaxlogit.errors import JaxlogitError
@@ -49,14 +49,14 @@ class Evaluation(NamedTuple):
     budget: int
 
 
-@jax.jit
+@_xla.jit
 def _apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
     return fn(x)
 
 
 def _map(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
     """``fn`` over ``x`` in fixed-size batches; a ``Partial``'s weights stay traced (no recompiles)."""
-    jitted = functools.partial(_apply, fn) if isinstance(fn, jax.tree_util.Partial) else jax.jit(fn)
+    jitted = functools.partial(_apply, fn) if isinstance(fn, jax.tree_util.Partial) else _xla.jit(fn)
     return batching.map_batches(jitted, np.asarray(x, np.float32), batch_size=batch_size)
 
 

@@ -16,13 +16,13 @@ per-sample arrays (labels, target logits, ...). Bind its weights with ``functool
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlogit import _xla
 from jaxlogit.attacks import _checks, _losses, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 from jaxlogit.errors import JaxlogitError
@@ -118,7 +118,7 @@ def linf_track(objective: Objective, x, side, x_current, tracked: Tracked, eps, 
     return x_last, keep_best(tracked, x_last, objective(x_last, side), steps_spent + steps)
 
 
-@functools.partial(jax.jit, static_argnames=("obj_static",))
+@_xla.jit(static_argnames=("obj_static",))
 def _advance_program(obj_arrays, x, side, x_current, tracked, eps, step_size, steps_spent, steps, *,
                      obj_static: StaticFn):
     objective = obj_static.bind(obj_arrays)
@@ -159,7 +159,7 @@ def sample_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(ids, jnp.uint32))
 
 
-@jax.jit
+@_xla.jit
 def linf_random_starts(keys: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
     """A uniform point of each sample's L-inf ``eps``-ball (clipped to [0, 1]), from its own key.
 
@@ -194,7 +194,7 @@ def loss_objective(logits_fn: Callable, loss: Union[str, _losses.Loss] = "ce", *
     return jax.tree_util.Partial(LossObjective(_losses.resolve(loss), targeted), logits_fn)
 
 
-@functools.partial(jax.jit, static_argnames=("obj_static",))
+@_xla.jit(static_argnames=("obj_static",))
 def _restarts_program(obj_arrays, x, labels, keys, eps, step_size, steps, restarts, *,
                       obj_static: StaticFn) -> Tracked:
     objective = obj_static.bind(obj_arrays)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxlogit import _xla
 from jaxlogit.attacks import _checks, _losses, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 
@@ -119,7 +119,7 @@ def _search(logits_fn, x, labels, w_start, const, confidence, optimizer, best, f
     return best, found
 
 
-@functools.partial(jax.jit, static_argnames=("fn_static", "steps", "search_steps", "targeted"))
+@_xla.jit(static_argnames=("fn_static", "steps", "search_steps", "targeted"))
 def _program(fn_arrays, x, labels, initial_const, confidence, lr, *, fn_static: StaticFn,
              steps: int, search_steps: int, targeted: bool) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)

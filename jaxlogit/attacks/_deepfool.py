@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlogit import _xla
 from jaxlogit.attacks import _checks, _compaction, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 
@@ -111,7 +112,7 @@ def _iterate(logits_fn, inputs, overshoot, chunk, state: _State) -> _State:
     return _State(iteration=state.iteration + 1, rows=rows)
 
 
-@functools.partial(jax.jit, static_argnames=("fn_static", "candidates", "chunk"))
+@_xla.jit(static_argnames=("fn_static", "candidates", "chunk"))
 def _program(fn_arrays, x, y, overshoot, max_iter, *, fn_static: StaticFn,
              candidates: int, chunk: int) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlogit import _xla
 from jaxlogit.attacks import _checks, _losses, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 
@@ -54,7 +54,7 @@ def linf_mim(
     return x_adv
 
 
-@functools.partial(jax.jit, static_argnames=("fn_static", "steps", "loss", "targeted"))
+@_xla.jit(static_argnames=("fn_static", "steps", "loss", "targeted"))
 def _program(fn_arrays, x, labels, eps, step_size, decay, *, fn_static: StaticFn, steps: int,
              loss: _losses.Loss, targeted: bool) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)

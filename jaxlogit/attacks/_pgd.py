@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlogit import _xla
 from jaxlogit.attacks import _checks, _losses, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 from jaxlogit.errors import JaxlogitError
@@ -52,7 +52,7 @@ def linf_pgd(
     return lax.fori_loop(0, steps, step, x_start)
 
 
-@functools.partial(jax.jit, static_argnames=("fn_static", "steps", "random_start", "loss", "targeted"))
+@_xla.jit(static_argnames=("fn_static", "steps", "random_start", "loss", "targeted"))
 def _program(fn_arrays, x, labels, key, eps, step_size, *, fn_static: StaticFn, steps: int,
              random_start: bool, loss: _losses.Loss, targeted: bool) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)

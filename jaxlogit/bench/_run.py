@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from jaxlogit import attacks
+from jaxlogit import _xla, attacks
 from jaxlogit.bench import _attacks, _flops, _model, _timing
 from jaxlogit.bench._attacks import Work
 from jaxlogit.bench._timing import Timing
@@ -112,7 +112,7 @@ def _gradient(logits_fn, x, y):
 def measure_baseline(model: _model.BenchModel, repeats: int) -> Baseline:
     """Times the jitted forward and forward + input gradient (weights as program inputs),
     their torch counterparts, interleaved, and counts their FLOPs with XLA."""
-    forward, gradient = jax.jit(_forward), jax.jit(_gradient)
+    forward, gradient = _xla.jit(_forward), _xla.jit(_gradient)
     f, x, y = model.logits_fn, model.x, model.y
     calls = {"forward": lambda: forward(f, x), "gradient": lambda: gradient(f, x, y)}
     if model.torch_model is not None:

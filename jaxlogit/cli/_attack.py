@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxlogit import adaptive as adaptive_eval
-from jaxlogit import batching, data, pipeline, training
+from jaxlogit import _xla, batching, data, pipeline, training
 from jaxlogit.cli._app import check_arch, cli, common_options
 
 
@@ -56,7 +56,7 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     logits_fn = backbone.logits_fn()
     key = jax.random.key(seed)
 
-    @jax.jit
+    @_xla.jit
     def run(xb, yb):
         res = pipeline.run_attack(config, logits_fn, xb, yb, key=key)
         return logits_fn(xb).argmax(-1), res.logits, res.success, res.norm

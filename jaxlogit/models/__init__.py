@@ -35,4 +35,6 @@ __all__ = [
     "names",
     "save_checkpoint",
     "spec",
+    "to_state_dict",
+    "to_torch",
 ]
