@@ -7,10 +7,14 @@ batch 256 takes 70 ms instead of 105 ms, on resnet50 at batch 8 1.08 s instead o
 YNNPACK for matrix products only. It is a debug option of every XLA backend, so GPU and TPU
 compilations accept it and ignore it. Set ``JAXLOGIT_XLA_OPTIONS=0`` to compile with XLA's
 defaults instead.
+
+JAX refuses compiler options on a jit nested in another one (the outer program is compiled as
+one), so :func:`jit` compiles with them only when called outside any trace.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -21,13 +25,29 @@ CONV_OPTIONS: dict[str, str] = (
     else {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
 
 
+def _traced(args: tuple, kwargs: dict) -> bool:
+    """Whether any argument is a tracer, i.e. the call is inside another jit (or grad, vmap)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
+
+
 def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
     """``jax.jit(fun, **kwargs)`` compiled with ``CONV_OPTIONS``; also a decorator factory.
 
     ``@jit``, ``@jit(static_argnames=...)`` and ``jit(f, ...)`` all work like ``jax.jit``.
-    A jitted function called inside another one is compiled as part of the outer program, so
-    the outermost jit of a program is the one that needs these options.
+    Called inside another trace it runs as a plain ``jax.jit(fun, **kwargs)``, which becomes
+    part of the outer program: wrap the outermost jit of a program with this one.
+    ``.lower`` lowers the version with the options.
     """
     if fun is None:
         return lambda f: jit(f, **kwargs)
-    return jax.jit(fun, compiler_options=CONV_OPTIONS or None, **kwargs)
+    plain = jax.jit(fun, **kwargs)
+    if not CONV_OPTIONS:
+        return plain
+    tuned = jax.jit(fun, compiler_options=CONV_OPTIONS, **kwargs)
+
+    @functools.wraps(fun)
+    def dispatch(*args: Any, **call_kwargs: Any) -> Any:
+        return (plain if _traced(args, call_kwargs) else tuned)(*args, **call_kwargs)
+
+    dispatch.lower = tuned.lower
+    return dispatch

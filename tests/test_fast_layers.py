@@ -158,3 +158,12 @@ def test_max_pool_keeps_nn_max_pool_for_padded_windows():
     x = _random((2, 9, 9, 3), 9)
     expected = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     np.testing.assert_array_equal(_layers.max_pool(x, 3, 2, padding=1), expected)
+
+
+def test_xla_jit_works_nested_inside_another_jit():
+    """JAX refuses compiler options on nested jits: inside a trace the plain jit runs."""
+    inner = _xla.jit(lambda a: jnp.sin(a) * 2.0)
+    outer = _xla.jit(lambda a: inner(a) + 1.0)
+    x = jnp.arange(4.0)
+    np.testing.assert_allclose(outer(x), jnp.sin(x) * 2.0 + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda a: inner(a).sum())(x), 2.0 * jnp.cos(x), rtol=1e-6)
