@@ -1,12 +1,11 @@
 """``jax.jit`` with the XLA options jaxlogit compiles its convolution-heavy programs with.
 
 On CPU, XLA (jaxlib 0.10) hands convolutions to YNNPACK by default. For the networks here
-Eigen's convolutions are faster: one PGD step (forward + input gradient) on resnet_compact at
-batch 256 takes 70 ms instead of 105 ms, on resnet50 at batch 8 1.08 s instead of 1.25 s
-(``python benchmarks/bench_conv_grad.py`` measures both in one run). ``CONV_OPTIONS`` keeps
-YNNPACK for matrix products only. It is a debug option of every XLA backend, so GPU and TPU
-compilations accept it and ignore it. Set ``JAXLOGIT_XLA_OPTIONS=0`` to compile with XLA's
-defaults instead.
+Eigen's convolutions are faster, in attacks (forward + input gradient) and in training
+(``python -m benchmarks.bench_conv_grad`` times PGD steps both ways in one run and writes
+``benchmarks/results/conv_grad.md``). ``CONV_OPTIONS`` keeps YNNPACK for matrix products
+only. It is a debug option of every XLA backend, so GPU and TPU compilations accept it and
+ignore it. Set ``JAXLOGIT_XLA_OPTIONS=0`` to compile with XLA's defaults instead.
 
 JAX refuses compiler options on a jit nested in another one (the outer program is compiled as
 one), so :func:`jit` compiles with them only when called outside any trace.
@@ -36,7 +35,7 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
     ``@jit``, ``@jit(static_argnames=...)`` and ``jit(f, ...)`` all work like ``jax.jit``.
     Called inside another trace it runs as a plain ``jax.jit(fun, **kwargs)``, which becomes
     part of the outer program: wrap the outermost jit of a program with this one.
-    ``.lower`` lowers the version with the options.
+    ``.lower`` and ``._cache_size`` are those of the version with the options.
     """
     if fun is None:
         return lambda f: jit(f, **kwargs)
@@ -50,4 +49,5 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
         return (plain if _traced(args, call_kwargs) else tuned)(*args, **call_kwargs)
 
     dispatch.lower = tuned.lower
+    dispatch._cache_size = tuned._cache_size
     return dispatch

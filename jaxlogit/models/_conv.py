@@ -9,17 +9,18 @@ forward pass and picks, per layer shape, one of three exact formulations of the 
 
 - ``scatter``: few input channels (<= ``SCATTER_MAX_CHANNELS``): one matmul of the output
   gradient with the kernel gives every tap's contribution, the taps are summed back in place
-  (col2im). (B,28,28,1) stem: 7.1 ms -> 2.5 ms.
+  (col2im).
 - ``polyphase``: strided, kernel > 1, <= ``POLYPHASE_MAX_CHANNELS`` input channels: the
   input gradient splits into stride**2 phases, each a stride-1 convolution with a sub-kernel;
   one convolution computes all phases as channels, then a depth-to-space reshape interleaves
-  them. No multiplications by the zeros of the dilated gradient. resnet50 stem: 80 -> 33 ms.
+  them. No multiplications by the zeros of the dilated gradient.
 - ``dilated``: every other layer, as ``jax.vjp`` would, but with the flipped kernel behind
   ``optimization_barrier`` so XLA:CPU lays it out once instead of taking its slow generic path
   inside loops (jax#12868).
 
-(Times: ``python benchmarks/bench_conv_grad.py``, one layer at the bench batch.) All three
-equal the plain VJP up to float rounding (``tests/test_fast_layers.py``).
+``python -m benchmarks.bench_conv_grad`` times each formulation on these layers and whole PGD
+steps with and without them (``benchmarks/results/conv_grad.md``). All three equal the plain
+VJP up to float rounding (``tests/test_fast_layers.py``).
 """
 
 from __future__ import annotations
