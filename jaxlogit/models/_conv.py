@@ -7,9 +7,9 @@ slowly for the layers attacks hit hardest: the stem, whose input has 1-3 channel
 convolutions with few input channels. ``fast_conv`` keeps ``lax.conv_general_dilated`` as the
 forward pass and picks, per layer shape, one of three exact formulations of the input gradient:
 
-- ``scatter``: few input channels (<= ``SCATTER_MAX_CHANNELS``): one matmul of the output
-  gradient with the kernel gives every tap's contribution, the taps are summed back in place
-  (col2im).
+- ``scatter``: stride 1 and <= ``SCATTER_MAX_CHANNELS`` input channels (the stems): one
+  matmul of the output gradient with the kernel gives every tap's contribution, the taps are
+  summed back in place (col2im). It handles any stride; the selection uses it at stride 1.
 - ``polyphase``: strided, kernel > 1, <= ``POLYPHASE_MAX_CHANNELS`` input channels: the
   input gradient splits into stride**2 phases, each a stride-1 convolution with a sub-kernel;
   one convolution computes all phases as channels, then a depth-to-space reshape interleaves
