@@ -8,13 +8,16 @@ only. It is a debug option of every XLA backend, so GPU and TPU compilations acc
 ignore it. Set ``JAXLOGIT_XLA_OPTIONS=0`` to compile with XLA's defaults instead.
 
 JAX refuses compiler options on a jit nested in another one (the outer program is compiled as
-one), so :func:`jit` compiles with them only when called outside any trace.
+one), so :func:`jit` compiles with them only when called outside any trace. A jaxlib that does
+not know the option (older or newer than 0.10) rejects it at compile time: :func:`jit` then
+warns once and compiles with XLA's defaults from there on.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -22,6 +25,9 @@ import jax
 CONV_OPTIONS: dict[str, str] = (
     {} if os.environ.get("JAXLOGIT_XLA_OPTIONS") == "0"
     else {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
+
+# Set once a compilation rejected CONV_OPTIONS: every later call uses the plain jit.
+_rejected: list[str] = []
 
 
 def _traced(args: tuple, kwargs: dict) -> bool:
@@ -46,7 +52,17 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
 
     @functools.wraps(fun)
     def dispatch(*args: Any, **call_kwargs: Any) -> Any:
-        return (plain if _traced(args, call_kwargs) else tuned)(*args, **call_kwargs)
+        if _rejected or _traced(args, call_kwargs):
+            return plain(*args, **call_kwargs)
+        try:
+            return tuned(*args, **call_kwargs)
+        except jax.errors.JaxRuntimeError as error:
+            if not any(name in str(error) for name in CONV_OPTIONS):
+                raise
+            _rejected.append(str(error).splitlines()[0])
+            warnings.warn(f"this jaxlib rejects jaxlogit's XLA options, compiling with XLA's "
+                          f"defaults instead ({_rejected[0]})", RuntimeWarning, stacklevel=2)
+            return plain(*args, **call_kwargs)
 
     dispatch.lower = tuned.lower
     dispatch._cache_size = tuned._cache_size

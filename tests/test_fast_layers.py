@@ -4,6 +4,7 @@ plain flax / lax layers; ``_xla.jit`` passes its options to the compiler."""
 from __future__ import annotations
 
 import functools
+import warnings
 
 import flax.linen as nn
 import jax
@@ -167,3 +168,17 @@ def test_xla_jit_works_nested_inside_another_jit():
     x = jnp.arange(4.0)
     np.testing.assert_allclose(outer(x), jnp.sin(x) * 2.0 + 1.0, rtol=1e-6)
     np.testing.assert_allclose(jax.grad(lambda a: inner(a).sum())(x), 2.0 * jnp.cos(x), rtol=1e-6)
+
+
+def test_xla_jit_falls_back_to_plain_jit_when_the_options_are_rejected(monkeypatch):
+    """A jaxlib that does not know the option: one warning, then XLA's defaults, same results."""
+    monkeypatch.setattr(_xla, "CONV_OPTIONS", {"xla_jaxlogit_no_such_option": "1"})
+    monkeypatch.setattr(_xla, "_rejected", [])
+    f = _xla.jit(lambda a: jnp.cos(a) + 1.0)
+    x = jnp.arange(3.0)
+    with pytest.warns(RuntimeWarning, match="rejects jaxlogit's XLA options"):
+        np.testing.assert_allclose(f(x), jnp.cos(x) + 1.0, rtol=1e-6)
+    assert len(_xla._rejected) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        np.testing.assert_allclose(_xla.jit(jnp.sin)(x), jnp.sin(x), rtol=1e-6)
