@@ -1,7 +1,7 @@
 """What the input-gradient formulations and the XLA options buy: PGD steps, four ways, one run.
 
-For each model, one program of ``--steps`` PGD steps (forward + input gradient + update, in a
-``fori_loop``, as the attacks run) is compiled four ways and timed interleaved:
+For each model, ``attacks.pgd`` with ``--steps`` steps (no random start), inside one outer jit,
+is compiled four ways and timed interleaved:
 
 - XLA's defaults (YNNPACK convolutions) or ``jaxlogit._xla.CONV_OPTIONS`` (Eigen convolutions);
 - every input gradient as the dilated convolution ``jax.vjp`` derives, or the per-layer choice of
@@ -33,7 +33,6 @@ from jaxlogit.bench import _model, _timing
 from jaxlogit.models import _conv
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-STEP_SIZE = 2 / 255
 
 # (label, jaxlogit's XLA options?, per-layer input gradients?)
 VARIANTS = (
@@ -65,14 +64,10 @@ def dilated_only(enabled: bool) -> Iterator[None]:
 
 
 def pgd_program(logits_fn: Callable, steps: int) -> Callable:
-    """(x (B,H,W,C), y (B,)) -> x after ``steps`` unprojected signed-gradient steps."""
-    def loss(x, y):
-        return attacks.cross_entropy(logits_fn(x), y).sum()
-
+    """(x (B,H,W,C), y (B,)) -> jaxlogit's PGD images; the attack's own jit nests in the caller's."""
     def run(x, y):
-        def body(_, xa):
-            return jnp.clip(xa + STEP_SIZE * jnp.sign(jax.grad(loss)(xa, y)), 0.0, 1.0)
-        return jax.lax.fori_loop(0, steps, body, x)
+        return attacks.pgd(logits_fn, x, y, key=jax.random.key(0), steps=steps,
+                           random_start=False).x_adv
     return run
 
 
@@ -82,6 +77,7 @@ def compiled_variants(model: _model.BenchModel, steps: int) -> dict[str, Callabl
     calls = {}
     for label, tuned, per_layer in VARIANTS:
         jit = _xla.jit if tuned else jax.jit
+        jax.clear_caches()  # attacks.pgd's jit would reuse its trace from the previous variant
         with dilated_only(not per_layer):
             program = jit(pgd_program(model.logits_fn, steps)).lower(x, y).compile()
         calls[label] = lambda program=program: program(x, y)

@@ -37,15 +37,15 @@ def _random(shape, seed):
 def _conv_outputs_and_grads(x, variables, grad_out, *, kernel, stride, padding):
     """(nn.Conv, FastConv) outputs and (lax, fast) input/kernel VJPs, in one compiled call."""
     modules = [cls(5, (kernel, kernel), strides=(stride, stride), padding=padding)
-               for cls in (nn.Conv, _layers.FastConv)]
+               for cls in (nn.Conv, _conv.FastConv)]
     outputs = [module.apply(variables, x) for module in modules]
 
     def plain(a, w):
         return lax.conv_general_dilated(a, w, (stride, stride), padding,
-                                        dimension_numbers=_layers.CONV_DIMENSIONS)
+                                        dimension_numbers=_conv.CONV_DIMENSIONS)
 
     def fast(a, w):
-        return _layers.fast_conv(a, w, (stride, stride), padding)
+        return _conv.fast_conv(a, w, (stride, stride), padding)
 
     w = variables["params"]["kernel"]
     grads = [jax.vjp(conv, x, w)[1](grad_out) for conv in (plain, fast)]
@@ -57,7 +57,7 @@ def test_fast_conv_matches_nn_conv_and_lax_vjp(kernel, stride, padding, size):
     x = _random((2, size, size + 1, 3), 0)
     shapes = [jax.eval_shape(cls(5, (kernel, kernel), strides=(stride, stride),
                                  padding=padding).init, jax.random.key(1), x)
-              for cls in (nn.Conv, _layers.FastConv)]
+              for cls in (nn.Conv, _conv.FastConv)]
     assert jax.tree.map(lambda s: s.shape, shapes[0]) == jax.tree.map(lambda s: s.shape, shapes[1])
     variables = {"params": {"kernel": _random((kernel, kernel, 3, 5), 2),
                             "bias": _random((5,), 3)}}
@@ -132,7 +132,7 @@ def test_fast_conv_input_gradient_survives_a_fori_loop():
     pads = ((1, 1), (1, 1))
     plain = looped(lambda a, k: lax.conv_general_dilated(a, k, (2, 2), pads,
                                                          dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    fast = looped(lambda a, k: _layers.fast_conv(a, k, (2, 2), pads))
+    fast = looped(lambda a, k: _conv.fast_conv(a, k, (2, 2), pads))
     np.testing.assert_allclose(fast, plain, atol=1e-5)
 
 

@@ -13,8 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit.models._conv import (  # noqa: F401  (re-exported for the families)
-    CONV_DIMENSIONS, KAIMING_FAN_OUT, FastConv, Padding, fast_conv)
+from jaxlogit.models._conv import KAIMING_FAN_OUT, FastConv
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # flax's decay of the running stats == torch's momentum 0.1
