@@ -1,14 +1,17 @@
-"""What the input-gradient formulations and the XLA options buy: PGD steps, four ways, one run.
+"""What the input-gradient formulations and the XLA options buy: PGD steps, several ways, one run.
 
 For each model, ``attacks.pgd`` with ``--steps`` steps (no random start), inside one outer jit,
-is compiled four ways and timed interleaved:
+is compiled four ways (five for the ImageNet models) and timed interleaved:
 
 - XLA's defaults (YNNPACK convolutions) or ``jaxlogit._xla.CONV_OPTIONS`` (Eigen convolutions);
 - every input gradient as the dilated convolution ``jax.vjp`` derives, or the per-layer choice of
-  ``jaxlogit.models._conv.input_grad_method`` (scatter / polyphase / dilated).
+  ``jaxlogit.models._conv.input_grad_method`` (scatter / polyphase / dilated);
+- ImageNet stems' overlapping 3x3 max-pool differentiated by ``nn.max_pool``'s
+  ``select_and_scatter`` or by ``jaxlogit.models._pool.max_pool_windows``.
 
-It also times each input-gradient formulation alone on the layers where they differ. Ratios
-are against the first variant in the same run. Run from the repository root::
+It also times each input-gradient formulation alone on the layers where they differ, and the
+two max-pools alone. Ratios are against the first variant in the same run. Run from the
+repository root::
 
     python -m benchmarks.bench_conv_grad                        # resnet_compact b256, resnet50 b8
     python -m benchmarks.bench_conv_grad --arch resnet_compact --repeats 5
@@ -24,23 +27,27 @@ import contextlib
 import pathlib
 from typing import Callable, Iterator
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlogit import _xla, attacks
 from jaxlogit.bench import _model, _timing
-from jaxlogit.models import _conv
+from jaxlogit.models import _conv, _pool
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
-# (label, jaxlogit's XLA options?, per-layer input gradients?)
+# (label, jaxlogit's XLA options?, per-layer input gradients?, jaxlogit's max-pool gradient?)
 VARIANTS = (
-    ("XLA defaults, dilated input gradients", False, False),
-    ("XLA defaults, per-layer input gradients", False, True),
-    ("Eigen convolutions, dilated input gradients", True, False),
-    ("Eigen convolutions, per-layer input gradients (jaxlogit)", True, True),
+    ("XLA defaults, dilated input gradients", False, False, False),
+    ("XLA defaults, per-layer input gradients", False, True, False),
+    ("Eigen convolutions, dilated input gradients", True, False, False),
+    ("Eigen convolutions, per-layer input gradients", True, True, False),
 )
+POOL_VARIANT = ("Eigen convolutions, per-layer input gradients, max-pool gradient",
+                True, True, True)
+POOL_LAYER = (8, 112, 112, 64)  # ResNet-50's / DenseNet-121's stem pool input at batch 8
 
 # (input shape, kernel shape, stride, padding) of the layers whose input gradient is special.
 LAYERS = {
@@ -63,6 +70,29 @@ def dilated_only(enabled: bool) -> Iterator[None]:
         _conv.SCATTER_MAX_CHANNELS, _conv.POLYPHASE_MAX_CHANNELS = saved
 
 
+def flax_max_pool(x: jnp.ndarray, kernel: int, stride: int, padding: int = 0) -> jnp.ndarray:
+    """``nn.max_pool`` with torch's padding: differentiated by ``select_and_scatter``."""
+    pads = ((padding, padding), (padding, padding))
+    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pads)
+
+
+@contextlib.contextmanager
+def select_and_scatter_pool(enabled: bool) -> Iterator[None]:
+    """While tracing inside, overlapping max-pools are ``nn.max_pool``."""
+    saved = _pool.max_pool_windows
+    if enabled:
+        _pool.max_pool_windows = flax_max_pool
+    try:
+        yield
+    finally:
+        _pool.max_pool_windows = saved
+
+
+def variants(arch: str) -> tuple[tuple[str, bool, bool, bool], ...]:
+    """The compact models have no overlapping max-pool: the pool variant only for ImageNet's."""
+    return VARIANTS + (POOL_VARIANT,) if _model.is_imagenet(arch) else VARIANTS
+
+
 def pgd_program(logits_fn: Callable, steps: int) -> Callable:
     """(x (B,H,W,C), y (B,)) -> jaxlogit's PGD images; the attack's own jit nests in the caller's."""
     def run(x, y):
@@ -75,10 +105,10 @@ def compiled_variants(model: _model.BenchModel, steps: int) -> dict[str, Callabl
     """One compiled PGD program per variant, as no-argument calls."""
     x, y = jnp.asarray(model.x), jnp.asarray(model.y)
     calls = {}
-    for label, tuned, per_layer in VARIANTS:
+    for label, tuned, per_layer, own_pool in variants(model.arch):
         jit = _xla.jit if tuned else jax.jit
         jax.clear_caches()  # attacks.pgd's jit would reuse its trace from the previous variant
-        with dilated_only(not per_layer):
+        with dilated_only(not per_layer), select_and_scatter_pool(not own_pool):
             program = jit(pgd_program(model.logits_fn, steps)).lower(x, y).compile()
         calls[label] = lambda program=program: program(x, y)
     return calls
@@ -106,9 +136,11 @@ def model_table(arch: str, steps: int, repeats: int, cache: str | None) -> list[
     base = timings[VARIANTS[0][0]].best
     rows = [f"### {arch}, batch {len(model.y)}: {steps} PGD steps ({model.weights})", "",
             "| variant | ms per step | speed-up |", "|---|---:|---:|"]
-    for label, *_ in VARIANTS:
+    chosen = variants(arch)[-1][0]
+    for label, *_ in variants(arch):
         steady = timings[label].best
-        rows.append(f"| {label} | {steady / steps * 1e3:.1f} | {base / steady:.2f}x |")
+        name = f"{label} (jaxlogit)" if label == chosen else label
+        rows.append(f"| {name} | {steady / steps * 1e3:.1f} | {base / steady:.2f}x |")
     return rows
 
 
@@ -122,6 +154,23 @@ def layers_table(arch: str, repeats: int) -> list[str]:
         chosen = _conv.input_grad_method(kernel_shape, (stride, stride))
         rows.append(f"| {shape} | {kernel_shape} | {stride} | {cells} | {chosen} |")
     return rows
+
+
+def pool_table(repeats: int) -> list[str]:
+    """Forward + input gradient of the 3x3/2 stem max-pool alone, both ways."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=POOL_LAYER), jnp.float32)
+    grad = jnp.asarray(rng.normal(size=(*POOL_LAYER[:1], 56, 56, POOL_LAYER[3])), jnp.float32)
+    calls = {}
+    for name, pool in (("select_and_scatter", flax_max_pool), ("jaxlogit", _pool.max_pool_windows)):
+        fn = _xla.jit(lambda a, g, pool=pool: jax.vjp(lambda b: pool(b, 3, 2, 1), a)[1](g)[0])
+        calls[name] = lambda fn=fn: fn(x, grad)
+    timings, _ = _timing.interleaved(calls, repeats)
+    cells = " | ".join(f"{timings[name].best * 1e3:.1f}" for name in calls)
+    return ["", "Max-pool 3x3, stride 2, padding 1, forward + input gradient alone "
+            "(jaxlogit's XLA options, ms):", "",
+            "| input | " + " | ".join(calls) + " |", "|---|" + "---:|" * len(calls),
+            f"| {POOL_LAYER} | {cells} |"]
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -139,7 +188,8 @@ def main(argv: list[str] | None = None) -> str:
     for arch in args.arch:
         steps = args.steps or (2 if _model.is_imagenet(arch) else 10)
         lines += model_table(arch, steps, args.repeats, args.cache)
-        lines += layers_table(arch, args.repeats) + [""]
+        lines += layers_table(arch, args.repeats)
+        lines += (pool_table(args.repeats) if _model.is_imagenet(arch) else []) + [""]
         print("\n".join(lines), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""FastConv, its input-gradient formulations, max_pool_2x2: same values and gradients as the
+"""FastConv, its input-gradient formulations, max_pool: same values and gradients as the
 plain flax / lax layers; ``_xla.jit`` passes its options to the compiler."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from jax import lax
 
 from jaxlogit import _xla
-from jaxlogit.models import _conv, _layers
+from jaxlogit.models import _conv, _pool
 
 # (kernel, stride, padding, input size): stride 1/2, kernels 1/3/7, odd and even sizes,
 # zero, symmetric, asymmetric and larger-than-kernel-minus-one paddings (negative crop).
@@ -136,29 +136,55 @@ def test_fast_conv_input_gradient_survives_a_fori_loop():
     np.testing.assert_allclose(fast, plain, atol=1e-5)
 
 
-def _pool_outputs_and_grads(x, weights):
-    """(nn.max_pool, max_pool_2x2) outputs and input gradients of ``sum(weights * pool)``."""
-    pools = (lambda a: nn.max_pool(a, (2, 2), strides=(2, 2), padding="VALID"),
-             _layers.max_pool_2x2)
+def _pool_outputs_and_grads(x, weights, kernel, stride, padding):
+    """(nn.max_pool, _pool.max_pool) outputs and input gradients of ``sum(weights * pool)``."""
+    pads = ((padding, padding), (padding, padding))
+    pools = (lambda a: nn.max_pool(a, (kernel, kernel), strides=(stride, stride), padding=pads),
+             lambda a: _pool.max_pool(a, kernel, stride, padding))
     return ([pool(x) for pool in pools],
             [jax.grad(lambda a, pool=pool: jnp.sum(weights * pool(a)))(x) for pool in pools])
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (3, 7, 9, 2), (1, 28, 28, 4)])
-def test_max_pool_2x2_matches_nn_max_pool(shape):
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((2, 8, 6, 3), 2, 2, 0), ((3, 7, 9, 2), 2, 2, 0), ((1, 28, 28, 4), 2, 2, 0),  # 2x2 reshape
+    ((2, 9, 9, 3), 3, 2, 1), ((1, 12, 7, 2), 3, 2, 1),  # ResNet/DenseNet stems, even and odd
+    ((2, 6, 8, 3), 3, 1, 1), ((1, 10, 11, 2), 2, 1, 0), ((2, 9, 8, 1), 3, 3, 0),
+    ((1, 11, 9, 2), 5, 2, 2)])
+def test_max_pool_matches_nn_max_pool(shape, kernel, stride, padding):
     x = _random(shape, 7)  # continuous values: no ties within a window
-    out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
-    assert jax.eval_shape(lambda a: _layers.max_pool(a, 2, 2), x).shape == out_shape
-    (expected, actual), (expected_grad, actual_grad) = jax.jit(_pool_outputs_and_grads)(
-        x, _random(out_shape, 8))
+    expected_shape = jax.eval_shape(
+        lambda a: nn.max_pool(a, (kernel, kernel), strides=(stride, stride),
+                              padding=((padding, padding), (padding, padding))), x).shape
+    (expected, actual), (expected_grad, actual_grad) = jax.jit(
+        _pool_outputs_and_grads, static_argnums=(2, 3, 4))(
+        x, _random(expected_shape, 8), kernel, stride, padding)
+    assert actual.shape == expected_shape
     np.testing.assert_array_equal(actual, expected)
-    np.testing.assert_array_equal(actual_grad, expected_grad)
+    # overlapping windows: the same terms, summed in another order
+    np.testing.assert_allclose(actual_grad, expected_grad, rtol=1e-6, atol=1e-6)
 
 
-def test_max_pool_keeps_nn_max_pool_for_padded_windows():
-    x = _random((2, 9, 9, 3), 9)
-    expected = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    np.testing.assert_array_equal(_layers.max_pool(x, 3, 2, padding=1), expected)
+def test_max_pool_splits_the_gradient_of_tied_maxima():
+    """A window whose maximum is held by n inputs gives each 1/n of its gradient; the total
+    gradient is kept."""
+    x = jnp.array([[1., 1., 0.], [0., 3., 3.], [2., 0., 1.]])[None, :, :, None]
+    weights = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    grad = jax.grad(lambda a: jnp.sum(weights * _pool.max_pool(a, 2, 1)))(x)[0, :, :, 0]
+    # windows (top-left corner): (0,0) max 3 at (1,1); (0,1) max 3 at (1,1),(1,2);
+    # (1,0) max 3 at (1,1); (1,1) max 3 at (1,1),(1,2)
+    expected = np.zeros((3, 3), np.float32)
+    expected[1, 1] = 1 + 2 / 2 + 3 + 4 / 2
+    expected[1, 2] = 2 / 2 + 4 / 2
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+    assert float(grad.sum()) == pytest.approx(float(weights.sum()))
+
+
+def test_max_pool_falls_back_to_flax_for_windows_beyond_int32_bits():
+    x = _random((1, 9, 9, 2), 3)
+    expected = nn.max_pool(x, (6, 6), strides=(3, 3), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(_pool.max_pool(x, 6, 3, padding=1), expected)
+    with pytest.raises(ValueError, match="up to 5x5"):
+        _pool.max_pool_windows(x, 6, 3, 1)
 
 
 def test_xla_jit_works_nested_inside_another_jit():
@@ -182,3 +208,19 @@ def test_xla_jit_falls_back_to_plain_jit_when_the_options_are_rejected(monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         np.testing.assert_allclose(_xla.jit(jnp.sin)(x), jnp.sin(x), rtol=1e-6)
+
+
+def test_bench_conv_grad_pool_switch_traces_select_and_scatter():
+    """The benchmark's baseline really differentiates the pool with select_and_scatter."""
+    from benchmarks import bench_conv_grad
+
+    def traced_pool_grad(x):  # a new function each time: make_jaxpr caches traces per function
+        return str(jax.make_jaxpr(
+            lambda a: jax.grad(lambda b: _pool.max_pool(b, 3, 2, 1).sum())(a))(x))
+
+    x = _random((1, 8, 8, 2), 1)
+    with bench_conv_grad.select_and_scatter_pool(True):
+        swapped = traced_pool_grad(x)
+    own = traced_pool_grad(x)
+    assert "select_and_scatter" in swapped
+    assert "select_and_scatter" not in own

@@ -12,7 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlogit.models import _layers
+from jaxlogit.models import _layers, _pool
 
 
 class DenseLayer(nn.Module):
@@ -99,8 +99,8 @@ class DenseNet(nn.Module):
                              name="features_conv0")(x)
         x = nn.relu(_layers.batch_norm(train, name="features_norm0")(x))
         if self.small_stem:
-            return _layers.max_pool(x, 2, 2)
-        return _layers.max_pool(x, 3, 2, padding=1)
+            return _pool.max_pool(x, 2, 2)
+        return _pool.max_pool(x, 3, 2, padding=1)
 
 
 densenet121 = functools.partial(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16),

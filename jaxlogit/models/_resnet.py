@@ -12,7 +12,7 @@ from typing import ClassVar, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlogit.models import _layers
+from jaxlogit.models import _layers, _pool
 
 
 class BasicBlock(nn.Module):
@@ -91,7 +91,7 @@ class ResNet(nn.Module):
             x = _layers.conv(self.stem_width, 7, stride=2, padding=3, name="conv1")(x)
         x = nn.relu(_layers.batch_norm(train, name="bn1")(x))
         if not self.small_stem:
-            x = _layers.max_pool(x, 3, 2, padding=1)
+            x = _pool.max_pool(x, 3, 2, padding=1)
         for stage, (size, width, stride) in enumerate(
                 zip(self.stage_sizes, self.widths, self.stage_strides)):
             for block in range(size):

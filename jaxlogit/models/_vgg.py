@@ -12,7 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlogit.models import _layers
+from jaxlogit.models import _layers, _pool
 
 MAX_POOL = "M"
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -54,7 +54,7 @@ class VGG(nn.Module):
         index = 0  # torchvision's index in the ``features`` Sequential
         for item in self.config:
             if item == MAX_POOL:
-                x = _layers.max_pool(x, 2, 2)
+                x = _pool.max_pool(x, 2, 2)
                 index += 1
                 continue
             x = _layers.conv(item, 3, padding=1, bias=True, name=f"features_{index}")(x)
