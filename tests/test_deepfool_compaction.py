@@ -164,3 +164,26 @@ def test_bench_counts_deepfool_work_per_sample():
     work = _attacks.deepfool_work(np.array([0, 1, 3, 100]), candidates=10, max_iter=100)
     assert work.forwards == pytest.approx(2 + (0 + 2 + 4 + 100) / 4)
     assert work.gradients == pytest.approx(9 * (0 + 1 + 3 + 100) / 4)
+
+
+def test_bench_cw_budget_uses_the_cheapest_gradient_step_of_the_run():
+    """C&W's cost is counted in the cheapest forward+gradient step the run measured, so a slow
+    standalone baseline cannot flatter it."""
+    from jaxlogit.bench import _attacks, _report, _run, _timing
+
+    def run(seconds, gradients):
+        return _run.AttackRun(_timing.Timing(seconds + 1.0, seconds, (seconds,)),
+                              _attacks.Work(gradients, gradients), 8, 1.0)
+
+    def report(gradient_s, attacks):
+        baseline = _run.Baseline(_timing.Timing(1.0, 0.01, (0.01,)),
+                                 _timing.Timing(1.0, gradient_s, (gradient_s,)), 1.0, 2.0,
+                                 None, None)
+        return _run.BenchReport(None, {}, 100.0, None, baseline, attacks, (0.0, 0.0))
+
+    cw = _run.AttackBench("cw", run(6.0, 100), None)
+    pgd = _run.AttackBench("pgd", run(0.5, 10), None)  # 50 ms per step inside the loop
+    assert _report.cw_cost_in_steps(report(0.12, [cw])) == pytest.approx(6.0 / (100 * 0.12))
+    assert _report.cw_cost_in_steps(report(0.12, [pgd, cw])) == pytest.approx(6.0 / (100 * 0.05))
+    assert _report.cw_cost_in_steps(report(0.04, [pgd, cw])) == pytest.approx(6.0 / (100 * 0.04))
+    assert _report.cw_cost_in_steps(report(0.04, [pgd])) is None

@@ -79,11 +79,21 @@ def goal(attack: str, report: BenchReport) -> float | None:
     return goals.get(attack)
 
 
+def cheapest_gradient_step(report: BenchReport) -> float:
+    """Seconds of the cheapest forward+input-gradient pass over the batch measured in the run:
+    the standalone baseline, or one step inside jaxlogit's compiled PGD or MIM loop (which
+    hoists the weights' preparation out of the loop, so it is usually the cheaper)."""
+    steps = [report.baseline.gradient.best]
+    steps += [bench.jax.timing.best / bench.jax.work.gradients for bench in report.attacks
+              if bench.attack in ("pgd", "mim")]
+    return min(steps)
+
+
 def cw_cost_in_steps(report: BenchReport) -> float | None:
-    """C&W's steady time over 100 forward+input-gradient baseline steps (goal <= 1.1)."""
+    """C&W's steady time over 100 of the cheapest forward+input-gradient steps (goal <= 1.1)."""
     for bench in report.attacks:
         if bench.attack == "cw":
-            return bench.jax.timing.best / (CW_BUDGET_STEPS * report.baseline.gradient.best)
+            return bench.jax.timing.best / (CW_BUDGET_STEPS * cheapest_gradient_step(report))
     return None
 
 
@@ -176,7 +186,9 @@ def markdown(report: BenchReport) -> str:
     cw = cw_cost_in_steps(report)
     if cw is not None:
         lines.append(f"- C&W (4 search steps x 25) costs **{cw:.2f}x** of {CW_BUDGET_STEPS} "
-                     f"forward+gradient steps (goal <= {CW_BUDGET_FACTOR})")
+                     f"forward+gradient steps at the run's cheapest step, "
+                     f"{cheapest_gradient_step(report) * 1e3:.1f} ms "
+                     f"(goal <= {CW_BUDGET_FACTOR})")
     lines += ["", table(report), "", *notes(report)]
     return "\n".join(lines)
 
