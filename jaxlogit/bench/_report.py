@@ -81,8 +81,8 @@ def goal(attack: str, report: BenchReport) -> float | None:
 
 def cheapest_gradient_step(report: BenchReport) -> float:
     """Seconds of the cheapest forward+input-gradient pass over the batch measured in the run:
-    the standalone baseline, or one step inside jaxlogit's compiled PGD or MIM loop (which
-    hoists the weights' preparation out of the loop, so it is usually the cheaper)."""
+    the standalone baseline, or one step inside jaxlogit's compiled PGD or MIM loop (which pays
+    the per-call costs once for all its steps, so it is usually the cheaper)."""
     steps = [report.baseline.gradient.best]
     steps += [bench.jax.timing.best / bench.jax.work.gradients for bench in report.attacks
               if bench.attack in ("pgd", "mim")]
