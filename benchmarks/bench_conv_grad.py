@@ -27,7 +27,6 @@ import contextlib
 import pathlib
 from typing import Callable, Iterator
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,18 +69,12 @@ def dilated_only(enabled: bool) -> Iterator[None]:
         _conv.SCATTER_MAX_CHANNELS, _conv.POLYPHASE_MAX_CHANNELS = saved
 
 
-def flax_max_pool(x: jnp.ndarray, kernel: int, stride: int, padding: int = 0) -> jnp.ndarray:
-    """``nn.max_pool`` with torch's padding: differentiated by ``select_and_scatter``."""
-    pads = ((padding, padding), (padding, padding))
-    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pads)
-
-
 @contextlib.contextmanager
 def select_and_scatter_pool(enabled: bool) -> Iterator[None]:
     """While tracing inside, overlapping max-pools are ``nn.max_pool``."""
     saved = _pool.max_pool_windows
     if enabled:
-        _pool.max_pool_windows = flax_max_pool
+        _pool.max_pool_windows = _pool.select_and_scatter_max_pool
     try:
         yield
     finally:
@@ -94,7 +87,7 @@ def variants(arch: str) -> tuple[tuple[str, bool, bool, bool], ...]:
 
 
 def pgd_program(logits_fn: Callable, steps: int) -> Callable:
-    """(x (B,H,W,C), y (B,)) -> jaxlogit's PGD images; the attack's own jit nests in the caller's."""
+    """(x (B,H,W,C), y (B,)) -> jaxlogit's PGD images (the attack's jit nests in the caller's)."""
     def run(x, y):
         return attacks.pgd(logits_fn, x, y, key=jax.random.key(0), steps=steps,
                            random_start=False).x_adv
@@ -160,9 +153,13 @@ def pool_table(repeats: int) -> list[str]:
     """Forward + input gradient of the 3x3/2 stem max-pool alone, both ways."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=POOL_LAYER), jnp.float32)
-    grad = jnp.asarray(rng.normal(size=(*POOL_LAYER[:1], 56, 56, POOL_LAYER[3])), jnp.float32)
+    batch, height, width, channels = POOL_LAYER
+    out_shape = (batch, _pool.pooled_size(height, 3, 2, 1), _pool.pooled_size(width, 3, 2, 1),
+                 channels)
+    grad = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
     calls = {}
-    for name, pool in (("select_and_scatter", flax_max_pool), ("jaxlogit", _pool.max_pool_windows)):
+    for name, pool in (("select_and_scatter", _pool.select_and_scatter_max_pool),
+                       ("jaxlogit", _pool.max_pool_windows)):
         fn = _xla.jit(lambda a, g, pool=pool: jax.vjp(lambda b: pool(b, 3, 2, 1), a)[1](g)[0])
         calls[name] = lambda fn=fn: fn(x, grad)
     timings, _ = _timing.interleaved(calls, repeats)

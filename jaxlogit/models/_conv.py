@@ -69,12 +69,37 @@ def input_grad_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> 
     return "dilated"
 
 
-def _fit(full: jnp.ndarray, offsets: tuple[int, int], size: tuple[int, int]) -> jnp.ndarray:
+def fit(full: jnp.ndarray, offsets: tuple[int, int], size: tuple[int, int]) -> jnp.ndarray:
     """Rows/cols ``offset:offset+size`` of (B,h,w,I), zero-filled where ``full`` is too short."""
     pads = [(0, 0)] + [(0, max(0, off + n - full.shape[axis]))
                        for axis, off, n in zip((1, 2), offsets, size)] + [(0, 0)]
     full = jnp.pad(full, pads)
     return full[:, offsets[0]:offsets[0] + size[0], offsets[1]:offsets[1] + size[1]]
+
+
+def col2im(tap_values: Callable[[int, int], jnp.ndarray], kernel_size: tuple[int, int],
+           strides: tuple[int, int]) -> jnp.ndarray:
+    """Sums what each window tap receives back where that tap read its input.
+
+    Args:
+      tap_values: ``(a, b) -> (B, h, w, C)``: what each of the h x w windows sends to its tap
+        (a, b).
+      kernel_size: (kh, kw) taps per window.
+      strides: (sh, sw) between windows.
+
+    Returns:
+      (B, (h-1)*sh + kh, (w-1)*sw + kw, C): position (i*sh + a, j*sw + b) collects tap (a, b)
+      of window (i, j), each tap's values placed by one stride-dilated ``lax.pad``.
+    """
+    (kh, kw), (sh, sw) = kernel_size, strides
+    total = 0
+    for a in range(kh):
+        for b in range(kw):
+            values = tap_values(a, b)
+            zero = jnp.zeros((), values.dtype)
+            total = total + lax.pad(values, zero, ((0, 0, 0), (a, kh - 1 - a, sh - 1),
+                                                   (b, kw - 1 - b, sw - 1), (0, 0, 0)))
+    return total
 
 
 def _dilated_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[int],
@@ -98,17 +123,14 @@ def _scatter_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequen
                         strides: tuple[int, int], padding: Padding) -> jnp.ndarray:
     """Input gradient as per-tap products ``g @ w[a, b]^T`` summed back in place (col2im).
 
-    Tap (a, b) of output (i, j) touched padded input (i*sh + a, j*sw + b): its contribution is
-    padded by ``a`` rows before (stride-dilated), all taps are summed, the padding is cropped.
+    Tap (a, b) of output (i, j) touched padded input (i*sh + a, j*sw + b): :func:`col2im`
+    sums every tap's contribution there, then the padding is cropped.
     """
     kh, kw, in_channels, out_channels = kernel.shape
     rows = grad.reshape(-1, out_channels) @ kernel.reshape(-1, out_channels).T
     taps = rows.reshape(*grad.shape[:3], kh, kw, in_channels)  # (B, H', W', kh, kw, I)
-    zero = jnp.zeros((), grad.dtype)
-    total = sum(lax.pad(taps[:, :, :, a, b], zero, ((0, 0, 0), (a, kh - 1 - a, strides[0] - 1),
-                                           (b, kw - 1 - b, strides[1] - 1), (0, 0, 0)))
-                for a in range(kh) for b in range(kw))
-    return _fit(total, (padding[0][0], padding[1][0]), tuple(in_shape[1:3]))
+    total = col2im(lambda a, b: taps[:, :, :, a, b], (kh, kw), strides)
+    return fit(total, (padding[0][0], padding[1][0]), tuple(in_shape[1:3]))
 
 
 def _polyphase_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[int],
@@ -130,7 +152,7 @@ def _polyphase_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequ
     batch, qh, qw, _ = out.shape
     out = out.reshape(batch, qh, qw, sh, sw, in_channels).transpose(0, 1, 3, 2, 4, 5)
     full = out.reshape(batch, qh * sh, qw * sw, in_channels)
-    return _fit(full, (padding[0][0], padding[1][0]), tuple(in_shape[1:3]))
+    return fit(full, (padding[0][0], padding[1][0]), tuple(in_shape[1:3]))
 
 
 INPUT_GRADS: dict[str, Callable[..., jnp.ndarray]] = {

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlogit.models import _conv
+
 MAX_TAPS = 31  # window taps are bits of one int32
 
 
@@ -77,21 +79,23 @@ def _max_pool_bwd(kernel, stride, padding, residuals, grad):
     bits = lax.optimization_barrier(functools.reduce(jnp.bitwise_or, hits))
     share = grad / lax.population_count(bits).astype(grad.dtype)
     zero = jnp.zeros((), grad.dtype)
+    total = _conv.col2im(
+        lambda row, col: jnp.where((bits >> (row * kernel + col)) & 1 == 1, share, zero),
+        (kernel, kernel), (stride, stride))
     _, padded_h, padded_w, _ = padded.shape
-    out_h, out_w = pooled.shape[1:3]
-    total = 0
-    for tap in range(kernel * kernel):
-        row, col = divmod(tap, kernel)
-        to_tap = jnp.where((bits >> tap) & 1 == 1, share, zero)
-        total = total + lax.pad(to_tap, zero, (
-            (0, 0, 0),
-            (row, padded_h - row - stride * (out_h - 1) - 1, stride - 1),
-            (col, padded_w - col - stride * (out_w - 1) - 1, stride - 1),
-            (0, 0, 0)))
-    return (total[:, padding:padded_h - padding, padding:padded_w - padding],)
+    in_size = (padded_h - 2 * padding, padded_w - 2 * padding)
+    return (_conv.fit(total, (padding, padding), in_size),)
 
 
 max_pool_windows.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def select_and_scatter_max_pool(x: jnp.ndarray, kernel: int, stride: int,
+                                padding: int = 0) -> jnp.ndarray:
+    """``nn.max_pool`` with torch's padding (differentiated by ``select_and_scatter``):
+    (B,H,W,C) -> (B,h,w,C)."""
+    pads = ((padding, padding), (padding, padding))
+    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pads)
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
@@ -110,6 +114,5 @@ def max_pool(x: jnp.ndarray, kernel: int, stride: int, padding: int = 0) -> jnp.
     if kernel == stride == 2 and padding == 0:
         return max_pool_2x2(x)
     if kernel * kernel > MAX_TAPS:
-        pads = ((padding, padding), (padding, padding))
-        return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pads)
+        return select_and_scatter_max_pool(x, kernel, stride, padding)
     return max_pool_windows(x, kernel, stride, padding)
