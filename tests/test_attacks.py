@@ -101,6 +101,24 @@ def test_success_is_exactly_reprediction(problem, results, name):
     assert bool(res.success[0])  # misclassified from the start counts as fooled
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_attack_inside_jit_on_closed_over_arrays_equals_eager(problem, results, name):
+    """Images and labels captured by a user's jit are concrete but jnp ops on them are traced:
+    the input checks must read them with numpy (this raised ConcretizationTypeError)."""
+    logits_fn, x, y, _ = problem
+    jitted = jax.jit(lambda: run(name, logits_fn, x, y).x_adv)()
+    np.testing.assert_allclose(jitted, results[name].x_adv, atol=1e-5)
+
+
+def test_input_checks_still_run_on_closed_over_arrays(problem):
+    logits_fn, x, y, _ = problem
+    x_255, y_negative = x * 255.0, y - 100
+    with pytest.raises(JaxlogitError, match="values in"):
+        jax.jit(lambda: attacks.mim(logits_fn, x_255, y).x_adv)()
+    with pytest.raises(JaxlogitError, match="negative labels"):
+        jax.jit(lambda: attacks.mim(logits_fn, x, y_negative).x_adv)()
+
+
 def test_small_eps_linf_attacks_leave_a_mix(results):
     """Guards the tests above against a degenerate all-fooled or none-fooled batch."""
     for name in ("pgd", "mim"):

@@ -85,6 +85,8 @@ def test_two_layer_jacobian_under_jit_equals_eager(net):
     params, _, z = net
     jitted = jax.jit(explain.two_layer_jacobian)(params, z)
     np.testing.assert_allclose(jitted, explain.two_layer_jacobian(params, z), rtol=1e-5, atol=1e-5)
+    closed_over = jax.jit(lambda: explain.two_layer_jacobian(params, z))()
+    np.testing.assert_allclose(closed_over, jitted, rtol=1e-5, atol=1e-5)
 
 
 def test_single_layer_jacobian_is_transposed_kernel():

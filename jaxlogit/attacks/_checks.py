@@ -12,6 +12,11 @@ from jaxlogit.errors import JaxlogitError
 
 
 def _is_concrete(value: Any) -> bool:
+    """Whether ``value`` holds values that can be checked now: not a tracer.
+
+    Inside a ``jit`` a closed-over array is concrete, but ``jnp`` operations on it are traced,
+    so its values are read with numpy, never with ``jnp.min``/``jnp.max``.
+    """
     return not isinstance(value, jax.core.Tracer)
 
 
@@ -33,7 +38,8 @@ def images(x: Any) -> jax.Array:
         )
     x = jnp.asarray(x, jnp.float32)
     if _is_concrete(x):
-        low, high = float(jnp.min(x)), float(jnp.max(x))
+        values = np.asarray(x)
+        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
         if low < 0.0 or high > 1.0:
             raise JaxlogitError(
                 f"x has values in [{low:.3g}, {high:.3g}]: pass images in [0, 1] and put the "
@@ -50,16 +56,17 @@ def labels(y: Any, batch: int, name: str = "y") -> jax.Array:
     if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
         raise JaxlogitError(f"{name} has dtype {jnp.result_type(y)}: pass integer class labels")
     y = jnp.asarray(y, jnp.int32)
-    if _is_concrete(y) and batch and int(jnp.min(y)) < 0:
+    if _is_concrete(y) and batch and int(np.min(np.asarray(y))) < 0:
         raise JaxlogitError(f"{name} contains negative labels: pass class indices in [0, C)")
     return y
 
 
 def labels_within(y: jax.Array, num_classes: int, name: str = "y") -> None:
     """Raises if a label is not a class index of the ``num_classes`` logits."""
-    if _is_concrete(y) and y.size and int(jnp.max(y)) >= num_classes:
+    highest = int(np.max(np.asarray(y))) if _is_concrete(y) and y.size else -1
+    if highest >= num_classes:
         raise JaxlogitError(
-            f"{name} contains label {int(jnp.max(y))} but logits_fn returns {num_classes} "
+            f"{name} contains label {highest} but logits_fn returns {num_classes} "
             f"classes: pass labels in [0, {num_classes})"
         )
 

@@ -117,7 +117,8 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
     width = w_in.shape[1]
     if is_concrete(z) and is_concrete(w_in) and z.shape[0] > 0:
         counts = map_in_chunks(functools.partial(_active_counts, w_in, b_in), [z], 256)
-        width = _hidden_width(int(np.max(counts)), w_in.shape[1])
+        if is_concrete(counts):  # not when z is a constant closed over by an outer jit
+            width = _hidden_width(int(np.max(counts)), w_in.shape[1])
     chunk_fn = lambda z_chunk: _jacobian_chunk(w_in, b_in, w_out, z_chunk, width)  # noqa: E731
     return map_in_chunks(chunk_fn, [z], chunk_size)
 
