@@ -27,7 +27,7 @@ class TinyCNN(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = nn.relu(nn.Conv(8, (3, 3))(x))
-        return nn.Dense(CLASSES)(x.reshape(x.shape[0], -1))
+        return nn.Dense(CLASSES)(x.reshape(x.shape[0], SIZE * SIZE * 8))  # also for B = 0
 
 
 def tiny_apply(variables, x):
@@ -417,6 +417,9 @@ def test_cw_returns_clean_image_for_samples_never_fooled(problem):
         (lambda f, x, y: attacks.cw_l2(f, x, y, steps=0), "steps"),
         (lambda f, x, y: attacks.pgd(f, x, y, key=jax.random.key(0), loss="dlr"), "loss"),
         (lambda f, x, y: attacks.pgd(f, x, y, key=jax.random.key(0), eps=-1.0), "eps"),
+        (lambda f, x, y: attacks.mim(f, x, [str(v) for v in y.tolist()]), "integer class"),
+        (lambda f, x, y: attacks.mim(f, x, [[1, 2], [3]]), "ragged"),
+        (lambda f, x, y: attacks.cw_l2(f, (x * 255).astype(jnp.uint8), y), "x / 255"),
     ],
 )
 def test_user_errors_are_one_line_jaxlogit_errors(problem, call, message):
@@ -424,6 +427,22 @@ def test_user_errors_are_one_line_jaxlogit_errors(problem, call, message):
     with pytest.raises(JaxlogitError, match=message) as info:
         call(logits_fn, x, y)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_python_lists_are_accepted_like_arrays(problem, results, name):
+    logits_fn, x, y, _ = problem
+    res = run(name, logits_fn, np.asarray(x).tolist(), y.tolist())
+    np.testing.assert_allclose(res.x_adv, results[name].x_adv, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_an_empty_batch_gives_empty_results(problem, name):
+    logits_fn, x, y, _ = problem
+    res = run(name, logits_fn, x[:0], y[:0])
+    assert res.x_adv.shape == (0,) + x.shape[1:]
+    assert res.logits.shape == (0, CLASSES)
+    assert res.success.shape == res.norm.shape == res.iterations.shape == (0,)
 
 
 def test_margin_loss_is_positive_exactly_when_misclassified():

@@ -20,8 +20,25 @@ def _is_concrete(value: Any) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def _as_array(value: Any, name: str) -> Any:
+    """Python lists and tuples as numpy arrays (``jnp.result_type`` cannot read them)."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    try:
+        return np.asarray(value)
+    except ValueError:
+        raise JaxlogitError(f"{name} is a ragged sequence: pass an array (all rows the same "
+                            "shape)") from None
+
+
+def _dtype(value: Any) -> np.dtype:
+    """The dtype of an array, tracer or scalar (numpy's, for strings and objects too)."""
+    return value.dtype if hasattr(value, "dtype") else jnp.result_type(value)
+
+
 def images(x: Any) -> jax.Array:
     """Checks a batch of NHWC images in [0, 1] and returns it as float32 ``(B, H, W, C)``."""
+    x = _as_array(x, "x")
     shape = np.shape(x)
     if len(shape) != 4:
         raise JaxlogitError(
@@ -32,9 +49,9 @@ def images(x: Any) -> jax.Array:
             f"x has shape {shape}, which looks like NCHW: pass NHWC images "
             "(x.transpose(0, 2, 3, 1))"
         )
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    if not jnp.issubdtype(_dtype(x), jnp.floating):
         raise JaxlogitError(
-            f"x has dtype {jnp.result_type(x)}: pass float images in [0, 1] (e.g. x / 255)"
+            f"x has dtype {_dtype(x)}: pass float images in [0, 1] (e.g. x / 255)"
         )
     x = jnp.asarray(x, jnp.float32)
     if _is_concrete(x):
@@ -50,11 +67,12 @@ def images(x: Any) -> jax.Array:
 
 def labels(y: Any, batch: int, name: str = "y") -> jax.Array:
     """Checks integer labels ``(B,)`` (non-negative) and returns them as int32."""
+    y = _as_array(y, name)
     shape = np.shape(y)
     if shape != (batch,):
         raise JaxlogitError(f"{name} has shape {shape}: pass one integer label per image, ({batch},)")
-    if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
-        raise JaxlogitError(f"{name} has dtype {jnp.result_type(y)}: pass integer class labels")
+    if not jnp.issubdtype(_dtype(y), jnp.integer):
+        raise JaxlogitError(f"{name} has dtype {_dtype(y)}: pass integer class labels")
     y = jnp.asarray(y, jnp.int32)
     if _is_concrete(y) and batch and int(np.min(np.asarray(y))) < 0:
         raise JaxlogitError(f"{name} contains negative labels: pass class indices in [0, C)")

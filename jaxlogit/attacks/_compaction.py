@@ -63,6 +63,8 @@ def on_active_rows(body: Callable[[PyTree, PyTree], PyTree], active: jax.Array, 
     Returns:
       ``state`` with the active rows replaced by ``body``'s result; other rows unchanged.
     """
+    if active.shape[0] == 0:  # an empty batch: nothing to update, no row to slice a chunk from
+        return state
     order = active_rows(active, chunk)
     count = jnp.sum(active.astype(jnp.int32))
 

@@ -5,6 +5,8 @@ All functions act on a batch: images ``(B, H, W, C)``, per-sample values ``(B,)`
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -16,9 +18,14 @@ def per_sample(values: jax.Array, like: jax.Array) -> jax.Array:
     return values.reshape(values.shape + (1,) * (like.ndim - 1))
 
 
+def flat(values: jax.Array) -> jax.Array:
+    """(B, ...) -> (B, D), also for an empty batch (where ``reshape(B, -1)`` is ambiguous)."""
+    return values.reshape(values.shape[0], math.prod(values.shape[1:]))
+
+
 def linf_norm(delta: jax.Array) -> jax.Array:
     """L-inf norm of each sample of ``delta`` (B, ...) -> (B,)."""
-    return jnp.max(jnp.abs(delta.reshape(delta.shape[0], -1)), axis=1)
+    return jnp.max(jnp.abs(flat(delta)), axis=1, initial=0.0)
 
 
 def l2_norm(delta: jax.Array) -> jax.Array:
@@ -28,7 +35,7 @@ def l2_norm(delta: jax.Array) -> jax.Array:
 
 def squared_l2_norm(delta: jax.Array) -> jax.Array:
     """Squared L2 norm of each sample of ``delta`` (B, ...) -> (B,)."""
-    return jnp.sum(jnp.square(delta.reshape(delta.shape[0], -1)), axis=1)
+    return jnp.sum(jnp.square(flat(delta)), axis=1)
 
 
 NORMS = {"linf": linf_norm, "l2": l2_norm}
@@ -36,7 +43,7 @@ NORMS = {"linf": linf_norm, "l2": l2_norm}
 
 def l1_normalise(g: jax.Array) -> jax.Array:
     """Divides each sample of ``g`` (B, ...) by its L1 norm (an all-zero sample stays zero)."""
-    l1 = jnp.sum(jnp.abs(g.reshape(g.shape[0], -1)), axis=1)
+    l1 = jnp.sum(jnp.abs(flat(g)), axis=1)
     return g / per_sample(jnp.maximum(l1, _TINY), g)
 
 

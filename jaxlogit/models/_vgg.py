@@ -7,6 +7,7 @@ Submodules are named after torchvision's module paths with ``.`` replaced by ``_
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -44,7 +45,7 @@ class VGG(nn.Module):
         x = self._features(x, train)
         x = _layers.adaptive_avg_pool(x, self.pool_size)
         # Flattened in (h, w, c) order; torch flattens (c, h, w): the import permutes classifier_0.
-        x = x.reshape((x.shape[0], -1))
+        x = x.reshape((x.shape[0], math.prod(x.shape[1:])))
         for index in (0, 3):
             x = nn.relu(nn.Dense(self.hidden, name=f"classifier_{index}")(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
