@@ -12,12 +12,18 @@ from jaxlogit.errors import JaxlogitError
 
 
 def _is_concrete(value: Any) -> bool:
-    """Whether ``value`` holds values that can be checked now: not a tracer.
-
-    Inside a ``jit`` a closed-over array is concrete, but ``jnp`` operations on it are traced,
-    so its values are read with numpy, never with ``jnp.min``/``jnp.max``.
-    """
+    """Whether ``value`` holds values that can be checked now: not a tracer."""
     return not isinstance(value, jax.core.Tracer)
+
+
+def _extremes(values: jax.Array) -> tuple[float, float]:
+    """(min, max) of a concrete non-empty array, reduced on its device.
+
+    ``ensure_compile_time_eval``: inside a user's ``jit`` a closed-over array is concrete but
+    ``jnp`` operations on it would be traced.
+    """
+    with jax.ensure_compile_time_eval():
+        return float(jnp.min(values)), float(jnp.max(values))
 
 
 def _as_array(value: Any, name: str) -> Any:
@@ -54,9 +60,8 @@ def images(x: Any) -> jax.Array:
             f"x has dtype {_dtype(x)}: pass float images in [0, 1] (e.g. x / 255)"
         )
     x = jnp.asarray(x, jnp.float32)
-    if _is_concrete(x):
-        values = np.asarray(x)
-        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if _is_concrete(x) and x.size:
+        low, high = _extremes(x)
         if low < 0.0 or high > 1.0:
             raise JaxlogitError(
                 f"x has values in [{low:.3g}, {high:.3g}]: pass images in [0, 1] and put the "
@@ -74,14 +79,14 @@ def labels(y: Any, batch: int, name: str = "y") -> jax.Array:
     if not jnp.issubdtype(_dtype(y), jnp.integer):
         raise JaxlogitError(f"{name} has dtype {_dtype(y)}: pass integer class labels")
     y = jnp.asarray(y, jnp.int32)
-    if _is_concrete(y) and batch and int(np.min(np.asarray(y))) < 0:
+    if _is_concrete(y) and batch and _extremes(y)[0] < 0:
         raise JaxlogitError(f"{name} contains negative labels: pass class indices in [0, C)")
     return y
 
 
 def labels_within(y: jax.Array, num_classes: int, name: str = "y") -> None:
     """Raises if a label is not a class index of the ``num_classes`` logits."""
-    highest = int(np.max(np.asarray(y))) if _is_concrete(y) and y.size else -1
+    highest = int(_extremes(y)[1]) if _is_concrete(y) and y.size else -1
     if highest >= num_classes:
         raise JaxlogitError(
             f"{name} contains label {highest} but logits_fn returns {num_classes} "
