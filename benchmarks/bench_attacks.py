@@ -1,17 +1,18 @@
-"""The attacks against torchattacks: the compact backbone at batch 256 and resnet50@224 at batch 8.
+"""The attacks against torchattacks: compact backbones at batch 256 and resnet50@224 at batch 8.
 
-Runs ``jaxlogit.bench`` twice in one process (everything timed interleaved with torchattacks on
-the same weights and batch) and writes both reports to ``benchmarks/results/attacks.md`` (plus
-``attacks.json``). Run from the repository root::
+Runs ``jaxlogit.bench`` once per model in one process (everything timed interleaved with
+torchattacks on the same weights and batch) and writes the reports to
+``benchmarks/results/attacks.md`` (plus ``attacks.json``). Run from the repository root::
 
-    python -m benchmarks.bench_attacks                     # all attacks, both models
+    python -m benchmarks.bench_attacks                     # all attacks, resnet_compact, resnet50
     python -m benchmarks.bench_attacks --imagenet-attacks pgd --repeats 2
+    python -m benchmarks.bench_attacks --compact-arch vgg_compact resnet_compact densenet_compact
 
 Expect tens of minutes on 2 CPU cores: resnet50's attacks each compile for a minute or more,
 torchattacks' PGD-10 on resnet50 takes ~10 s per call and its DeepFool is timed on a few
 compact images only (on resnet50 it is skipped: minutes per image-iteration).
-The compact model uses the newest trained ``resnet_compact`` in the cache (``--cache``), else
-random weights; resnet50 uses torchvision's random weights imported into flax.
+Each compact model uses its newest trained checkpoint in the cache (``--cache``), else random
+weights; resnet50 uses torchvision's random weights imported into flax.
 """
 
 from __future__ import annotations
@@ -26,19 +27,18 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 
 
 def configs(args: argparse.Namespace) -> list[bench.BenchConfig]:
-    """The compact and the resnet50 benchmark."""
+    """The compact benchmarks (one per ``--compact-arch``), then the resnet50 one."""
     common = {"repeats": args.repeats, "cache": args.cache, "seed": args.seed}
-    return [
-        bench.BenchConfig(arch=args.compact_arch, attacks=tuple(args.compact_attacks),
-                          batch=256, **common),
-        bench.BenchConfig(arch="resnet50", attacks=tuple(args.imagenet_attacks), batch=8,
-                          **common),
-    ]
+    compact = [bench.BenchConfig(arch=arch, attacks=tuple(args.compact_attacks), batch=256,
+                                 **common) for arch in args.compact_arch]
+    return compact + [bench.BenchConfig(arch="resnet50", attacks=tuple(args.imagenet_attacks),
+                                        batch=8, **common)]
 
 
 def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compact-arch", default="resnet_compact")
+    parser.add_argument("--compact-arch", nargs="+", default=["resnet_compact"],
+                        help="compact backbones, each timed at batch 256")
     parser.add_argument("--compact-attacks", nargs="+", default=list(bench.ATTACKS),
                         choices=bench.ATTACKS)
     parser.add_argument("--imagenet-attacks", nargs="+", default=list(bench.ATTACKS),
