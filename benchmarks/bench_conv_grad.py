@@ -1,14 +1,13 @@
 """What the input-gradient formulations and the XLA options buy: PGD steps, several ways, one run.
 
 For each model, ``attacks.pgd`` with ``--steps`` steps (no random start), inside one outer jit,
-is compiled five ways and timed interleaved:
+is compiled four ways (five for the ImageNet models) and timed interleaved:
 
 - XLA's defaults (YNNPACK convolutions) or ``jaxlogit._xla.CONV_OPTIONS`` (Eigen convolutions);
 - every input gradient as the dilated convolution ``jax.vjp`` derives, or the per-layer choice of
   ``jaxlogit.models._conv.input_grad_method`` (scatter / polyphase / dilated);
 - ImageNet stems' overlapping 3x3 max-pool differentiated by ``nn.max_pool``'s
-  ``select_and_scatter`` or by ``jaxlogit.models._pool.max_pool_windows``;
-- compact stems' forward convolution by ``lax`` or as ``jaxlogit.models._conv.taps_conv``.
+  ``select_and_scatter`` or by ``jaxlogit.models._pool.max_pool_windows``.
 
 It also times each input-gradient formulation alone on the layers where they differ, and the
 two max-pools alone. Ratios are against the first variant in the same run. Run from the
@@ -26,7 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pathlib
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -38,30 +37,15 @@ from jaxlogit.models import _conv, _pool
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
-
-
-class Variant(NamedTuple):
-    """One way to compile the PGD program."""
-
-    label: str
-    tuned: bool        # jaxlogit's XLA options (Eigen convolutions)
-    per_layer: bool    # the per-layer input gradients of models._conv
-    own_pool: bool     # models._pool's max-pool gradient (ImageNet stems)
-    taps: bool         # models._conv's taps forward for few-channel stride-1 stems
-
-
+# (label, jaxlogit's XLA options?, per-layer input gradients?, jaxlogit's max-pool gradient?)
 VARIANTS = (
-    Variant("XLA defaults, dilated input gradients", False, False, False, False),
-    Variant("XLA defaults, per-layer input gradients", False, True, False, False),
-    Variant("Eigen convolutions, dilated input gradients", True, False, False, False),
-    Variant("Eigen convolutions, per-layer input gradients", True, True, False, False),
+    ("XLA defaults, dilated input gradients", False, False, False),
+    ("XLA defaults, per-layer input gradients", False, True, False),
+    ("Eigen convolutions, dilated input gradients", True, False, False),
+    ("Eigen convolutions, per-layer input gradients", True, True, False),
 )
-# The last variant is jaxlogit's own: the stem pool for ImageNet models, the stem forward for
-# compact ones (each model has only one of the two).
-POOL_VARIANT = Variant("Eigen convolutions, per-layer input gradients, max-pool gradient",
-                       True, True, True, True)
-TAPS_VARIANT = Variant("Eigen convolutions, per-layer input gradients, taps stem forward",
-                       True, True, True, True)
+POOL_VARIANT = ("Eigen convolutions, per-layer input gradients, max-pool gradient",
+                True, True, True)
 POOL_LAYER = (8, 112, 112, 64)  # ResNet-50's / DenseNet-121's stem pool input at batch 8
 
 # (input shape, kernel shape, stride, padding) of the layers whose input gradient is special.
@@ -97,21 +81,9 @@ def select_and_scatter_pool(enabled: bool) -> Iterator[None]:
         _pool.max_pool_windows = saved
 
 
-@contextlib.contextmanager
-def lax_forward(enabled: bool) -> Iterator[None]:
-    """While tracing inside, every convolution's forward pass is ``lax.conv_general_dilated``."""
-    saved = _conv.TAPS_MAX_CHANNELS
-    if enabled:
-        _conv.TAPS_MAX_CHANNELS = 0
-    try:
-        yield
-    finally:
-        _conv.TAPS_MAX_CHANNELS = saved
-
-
-def variants(arch: str) -> tuple[Variant, ...]:
-    """ImageNet stems have an overlapping max-pool and stride 2, compact stems neither."""
-    return VARIANTS + ((POOL_VARIANT,) if _model.is_imagenet(arch) else (TAPS_VARIANT,))
+def variants(arch: str) -> tuple[tuple[str, bool, bool, bool], ...]:
+    """The compact models have no overlapping max-pool: the pool variant only for ImageNet's."""
+    return VARIANTS + (POOL_VARIANT,) if _model.is_imagenet(arch) else VARIANTS
 
 
 def pgd_program(logits_fn: Callable, steps: int) -> Callable:
@@ -126,13 +98,12 @@ def compiled_variants(model: _model.BenchModel, steps: int) -> dict[str, Callabl
     """One compiled PGD program per variant, as no-argument calls."""
     x, y = jnp.asarray(model.x), jnp.asarray(model.y)
     calls = {}
-    for variant in variants(model.arch):
-        jit = _xla.jit if variant.tuned else jax.jit
+    for label, tuned, per_layer, own_pool in variants(model.arch):
+        jit = _xla.jit if tuned else jax.jit
         jax.clear_caches()  # attacks.pgd's jit would reuse its trace from the previous variant
-        with (dilated_only(not variant.per_layer), select_and_scatter_pool(not variant.own_pool),
-              lax_forward(not variant.taps)):
+        with dilated_only(not per_layer), select_and_scatter_pool(not own_pool):
             program = jit(pgd_program(model.logits_fn, steps)).lower(x, y).compile()
-        calls[variant.label] = lambda program=program: program(x, y)
+        calls[label] = lambda program=program: program(x, y)
     return calls
 
 
@@ -155,11 +126,11 @@ def layer_calls(shape, kernel_shape, stride, pad) -> dict[str, Callable[[], obje
 def model_table(arch: str, steps: int, repeats: int, cache: str | None) -> list[str]:
     model = _model.prepare(arch, cache=cache, with_torch=False)
     timings, _ = _timing.interleaved(compiled_variants(model, steps), repeats)
-    base = timings[VARIANTS[0].label].best
+    base = timings[VARIANTS[0][0]].best
     rows = [f"### {arch}, batch {len(model.y)}: {steps} PGD steps ({model.weights})", "",
             "| variant | ms per step | speed-up |", "|---|---:|---:|"]
-    chosen = variants(arch)[-1].label
-    for label in (variant.label for variant in variants(arch)):
+    chosen = variants(arch)[-1][0]
+    for label, *_ in variants(arch):
         steady = timings[label].best
         name = f"{label} (jaxlogit)" if label == chosen else label
         rows.append(f"| {name} | {steady / steps * 1e3:.1f} | {base / steady:.2f}x |")

@@ -103,41 +103,6 @@ def test_input_grad_method_follows_the_channel_limits(kernel_shape, strides, met
     assert _conv.input_grad_method(kernel_shape, strides) == method
 
 
-@pytest.mark.parametrize("kernel,padding", [(3, ((1, 1), (1, 1))), (1, ((0, 0), (0, 0))),
-                                            (3, ((0, 2), (2, 0))), (5, ((2, 2), (2, 2)))])
-@pytest.mark.parametrize("in_channels", [1, 4])
-def test_taps_forward_equals_lax_convolution(kernel, padding, in_channels):
-    x = _random((3, 9, 8, in_channels), 20)
-    w = _random((kernel, kernel, in_channels, 6), 21)
-    expected = _conv.conv(x, w, (1, 1), padding)
-    actual = jax.jit(_conv.taps_conv, static_argnums=2)(x, w, padding)
-    assert actual.shape == expected.shape
-    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("kernel_shape,strides,padding,method", [
-    ((3, 3, 1, 16), (1, 1), ((1, 1), (1, 1)), "taps"),   # Fashion-MNIST stems
-    ((3, 3, 3, 64), (1, 1), ((1, 1), (1, 1)), "lax"),    # RGB: Eigen is faster
-    ((3, 3, 16, 16), (1, 1), ((1, 1), (1, 1)), "lax"),
-    ((7, 7, 3, 64), (2, 2), ((3, 3), (3, 3)), "lax"),    # resnet50's stem
-    ((3, 3, 1, 16), (1, 1), ((-1, 1), (1, 1)), "lax"),   # negative padding crops
-])
-def test_forward_method_takes_taps_for_stride_1_stems_only(kernel_shape, strides, padding,
-                                                           method):
-    assert _conv.forward_method(kernel_shape, strides, padding) == method
-
-
-def test_fast_conv_forward_traces_a_convolution_only_beyond_the_taps_limit():
-    padding = ((1, 1), (1, 1))
-
-    def forward_jaxpr(in_channels):
-        x, w = _random((2, 6, 6, in_channels), 22), _random((3, 3, in_channels, 4), 23)
-        return str(jax.make_jaxpr(lambda a: _conv.fast_conv(a, w, (1, 1), padding))(x))
-
-    assert "conv_general_dilated" not in forward_jaxpr(_conv.TAPS_MAX_CHANNELS)
-    assert "conv_general_dilated" in forward_jaxpr(_conv.TAPS_MAX_CHANNELS + 1)
-
-
 def test_xla_jit_reaches_the_compiler_and_keeps_results():
     """Without the options XLA:CPU fuses convolutions into YNNPACK calls; with them it does not."""
     x = _random((8, 7, 7, 32), 15)  # big enough for XLA:CPU to pick YNNPACK by default
@@ -259,18 +224,3 @@ def test_bench_conv_grad_pool_switch_traces_select_and_scatter():
     own = traced_pool_grad(x)
     assert "select_and_scatter" in swapped
     assert "select_and_scatter" not in own
-
-
-def test_bench_conv_grad_forward_switch_traces_a_stem_convolution():
-    """The benchmark's variants without the taps forward really run lax's stem convolution."""
-    from benchmarks import bench_conv_grad
-
-    x, w = _random((1, 6, 6, 1), 24), _random((3, 3, 1, 4), 25)
-
-    def traced_stem(a):  # a new function each time: make_jaxpr caches traces per function
-        return str(jax.make_jaxpr(lambda b: _conv.fast_conv(b, w, (1, 1), ((1, 1), (1, 1))))(a))
-
-    with bench_conv_grad.lax_forward(True):
-        swapped = traced_stem(x)
-    assert "conv_general_dilated" in swapped
-    assert "conv_general_dilated" not in traced_stem(x)

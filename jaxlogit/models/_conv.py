@@ -1,11 +1,11 @@
-"""The convolution every backbone uses: forward and input gradient chosen per layer for XLA:CPU.
+"""The convolution every backbone uses: plain ``lax`` forward, a backward pass chosen for XLA:CPU.
 
 An attack differentiates the network with respect to its input, so each convolution's input
 gradient runs once per attack step. XLA:CPU computes the one ``jax.vjp`` derives (a convolution
 of the stride-dilated output gradient with the flipped kernel) well for most layers, but very
 slowly for the layers attacks hit hardest: the stem, whose input has 1-3 channels, and strided
-convolutions with few input channels. ``fast_conv`` picks, per layer shape, one of three exact
-formulations of the input gradient:
+convolutions with few input channels. ``fast_conv`` keeps ``lax.conv_general_dilated`` as the
+forward pass and picks, per layer shape, one of three exact formulations of the input gradient:
 
 - ``scatter``: stride 1 and <= ``SCATTER_MAX_CHANNELS`` input channels (the stems): one
   matmul of the output gradient with the kernel gives every tap's contribution, the taps are
@@ -18,14 +18,9 @@ formulations of the input gradient:
   ``optimization_barrier`` so XLA:CPU lays it out once instead of taking its slow generic path
   inside loops (jax#12868).
 
-The forward pass is ``lax.conv_general_dilated``, except for stride-1 convolutions of at most
-``TAPS_MAX_CHANNELS`` input channels (the compact models' stems on grey images), where Eigen's
-convolution is slow: ``taps`` stacks the kh*kw shifted views of the padded input and reduces
-them against the kernel. XLA keeps the reduction as one fusion, computed once.
-
 ``python -m benchmarks.bench_conv_grad`` times each formulation on these layers and whole PGD
-steps with and without them (``benchmarks/results/conv_grad.md``). All equal the plain
-convolution and its VJP up to float rounding (``tests/test_fast_layers.py``).
+steps with and without them (``benchmarks/results/conv_grad.md``). All three equal the plain
+VJP up to float rounding (``tests/test_fast_layers.py``).
 """
 
 from __future__ import annotations
@@ -45,9 +40,6 @@ CONV_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # above them the dilated convolution is as fast or faster).
 SCATTER_MAX_CHANNELS = 4
 POLYPHASE_MAX_CHANNELS = 16
-# Input-channel limit of the ``taps`` forward pass (stride 1 only): grey images. With 3 channels
-# (32x32 RGB, compact models, random weights) it made PGD steps ~25% slower than Eigen.
-TAPS_MAX_CHANNELS = 1
 
 # torchvision's ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` for convolutions.
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -60,44 +52,6 @@ def conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding:
     """Cross-correlation of (B,H,W,I) with (kh,kw,I,O) -> (B,H',W',O)."""
     return lax.conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dilation,
                                     dimension_numbers=CONV_DIMENSIONS)
-
-
-def forward_method(kernel_shape: Sequence[int], strides: tuple[int, int],
-                   padding: Padding) -> str:
-    """``"taps"`` or ``"lax"``: how :func:`fast_conv` computes its output.
-
-    Args:
-      kernel_shape: (kh, kw, I, O).
-      strides: (sh, sw).
-      padding: ((top, bottom), (left, right)).
-    """
-    non_negative = all(pad >= 0 for pair in padding for pad in pair)
-    if kernel_shape[2] <= TAPS_MAX_CHANNELS and strides == (1, 1) and non_negative:
-        return "taps"
-    return "lax"
-
-
-def taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, padding: Padding) -> jnp.ndarray:
-    """Stride-1 cross-correlation of (B,H,W,I) with (kh,kw,I,O) as a sum over window taps.
-
-    Stacks the kh*kw shifted views of the padded input, (B,H',W',kh*kw,I), and reduces them
-    against the kernel: (B,H',W',O), equal to :func:`conv` up to float rounding.
-    """
-    kh, kw, in_channels, out_channels = kernel.shape
-    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    height, width = padded.shape[1] - kh + 1, padded.shape[2] - kw + 1
-    views = jnp.stack([padded[:, a:a + height, b:b + width]
-                       for a in range(kh) for b in range(kw)], axis=-2)
-    taps = kernel.reshape(kh * kw, in_channels, out_channels)
-    return (views[..., None] * taps).sum(axis=(-3, -2))
-
-
-def conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-                 padding: Padding) -> jnp.ndarray:
-    """:func:`conv` of (B,H,W,I) with (kh,kw,I,O), computed as :func:`forward_method` picks."""
-    if forward_method(kernel.shape, strides, padding) == "taps":
-        return taps_conv(x, kernel, padding)
-    return conv(x, kernel, strides, padding)
 
 
 def input_grad_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> str:
@@ -227,7 +181,7 @@ def conv_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[i
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def fast_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
               padding: Padding) -> jnp.ndarray:
-    """``lax.conv_general_dilated`` in NHWC/HWIO, forward and input gradient fast on XLA:CPU.
+    """``lax.conv_general_dilated`` in NHWC/HWIO whose input gradient is fast on XLA:CPU.
 
     Args:
         x: (B, H, W, I) images.
@@ -236,13 +190,13 @@ def fast_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
         padding: ((top, bottom), (left, right)), explicit ints.
 
     Returns:
-        (B, H', W', O), the plain convolution up to float rounding (:func:`conv_forward`).
+        (B, H', W', O), exactly the plain convolution; only the backward pass differs.
     """
-    return conv_forward(x, kernel, strides, padding)
+    return conv(x, kernel, strides, padding)
 
 
 def _fast_conv_fwd(x, kernel, strides, padding):
-    return conv_forward(x, kernel, strides, padding), (x, kernel)
+    return conv(x, kernel, strides, padding), (x, kernel)
 
 
 def _fast_conv_bwd(strides, padding, residuals, grad):
