@@ -153,7 +153,7 @@ def table(report: BenchReport) -> str:
         target = goal(bench.attack, report)
         per = " /step" if bench.attack == "cw" else ""
         shown = "—" if ratio is None else \
-            f"**{ratio:.1f}x**{per} ({spread[0]:.1f}-{spread[1]:.1f})"
+            f"**{ratio:.2f}x**{per} ({spread[0]:.2f}-{spread[1]:.2f})"
         lines.append(_row(bench.attack, "jaxlogit", run_metrics(bench.jax, report), shown,
                           "—" if target is None else f">= {target:g}x{per}", compiled=True))
         if bench.torch is not None:
