@@ -187,3 +187,25 @@ def test_bench_cw_budget_uses_the_cheapest_gradient_step_of_the_run():
     assert _report.cw_cost_in_steps(report(0.12, [pgd, cw])) == pytest.approx(6.0 / (100 * 0.05))
     assert _report.cw_cost_in_steps(report(0.04, [pgd, cw])) == pytest.approx(6.0 / (100 * 0.04))
     assert _report.cw_cost_in_steps(report(0.04, [pgd])) is None
+
+
+def test_bench_weights_as_constants_bakes_the_weights_into_the_attack_program():
+    """``--weights-as-constants`` hands the attacks a closure: nothing is traced but the images,
+    and the attack returns what it returns with the weights as program inputs."""
+    from types import SimpleNamespace
+
+    from jaxlogit.attacks._compile import split_logits_fn
+    from jaxlogit.bench import _run
+
+    weights = jnp.arange(12.0).reshape(4, 3) / 10
+    model = SimpleNamespace(logits_fn=jax.tree_util.Partial(
+        lambda w, x: x.reshape(x.shape[0], 4) @ w, weights))
+    as_inputs = _run.attack_logits_fn(model, _run.BenchConfig())
+    as_constants = _run.attack_logits_fn(model, _run.BenchConfig(weights_as_constants=True))
+    assert len(split_logits_fn(as_inputs)[1]) == 1  # the weights: a traced program input
+    assert len(split_logits_fn(as_constants)[1]) == 0
+    x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 1))
+    y = jnp.argmax(model.logits_fn(x), axis=1)
+    key = jax.random.key(1)
+    np.testing.assert_array_equal(attacks.pgd(as_inputs, x, y, key=key, eps=0.1).x_adv,
+                                  attacks.pgd(as_constants, x, y, key=key, eps=0.1).x_adv)

@@ -14,6 +14,11 @@ IMAGENET_GOALS = {"pgd": 1.2, "mim": 1.2, "deepfool": 50.0}
 CW_BUDGET_STEPS = 100  # C&W with its search should cost <= 1.1x this many fwd+grad steps
 CW_BUDGET_FACTOR = 1.1
 
+# How jaxlogit's attacks get the weights, by ``BenchConfig.weights_as_constants``.
+WEIGHTS_PASSING = {False: "program inputs (a partial; new weights reuse the compiled program)",
+                   True: "constants baked into each compiled program (a closure; "
+                         "--weights-as-constants)"}
+
 
 def run_metrics(run: AttackRun, report: BenchReport) -> dict:
     """Per-implementation numbers; per-step times are for a pass over the full batch B.
@@ -169,7 +174,9 @@ def markdown(report: BenchReport) -> str:
     model, baseline = report.model, report.baseline
     lines = [f"## jaxlogit bench: {model['arch']}, batch {model['batch']}, "
              f"input {'x'.join(map(str, model['input_shape']))}", "",
-             f"- weights: {model['weights']}", f"- images: {model['images']}; labels are the "
+             f"- weights: {model['weights']}; jaxlogit's attacks get them as "
+             f"{WEIGHTS_PASSING[report.config.weights_as_constants]}",
+             f"- images: {model['images']}; labels are the "
              "model's own predictions (every sample starts correctly classified)",
              f"- machine: float32 matmul peak {report.peak_gflops:.0f} GFLOP/s (jnp.dot 2048^3, "
              f"this run); torch threads: {report.torch_threads or '—'}; 1-min load average "

@@ -35,6 +35,9 @@ class BenchConfig:
       torch_deepfool_images: images torchattacks' DeepFool is timed on, per-image time then
         extrapolated (None: 4 for compact archs, 0 = not timed for ImageNet archs, where one
         image-iteration takes minutes).
+      weights_as_constants: give jaxlogit's attacks a plain closure over the weights, which
+        bakes them into each compiled program as constants (a new program per weights, longer
+        compiles), instead of the default partial whose weights are program inputs.
     """
 
     arch: str = "resnet_compact"
@@ -47,6 +50,7 @@ class BenchConfig:
     data_dir: str | None = None
     torch: bool = True
     torch_deepfool_images: int | None = None
+    weights_as_constants: bool = False
 
     def __post_init__(self):
         unknown = [name for name in self.attacks if name not in _attacks.ATTACKS]
@@ -137,11 +141,20 @@ def torch_images(config: BenchConfig, name: str, batch: int) -> int:
     return min(wanted, batch)
 
 
+def attack_logits_fn(model: _model.BenchModel, config: BenchConfig) -> Callable:
+    """The ``logits_fn`` jaxlogit's attacks get: the model's partial (weights are program
+    inputs) or, with ``weights_as_constants``, a closure over it (weights become constants)."""
+    if not config.weights_as_constants:
+        return model.logits_fn
+    partial = model.logits_fn
+    return lambda images: partial(images)
+
+
 def measure_attack(name: str, model: _model.BenchModel, config: BenchConfig) -> AttackBench:
     """Times jaxlogit's ``name`` and, if possible, torchattacks' (interleaved, same weights)."""
     batch = len(model.y)
-    calls = {"jax": _attacks.jax_attack(name, model.logits_fn, model.x, model.y,
-                                        seed=config.seed)}
+    calls = {"jax": _attacks.jax_attack(name, attack_logits_fn(model, config), model.x,
+                                        model.y, seed=config.seed)}
     n_torch = torch_images(config, name, batch) if model.torch_model is not None else 0
     counter = None
     if n_torch:
