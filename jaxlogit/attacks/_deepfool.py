@@ -173,8 +173,7 @@ def deepfool(
     max_iter = _checks.count("max_iter", max_iter)
     _checks.non_negative("overshoot", overshoot)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
-    chunk = max(1, min(CHUNK, x.shape[0]))
     res = _program(fn_arrays, x, y, jnp.float32(overshoot), jnp.int32(max_iter),
-                   fn_static=fn_static, candidates=candidates, chunk=chunk)
+                   fn_static=fn_static, candidates=candidates, chunk=min(CHUNK, x.shape[0]))
     _checks.labels_fit(res.logits.shape[-1], y, y, False)
     return res
