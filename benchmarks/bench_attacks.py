@@ -18,10 +18,9 @@ weights; resnet50 uses torchvision's random weights imported into flax.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 
-from jaxlogit import bench
+from jaxlogit import bench, paths
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -54,12 +53,11 @@ def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
         report = bench.run(config, log=lambda message: print(f"... {message}", flush=True))
         print(bench.markdown(report), flush=True)
         reports.append(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Attack benchmarks\n\nWritten by `python -m benchmarks.bench_attacks`; ratios "
               "are measured in the same run, absolute times depend on the machine's load.\n\n")
-    args.out.write_text(header + "\n\n".join(bench.markdown(r) for r in reports) + "\n")
-    args.out.with_suffix(".json").write_text(
-        json.dumps([bench.as_json(r) for r in reports], indent=2, default=str))
+    paths.write_text_atomic(args.out, header + "\n\n".join(bench.markdown(r) for r in reports)
+                            + "\n")
+    paths.write_json_atomic(args.out.with_suffix(".json"), [bench.as_json(r) for r in reports])
     print(f"wrote {args.out}")
     return reports
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import _xla, attacks
+from jaxlogit import _xla, attacks, paths
 from jaxlogit.bench import _model, _timing
 from jaxlogit.models import _conv, _pool
 
@@ -188,8 +188,7 @@ def main(argv: list[str] | None = None) -> str:
         lines += layers_table(arch, args.repeats)
         lines += (pool_table(args.repeats) if _model.is_imagenet(arch) else []) + [""]
         print("\n".join(lines), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    paths.write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return "\n".join(lines)
 

@@ -140,9 +140,7 @@ def write_report(out_dir: pathlib.Path, name: str, markdown: str, payload: dict,
     """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"{name}.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(markdown + "\n")
-    tmp.replace(md)
+    paths.write_text_atomic(md, markdown + "\n")
     paths.write_json_atomic(out_dir / f"{name}.json", payload)
     for filename, fig in (figures or {}).items():
         target = out_dir / filename

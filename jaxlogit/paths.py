@@ -33,10 +33,16 @@ def artifact_dir(kind: str, name: str, config: dict, root: str | os.PathLike | N
     return cache_root(root) / kind / f"{name}-{config_hash(config)}"
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: readers see the old
+    file or the whole new one, never half of it."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))

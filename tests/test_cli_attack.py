@@ -104,3 +104,11 @@ def test_bench_json_is_consistent_with_its_own_timings(tmp_path, capsys):
     assert pgd["speed_up"] == pytest.approx(ours["images_per_s"] / theirs["images_per_s"], rel=1e-6)
     assert 0 < ours["peak_fraction"] < 2
     assert f"**{pgd['speed_up']:.2f}x**" in out  # the printed table shows the same ratio
+    from jaxlogit.bench import _memory
+
+    if _memory.measurable():  # peak memory: Linux CPUs
+        assert ours["peak_mib"] > 0 and theirs["peak_mib"] > 0
+        assert pgd["memory_ratio"] == pytest.approx(ours["peak_mib"] / theirs["peak_mib"], rel=1e-6)
+        assert f"| {pgd['memory_ratio']:.2f}x |" in out
+        peaks = report["baseline"]["peak_mib"]
+        assert min(peaks.values()) > 0 and set(peaks) == {"forward", "gradient", "torch_forward", "torch_gradient"}

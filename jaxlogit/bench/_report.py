@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxlogit.bench import _attacks, _model
+from jaxlogit.bench import _attacks, _memory, _model
 from jaxlogit.bench._run import AttackBench, AttackRun, BenchReport
 
 # The issue's goals: speed-up over torchattacks measured in the same run (C&W: per step).
@@ -20,11 +20,23 @@ WEIGHTS_PASSING = {False: "program inputs (a partial; new weights reuse the comp
                          "--weights-as-constants)"}
 
 
+def mib(num_bytes: int | None) -> float | None:
+    """Bytes in MiB (None stays None)."""
+    return None if num_bytes is None else num_bytes / _memory.MIB
+
+
+def baseline_peak_mib(report: BenchReport, name: str) -> float | None:
+    """Peak memory (MiB) of the baseline call ``name`` (``forward``, ``gradient``,
+    ``torch_forward``, ``torch_gradient``), None if not measured."""
+    return mib((report.baseline.peak_bytes or {}).get(name))
+
+
 def run_metrics(run: AttackRun, report: BenchReport) -> dict:
     """Per-implementation numbers; per-step times are for a pass over the full batch B.
 
     A run on fewer images than B (torchattacks' DeepFool) is extrapolated linearly to B: its
-    per-image Python loop costs the same for every image of a batch.
+    per-image Python loop costs the same for every image of a batch. Its memory is not
+    measured (it would not be the batch's).
     """
     batch = report.model["batch"]
     scale = batch / run.images  # 1 except for the extrapolated runs
@@ -45,6 +57,7 @@ def run_metrics(run: AttackRun, report: BenchReport) -> dict:
         "gflops_per_s": gflops,
         "peak_fraction": gflops / report.peak_gflops,
         "success_rate": run.success,
+        "peak_mib": mib(run.peak_bytes),
     }
 
 
@@ -76,6 +89,14 @@ def speed_up_range(bench: AttackBench) -> tuple[float, float] | None:
     ratios = [theirs / ours * scale
               for ours, theirs in zip(bench.jax.timing.calls, bench.torch.timing.calls)]
     return min(ratios), max(ratios)
+
+
+def memory_ratio(bench: AttackBench) -> float | None:
+    """jaxlogit's peak memory over torchattacks' for the same batch (< 1: jaxlogit needs less);
+    None unless both were measured."""
+    if bench.torch is None or bench.torch.peak_bytes is None or bench.jax.peak_bytes is None:
+        return None
+    return bench.jax.peak_bytes / max(bench.torch.peak_bytes, 1)
 
 
 def goal(attack: str, report: BenchReport) -> float | None:
@@ -117,6 +138,8 @@ def as_json(report: BenchReport) -> dict:
             "forward_gradient_gflop": baseline.gradient_flops / 1e9,
             "torch_forward_s": baseline.torch_forward and baseline.torch_forward.best,
             "torch_forward_gradient_s": baseline.torch_gradient and baseline.torch_gradient.best,
+            "peak_mib": {name: baseline_peak_mib(report, name) for name in
+                         ("forward", "gradient", "torch_forward", "torch_gradient")},
         },
         "attacks": {
             bench.attack: {
@@ -124,6 +147,7 @@ def as_json(report: BenchReport) -> dict:
                 "torchattacks": bench.torch and run_metrics(bench.torch, report),
                 "speed_up": speed_up(bench),
                 "speed_up_range_over_rounds": speed_up_range(bench),
+                "memory_ratio": memory_ratio(bench),
                 "goal": goal(bench.attack, report),
             } for bench in report.attacks
         },
@@ -135,7 +159,7 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _row(attack: str, side: str, metrics: dict, ratio: str, target: str, *,
+def _row(attack: str, side: str, metrics: dict, ratio: str, target: str, memory: str, *,
          compiled: bool) -> str:
     step = metrics["s_per_gradient_step"]
     compile_s = metrics["compile_s"] if compiled else None
@@ -143,7 +167,8 @@ def _row(attack: str, side: str, metrics: dict, ratio: str, target: str, *,
              _number(metrics["images_per_s"], 1), f"{metrics['gradient_steps']:.4g}",
              _number(None if step is None else 1e3 * step, 1),
              _number(metrics["gflops_per_s"], 1), _number(100 * metrics["peak_fraction"], 0),
-             _number(metrics["success_rate"]), ratio, target]
+             _number(metrics["success_rate"]), ratio, target,
+             _number(metrics["peak_mib"], 0), memory]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -151,21 +176,23 @@ def table(report: BenchReport) -> str:
     """The Markdown table: one row per attack and implementation."""
     batch = report.model["batch"]
     lines = [f"| attack | impl | compile s | steady s (B={batch}) | images/s | grad steps | "
-             "ms/step | GFLOP/s | % peak | success | speed-up | goal |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "ms/step | GFLOP/s | % peak | success | speed-up | goal | peak MiB | memory |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for bench in report.attacks:
         ratio, spread = speed_up(bench), speed_up_range(bench)
         target = goal(bench.attack, report)
         per = " /step" if bench.attack == "cw" else ""
         shown = "—" if ratio is None else \
             f"**{ratio:.2f}x**{per} ({spread[0]:.2f}-{spread[1]:.2f})"
+        memory = memory_ratio(bench)
         lines.append(_row(bench.attack, "jaxlogit", run_metrics(bench.jax, report), shown,
-                          "—" if target is None else f">= {target:g}x{per}", compiled=True))
+                          "—" if target is None else f">= {target:g}x{per}",
+                          "—" if memory is None else f"{memory:.2f}x", compiled=True))
         if bench.torch is not None:
             metrics = run_metrics(bench.torch, report)
             side = "torchattacks" if bench.torch.images == batch else \
                 f"torchattacks ({bench.torch.images} img, x{batch / bench.torch.images:g})"
-            lines.append(_row("", side, metrics, "", "", compiled=False))
+            lines.append(_row("", side, metrics, "", "", "", compiled=False))
     return "\n".join(lines)
 
 
@@ -184,11 +211,14 @@ def markdown(report: BenchReport) -> str:
              f"({os.cpu_count()} cores)",
              f"- forward {baseline.forward_flops / 1e9:.2f} GFLOP, forward+input gradient "
              f"{baseline.gradient_flops / 1e9:.2f} GFLOP (XLA cost analysis, batch)",
-             f"- baseline jaxlogit: forward {baseline.forward.best:.3f} s, forward+gradient "
-             f"{baseline.gradient.best:.3f} s"]
+             f"- baseline jaxlogit: forward {baseline.forward.best:.3f} s "
+             f"({_mib_text(report, 'forward')}), forward+gradient "
+             f"{baseline.gradient.best:.3f} s ({_mib_text(report, 'gradient')})"]
     if baseline.torch_forward is not None:
-        lines.append(f"- baseline torch: forward {baseline.torch_forward.best:.3f} s, "
-                     f"forward+gradient {baseline.torch_gradient.best:.3f} s; torch twin's "
+        lines.append(f"- baseline torch: forward {baseline.torch_forward.best:.3f} s "
+                     f"({_mib_text(report, 'torch_forward')}), forward+gradient "
+                     f"{baseline.torch_gradient.best:.3f} s "
+                     f"({_mib_text(report, 'torch_gradient')}); torch twin's "
                      f"logits differ from JAX's by at most {model['torch_logits_diff']:.1e}")
     cw = cw_cost_in_steps(report)
     if cw is not None:
@@ -198,6 +228,11 @@ def markdown(report: BenchReport) -> str:
                      f"(goal <= {CW_BUDGET_FACTOR})")
     lines += ["", table(report), "", *notes(report)]
     return "\n".join(lines)
+
+
+def _mib_text(report: BenchReport, name: str) -> str:
+    peak = baseline_peak_mib(report, name)
+    return "peak memory not measured" if peak is None else f"peak {peak:.0f} MiB"
 
 
 def notes(report: BenchReport) -> list[str]:
@@ -212,7 +247,11 @@ def notes(report: BenchReport) -> list[str]:
            "the best times; in brackets its range over the interleaved rounds. "
            "Success = re-prediction of the returned images in one batch; torchattacks' "
            "DeepFool applies its overshoot per step and stops right at the boundary, so its "
-           "images often fall back to the label when re-predicted."]
+           "images often fall back to the label when re-predicted. Peak MiB = the highest "
+           "resident memory of the process during one more call, above where it stood before "
+           "it (both libraries allocate from the C heap; its free pages are handed back to "
+           "the kernel first): what the call needs on top of weights and inputs. Memory = "
+           "jaxlogit's peak over torchattacks' on the same batch (< 1: jaxlogit needs less)."]
     for bench in report.attacks:
         if bench.torch is not None and bench.torch.images < report.model["batch"]:
             out.append(f"torchattacks {bench.attack} was timed on {bench.torch.images} images "

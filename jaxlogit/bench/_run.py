@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from jaxlogit import _xla, attacks
-from jaxlogit.bench import _attacks, _flops, _model, _timing
+from jaxlogit.bench import _attacks, _flops, _memory, _model, _timing
 from jaxlogit.bench._attacks import Work
 from jaxlogit.bench._timing import Timing
 from jaxlogit.errors import JaxlogitError
@@ -62,7 +62,11 @@ class BenchConfig:
 
 
 class Baseline(NamedTuple):
-    """One forward and one forward + input gradient of the batch (torch: None without it)."""
+    """One forward and one forward + input gradient of the batch (torch: None without it).
+
+    ``peak_bytes`` maps ``forward``, ``gradient`` (and ``torch_forward``, ``torch_gradient``)
+    to the peak memory of one call (``_memory.peak_growth``; None where not measurable).
+    """
 
     forward: Timing
     gradient: Timing
@@ -70,15 +74,18 @@ class Baseline(NamedTuple):
     gradient_flops: float
     torch_forward: Timing | None
     torch_gradient: Timing | None
+    peak_bytes: dict | None = None
 
 
 class AttackRun(NamedTuple):
-    """One implementation of one attack: its timing, work, images attacked and success rate."""
+    """One implementation of one attack: its timing, work, images attacked, success rate and
+    the peak memory of one call in bytes (None: not measured)."""
 
     timing: Timing
     work: Work
     images: int
     success: float
+    peak_bytes: int | None = None
 
 
 class AttackBench(NamedTuple):
@@ -113,9 +120,14 @@ def _gradient(logits_fn, x, y):
     return jax.grad(lambda images: attacks.cross_entropy(logits_fn(images), y).sum())(x)
 
 
-def measure_baseline(model: _model.BenchModel, repeats: int) -> Baseline:
+def measure_baseline(model: _model.BenchModel, repeats: int) -> tuple[Baseline, dict]:
     """Times the jitted forward and forward + input gradient (weights as program inputs),
-    their torch counterparts, interleaved, and counts their FLOPs with XLA."""
+    their torch counterparts, interleaved, and counts their FLOPs with XLA.
+
+    Returns:
+      ``(baseline, calls)``: the baseline (no memory yet) and its calls by name, to measure
+      their memory after every timing (:func:`measure_memory`).
+    """
     forward, gradient = _xla.jit(_forward), _xla.jit(_gradient)
     f, x, y = model.logits_fn, model.x, model.y
     calls = {"forward": lambda: forward(f, x), "gradient": lambda: gradient(f, x, y)}
@@ -125,10 +137,11 @@ def measure_baseline(model: _model.BenchModel, repeats: int) -> Baseline:
         torch_calls = _torch.baseline_calls(model.torch_model, x, y)
         calls.update({f"torch_{name}": call for name, call in torch_calls.items()})
     timings, _ = _timing.interleaved(calls, repeats)
-    return Baseline(timings["forward"], timings["gradient"],
-                    _flops.compiled_flops(_forward, f, x),
-                    _flops.compiled_flops(_gradient, f, x, y),
-                    timings.get("torch_forward"), timings.get("torch_gradient"))
+    baseline = Baseline(timings["forward"], timings["gradient"],
+                        _flops.compiled_flops(_forward, f, x),
+                        _flops.compiled_flops(_gradient, f, x, y),
+                        timings.get("torch_forward"), timings.get("torch_gradient"))
+    return baseline, calls
 
 
 def torch_images(config: BenchConfig, name: str, batch: int) -> int:
@@ -150,8 +163,15 @@ def attack_logits_fn(model: _model.BenchModel, config: BenchConfig) -> Callable:
     return lambda images: partial(images)
 
 
-def measure_attack(name: str, model: _model.BenchModel, config: BenchConfig) -> AttackBench:
-    """Times jaxlogit's ``name`` and, if possible, torchattacks' (interleaved, same weights)."""
+def measure_attack(name: str, model: _model.BenchModel,
+                   config: BenchConfig) -> tuple[AttackBench, dict]:
+    """Times jaxlogit's ``name`` and, if possible, torchattacks' (interleaved, same weights).
+
+    Returns:
+      ``(bench, calls)``: the timings (no memory yet) and the calls whose memory
+      :func:`measure_memory` measures later: ``jax``, and ``torch`` when it ran on the whole
+      batch (torchattacks' DeepFool runs on a few images, whose memory is not the batch's).
+    """
     batch = len(model.y)
     calls = {"jax": _attacks.jax_attack(name, attack_logits_fn(model, config), model.x,
                                         model.y, seed=config.seed)}
@@ -176,7 +196,35 @@ def measure_attack(name: str, model: _model.BenchModel, config: BenchConfig) -> 
     if counter is not None:
         success = _torch.success_rate(model.torch_model, results["torch"], model.y[:n_torch])
         torch_run = AttackRun(timings["torch"], counter.work(n_torch), n_torch, success)
-    return AttackBench(name, jax_run, torch_run)
+    memory_calls = {side: call for side, call in calls.items() if side == "jax" or n_torch == batch}
+    return AttackBench(name, jax_run, torch_run), memory_calls
+
+
+def measure_memory(baseline: Baseline, baseline_calls: dict, benches: list[AttackBench],
+                   attack_calls: list[dict]) -> tuple[Baseline, list[AttackBench]]:
+    """Peak memory of one more call of everything timed (``_memory.peaks``), run after every
+    timing because it changes how glibc allocates. The first JAX call and the first torch call
+    after that switch reuse memory glibc kept from before it and would under-count, so the
+    cheap forward passes of both run first as unrecorded warm-ups.
+
+    Returns:
+      ``baseline`` and ``benches`` with their ``peak_bytes`` filled in.
+    """
+    warm_ups = {f"warm-up {name}": baseline_calls[name] for name in ("forward", "torch_forward")
+                if name in baseline_calls}
+    calls = {**warm_ups, **baseline_calls}
+    for bench, sides in zip(benches, attack_calls):
+        calls.update({f"{bench.attack}/{side}": call for side, call in sides.items()})
+    memory = _memory.peaks(calls)
+    baseline = baseline._replace(peak_bytes={name: memory[name] for name in baseline_calls})
+
+    def with_memory(bench: AttackBench) -> AttackBench:
+        torch_run = bench.torch and bench.torch._replace(
+            peak_bytes=memory.get(f"{bench.attack}/torch"))
+        return bench._replace(jax=bench.jax._replace(peak_bytes=memory[f"{bench.attack}/jax"]),
+                              torch=torch_run)
+
+    return baseline, [with_memory(bench) for bench in benches]
 
 
 def _counted(call: Callable, counter) -> Callable:
@@ -205,11 +253,15 @@ def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: Non
     log("measuring the matmul peak")
     peak = _flops.matmul_peak_gflops()
     log("timing the forward and forward+gradient baselines")
-    baseline = measure_baseline(model, config.repeats)
-    benches = []
+    baseline, baseline_calls = measure_baseline(model, config.repeats)
+    benches, attack_calls = [], []
     for name in config.attacks:
         log(f"timing {name}")
-        benches.append(measure_attack(name, model, config))
+        bench, calls = measure_attack(name, model, config)
+        benches.append(bench)
+        attack_calls.append(calls)
+    log("measuring peak memory (one more call of each)")
+    baseline, benches = measure_memory(baseline, baseline_calls, benches, attack_calls)
     torch_threads = None
     if model.torch_model is not None:
         from jaxlogit.bench import _torch
