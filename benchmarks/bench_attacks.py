@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "attacks.md")
     args = parser.parse_args(argv)
 
-    reports = []
-    for config in configs(args):
-        report = bench.run(config, log=lambda message: print(f"... {message}", flush=True))
+    # Every model's timings first, then every memory measurement (which changes how glibc
+    # allocates and would slow torch in any timing after it).
+    reports = bench.run_many(configs(args), log=lambda message: print(f"... {message}", flush=True))
+    for report in reports:
         print(bench.markdown(report), flush=True)
-        reports.append(report)
     header = ("# Attack benchmarks\n\nWritten by `python -m benchmarks.bench_attacks`; ratios "
               "are measured in the same run, absolute times depend on the machine's load.\n\n")
     paths.write_text_atomic(args.out, header + "\n\n".join(bench.markdown(r) for r in reports)

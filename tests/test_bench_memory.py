@@ -66,3 +66,13 @@ def test_memory_ratio_is_jaxlogits_peak_over_torchattacks_and_needs_both():
     # torchattacks' DeepFool runs on a few images: no memory is measured for it, no ratio.
     few = _run.AttackBench("deepfool", _run_with(30 * MIB), _run_with(None, images=4))
     assert _report.memory_ratio(few) is None
+
+
+def test_run_many_measures_memory_only_after_every_timing(monkeypatch):
+    """Measuring memory changes how glibc allocates for the rest of the process (torch's
+    per-operation allocations get slower), so no model may be timed after any memory phase."""
+    order = []
+    monkeypatch.setattr(_run, "run_timings", lambda config, log: order.append(("time", config)) or config)
+    monkeypatch.setattr(_run, "add_memory", lambda timed, log: order.append(("memory", timed)) or timed)
+    assert _run.run_many(["a", "b"]) == ["a", "b"]
+    assert order == [("time", "a"), ("time", "b"), ("memory", "a"), ("memory", "b")]

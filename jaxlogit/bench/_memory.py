@@ -11,7 +11,9 @@ Memory an earlier call freed but glibc kept mapped would be reused without growi
 go uncounted. So :func:`peaks` measures inside :func:`fresh_blocks`, where glibc maps every
 block above ``FRESH_BLOCK_BYTES`` on its own, unmaps it when freed and gives back the free top
 of its heaps, and each measurement starts with ``malloc_trim(0)``. That setting is global and
-slows allocations of every library alike, so the bench measures memory after all its timings.
+cannot be fully undone (glibc's own raising of the thresholds stays off), which slows torch's
+per-operation allocations for the rest of the process: the bench measures memory after all
+the timings of a process (``bench.run_many``).
 Where the peak cannot be reset (not Linux) or the default JAX device is not the CPU (its
 buffers do not live in the RSS), the measurement is ``None``.
 """

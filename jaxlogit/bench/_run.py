@@ -235,16 +235,17 @@ def _counted(call: Callable, counter) -> Callable:
     return run
 
 
-def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: None) -> BenchReport:
-    """Runs the whole benchmark described by ``config``.
+class Timed(NamedTuple):
+    """A run's timings (``report``, memory not yet measured) and the calls to measure it with."""
 
-    Args:
-      config: what to measure.
-      log: called with a short progress line before each measurement.
+    report: BenchReport
+    baseline_calls: dict
+    attack_calls: list
 
-    Returns:
-      A :class:`BenchReport` (format it with ``markdown`` or ``as_json``).
-    """
+
+def run_timings(config: BenchConfig, *,
+                log: Callable[[str], None] = lambda message: None) -> Timed:
+    """Times everything ``config`` describes; :func:`add_memory` measures memory afterwards."""
     load_before = os.getloadavg()[0]
     log(f"preparing {config.arch}")
     model = _model.prepare(config.arch, config.batch, checkpoint=config.checkpoint,
@@ -260,8 +261,6 @@ def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: Non
         bench, calls = measure_attack(name, model, config)
         benches.append(bench)
         attack_calls.append(calls)
-    log("measuring peak memory (one more call of each)")
-    baseline, benches = measure_memory(baseline, baseline_calls, benches, attack_calls)
     torch_threads = None
     if model.torch_model is not None:
         from jaxlogit.bench import _torch
@@ -270,5 +269,37 @@ def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: Non
     info = {"arch": model.arch, "batch": len(model.y), "input_shape": list(model.x.shape[1:]),
             "num_classes": model.num_classes, "weights": model.weights, "images": model.images,
             "torch_logits_diff": model.torch_logits_diff}
-    return BenchReport(config, info, peak, torch_threads, baseline, benches,
-                       (load_before, os.getloadavg()[0]))
+    report = BenchReport(config, info, peak, torch_threads, baseline, benches,
+                         (load_before, os.getloadavg()[0]))
+    return Timed(report, baseline_calls, attack_calls)
+
+
+def add_memory(timed: Timed, *, log: Callable[[str], None] = lambda message: None) -> BenchReport:
+    """``timed.report`` with the peak memory of each timed call. It leaves glibc allocating
+    differently (``_memory.fresh_blocks``), which slows torch's allocations: time nothing after
+    it in the same process."""
+    log(f"measuring peak memory on {timed.report.model['arch']} (one more call of each)")
+    baseline, benches = measure_memory(timed.report.baseline, timed.baseline_calls,
+                                       timed.report.attacks, timed.attack_calls)
+    return timed.report._replace(baseline=baseline, attacks=benches)
+
+
+def run_many(configs: list[BenchConfig], *,
+             log: Callable[[str], None] = lambda message: None) -> list[BenchReport]:
+    """Runs several benchmarks in one process: every timing first, then every memory
+    measurement, so none of them is timed after glibc's allocation was changed."""
+    timed = [run_timings(config, log=log) for config in configs]
+    return [add_memory(one, log=log) for one in timed]
+
+
+def run(config: BenchConfig, *, log: Callable[[str], None] = lambda message: None) -> BenchReport:
+    """Runs the whole benchmark described by ``config``: timings, then peak memory.
+
+    Args:
+      config: what to measure.
+      log: called with a short progress line before each measurement.
+
+    Returns:
+      A :class:`BenchReport` (format it with ``markdown`` or ``as_json``).
+    """
+    return run_many([config], log=log)[0]
