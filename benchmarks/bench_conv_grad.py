@@ -1,11 +1,13 @@
-"""What the input-gradient formulations and the XLA options buy: PGD steps, several ways, one run.
+"""What the per-layer convolution formulations and the XLA options buy: PGD steps, several ways.
 
 For each model, ``attacks.pgd`` with ``--steps`` steps (no random start), inside one outer jit,
 is compiled four ways (five for the ImageNet models) and timed interleaved:
 
 - XLA's defaults (YNNPACK convolutions) or ``jaxlogit._xla.CONV_OPTIONS`` (Eigen convolutions);
-- every input gradient as the dilated convolution ``jax.vjp`` derives, or the per-layer choice of
-  ``jaxlogit.models._conv.input_grad_method`` (scatter / polyphase / dilated);
+- every convolution as ``lax.conv_general_dilated`` and its input gradient as the dilated
+  convolution ``jax.vjp`` derives, or the per-layer choices of
+  ``jaxlogit.models._conv.forward_method`` (patches / subsample / direct) and
+  ``input_grad_method`` (scatter / pointwise / polyphase / dilated);
 - ImageNet stems' overlapping 3x3 max-pool differentiated by ``nn.max_pool``'s
   ``select_and_scatter`` or by ``jaxlogit.models._pool.max_pool_windows``.
 
@@ -37,14 +39,14 @@ from jaxlogit.models import _conv, _pool
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
-# (label, jaxlogit's XLA options?, per-layer input gradients?, jaxlogit's max-pool gradient?)
+# (label, jaxlogit's XLA options?, per-layer formulations?, jaxlogit's max-pool gradient?)
 VARIANTS = (
-    ("XLA defaults, dilated input gradients", False, False, False),
-    ("XLA defaults, per-layer input gradients", False, True, False),
-    ("Eigen convolutions, dilated input gradients", True, False, False),
-    ("Eigen convolutions, per-layer input gradients", True, True, False),
+    ("XLA defaults, plain convolutions and VJPs", False, False, False),
+    ("XLA defaults, per-layer formulations", False, True, False),
+    ("Eigen convolutions, plain convolutions and VJPs", True, False, False),
+    ("Eigen convolutions, per-layer formulations", True, True, False),
 )
-POOL_VARIANT = ("Eigen convolutions, per-layer input gradients, max-pool gradient",
+POOL_VARIANT = ("Eigen convolutions, per-layer formulations, max-pool gradient",
                 True, True, True)
 POOL_LAYER = (8, 112, 112, 64)  # ResNet-50's / DenseNet-121's stem pool input at batch 8
 
@@ -52,21 +54,24 @@ POOL_LAYER = (8, 112, 112, 64)  # ResNet-50's / DenseNet-121's stem pool input a
 LAYERS = {
     "resnet_compact": [((256, 28, 28, 1), (3, 3, 1, 16), 1, 1),
                        ((256, 28, 28, 16), (3, 3, 16, 16), 2, 1),
-                       ((256, 14, 14, 16), (3, 3, 16, 32), 2, 1)],
-    "resnet50": [((8, 224, 224, 3), (7, 7, 3, 64), 2, 3)],
+                       ((256, 14, 14, 16), (3, 3, 16, 32), 2, 1),
+                       ((256, 28, 28, 16), (1, 1, 16, 16), 2, 0)],
+    "resnet50": [((8, 224, 224, 3), (7, 7, 3, 64), 2, 3),
+                 ((8, 56, 56, 256), (1, 1, 256, 512), 2, 0)],
 }
 
 
 @contextlib.contextmanager
-def dilated_only(enabled: bool) -> Iterator[None]:
-    """While tracing inside, every layer's input gradient is the dilated convolution."""
-    saved = _conv.SCATTER_MAX_CHANNELS, _conv.POLYPHASE_MAX_CHANNELS
+def plain_convolutions(enabled: bool) -> Iterator[None]:
+    """While tracing inside, every convolution is ``lax``'s and its input gradient the dilated one."""
+    saved = _conv.forward_method, _conv.input_grad_method
     if enabled:
-        _conv.SCATTER_MAX_CHANNELS = _conv.POLYPHASE_MAX_CHANNELS = 0
+        _conv.forward_method = lambda kernel_shape, strides: "direct"
+        _conv.input_grad_method = lambda kernel_shape, strides: "dilated"
     try:
         yield
     finally:
-        _conv.SCATTER_MAX_CHANNELS, _conv.POLYPHASE_MAX_CHANNELS = saved
+        _conv.forward_method, _conv.input_grad_method = saved
 
 
 @contextlib.contextmanager
@@ -101,7 +106,7 @@ def compiled_variants(model: _model.BenchModel, steps: int) -> dict[str, Callabl
     for label, tuned, per_layer, own_pool in variants(model.arch):
         jit = _xla.jit if tuned else jax.jit
         jax.clear_caches()  # attacks.pgd's jit would reuse its trace from the previous variant
-        with dilated_only(not per_layer), select_and_scatter_pool(not own_pool):
+        with plain_convolutions(not per_layer), select_and_scatter_pool(not own_pool):
             program = jit(pgd_program(model.logits_fn, steps)).lower(x, y).compile()
         calls[label] = lambda program=program: program(x, y)
     return calls

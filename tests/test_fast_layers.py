@@ -97,10 +97,45 @@ def test_every_input_gradient_method_equals_the_lax_vjp(kernel, stride, padding,
     ((7, 7, 3, 64), (2, 2), "polyphase"),    # resnet50's stem
     ((3, 3, 16, 32), (2, 2), "polyphase"),
     ((3, 3, 128, 128), (2, 2), "dilated"),
-    ((1, 1, 16, 32), (2, 2), "dilated"),     # a strided 1x1 has a single phase with taps
+    ((1, 1, 16, 32), (2, 2), "dilated"),     # ResNet shortcuts (see _conv's docstring)
 ])
 def test_input_grad_method_follows_the_channel_limits(kernel_shape, strides, method):
     assert _conv.input_grad_method(kernel_shape, strides) == method
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
+@pytest.mark.parametrize("in_channels", [1, 6])
+def test_every_forward_method_equals_the_lax_convolution(kernel, stride, padding, size,
+                                                         in_channels):
+    x = _random((2, size, size + 1, in_channels), 20)
+    w = _random((kernel, kernel, in_channels, 5), 21)
+    want = lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                    dimension_numbers=_conv.CONV_DIMENSIONS)
+    methods = [m for m in sorted(_conv.FORWARDS) if m != "subsample" or kernel == 1]
+    got = jax.jit(lambda a: [_conv.conv_forward(a, w, (stride, stride), padding, method=m)
+                             for m in methods])(x)
+    for method, y in zip(methods, got):
+        assert y.shape == want.shape, method
+        np.testing.assert_allclose(y, want, atol=1e-5, rtol=1e-5, err_msg=method)
+
+
+def test_subsample_forward_refuses_a_kernel_larger_than_1x1():
+    with pytest.raises(ValueError, match="1x1 kernel"):
+        _conv.conv_forward(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), (2, 2),
+                           ((1, 1), (1, 1)), method="subsample")
+
+
+@pytest.mark.parametrize("kernel_shape,strides,method", [
+    ((3, 3, 1, 16), (1, 1), "patches"),      # Fashion-MNIST stems
+    ((3, 3, 4, 16), (1, 1), "patches"),
+    ((3, 3, 5, 16), (1, 1), "direct"),
+    ((3, 3, 1, 16), (2, 2), "direct"),
+    ((7, 7, 3, 64), (2, 2), "direct"),       # resnet50's stem
+    ((1, 1, 1, 16), (1, 1), "direct"),
+    ((1, 1, 16, 32), (2, 2), "subsample"),   # ResNet shortcuts
+])
+def test_forward_method_follows_kernel_stride_and_channels(kernel_shape, strides, method):
+    assert _conv.forward_method(kernel_shape, strides) == method
 
 
 def test_xla_jit_reaches_the_compiler_and_keeps_results():
@@ -224,3 +259,20 @@ def test_bench_conv_grad_pool_switch_traces_select_and_scatter():
     own = traced_pool_grad(x)
     assert "select_and_scatter" in swapped
     assert "select_and_scatter" not in own
+
+
+def test_bench_plain_convolutions_swaps_every_formulation_and_restores_them():
+    from benchmarks import bench_conv_grad
+
+    x, w = _random((1, 6, 6, 1), 30), _random((3, 3, 1, 2), 31)
+
+    def traced(a):  # the stem's forward and input gradient
+        return str(jax.make_jaxpr(
+            lambda b: jax.grad(lambda c: _conv.fast_conv(c, w, (1, 1), ((1, 1), (1, 1))).sum())(b)
+        )(a))
+
+    with bench_conv_grad.plain_convolutions(True):
+        plain = traced(x)
+    own = traced(x)
+    assert "concatenate" not in plain and "dot_general" not in plain  # lax conv, dilated VJP
+    assert "concatenate" in own and "dot_general" in own  # im2col forward, scatter gradient

@@ -1,11 +1,20 @@
-"""The convolution every backbone uses: plain ``lax`` forward, a backward pass chosen for XLA:CPU.
+"""The convolution every backbone uses: formulations chosen per layer shape for XLA:CPU.
 
-An attack differentiates the network with respect to its input, so each convolution's input
-gradient runs once per attack step. XLA:CPU computes the one ``jax.vjp`` derives (a convolution
-of the stride-dilated output gradient with the flipped kernel) well for most layers, but very
-slowly for the layers attacks hit hardest: the stem, whose input has 1-3 channels, and strided
-convolutions with few input channels. ``fast_conv`` keeps ``lax.conv_general_dilated`` as the
-forward pass and picks, per layer shape, one of three exact formulations of the input gradient:
+An attack differentiates the network with respect to its input, so each convolution's forward
+pass and input gradient run once per attack step. XLA:CPU computes ``lax.conv_general_dilated``
+and the input gradient ``jax.vjp`` derives (a convolution of the stride-dilated output gradient
+with the flipped kernel) well for most layers, but slowly for the layers with few input
+channels or a stride. ``fast_conv`` picks, per layer shape, one of three exact formulations of
+the forward pass:
+
+- ``patches``: stride 1, kernel > 1x1, <= ``SCATTER_MAX_CHANNELS`` input channels (the
+  1-channel stems of the compact backbones): the kh*kw shifted copies of the input stacked as
+  channels (im2col), then one 1x1 convolution: 2.6x faster, bitwise equal here.
+- ``subsample``: a strided 1x1 kernel (ResNet shortcuts): the input's every s-th row and column,
+  then a 1x1 convolution: no output computed only to be dropped, bitwise equal here.
+- ``direct``: ``lax.conv_general_dilated``, for every other layer;
+
+and one of three of the input gradient:
 
 - ``scatter``: stride 1 and <= ``SCATTER_MAX_CHANNELS`` input channels (the stems): one
   matmul of the output gradient with the kernel gives every tap's contribution, the taps are
@@ -18,9 +27,16 @@ forward pass and picks, per layer shape, one of three exact formulations of the 
   ``optimization_barrier`` so XLA:CPU lays it out once instead of taking its slow generic path
   inside loops (jax#12868).
 
-``python -m benchmarks.bench_conv_grad`` times each formulation on these layers and whole PGD
-steps with and without them (``benchmarks/results/conv_grad.md``). All three equal the plain
-VJP up to float rounding (``tests/test_fast_layers.py``).
+Strided 1x1 kernels keep ``dilated``: the exact alternative, a 1x1 convolution of the output
+gradient with the transposed kernel placed every s-th row and column, is up to 2.4x faster on
+those layers but rounds differently at some training steps, which would change every trained
+default model and every number the README reports. The kernel gradient (training only) is
+always the plain convolution's VJP. ``python -m
+benchmarks.bench_conv_grad`` times the formulations on these layers and whole PGD steps with
+and without them (``benchmarks/results/conv_grad.md``); ``python -m benchmarks.bench_conv_layers``
+times every layer of a backbone. All equal the plain convolution and its VJP up to float
+rounding (``tests/test_fast_layers.py``); "bitwise equal here" was measured on this project's
+AVX-512 CPU with jaxlib 0.10.
 """
 
 from __future__ import annotations
@@ -54,8 +70,76 @@ def conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding:
                                     dimension_numbers=CONV_DIMENSIONS)
 
 
+def forward_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> str:
+    """``"patches"``, ``"subsample"`` or ``"direct"``: how :func:`fast_conv` runs forward.
+
+    Args:
+      kernel_shape: (kh, kw, I, O).
+      strides: (sh, sw).
+    """
+    kh, kw, in_channels, _ = kernel_shape
+    if (kh, kw) != (1, 1) and strides == (1, 1) and in_channels <= SCATTER_MAX_CHANNELS:
+        return "patches"
+    if (kh, kw) == (1, 1) and strides != (1, 1):
+        return "subsample"
+    return "direct"
+
+
+def _pad(x: jnp.ndarray, padding: Padding) -> jnp.ndarray:
+    """(B,H,W,C) zero-padded (negative pads crop) along H and W as a convolution pads it."""
+    (top, bottom), (left, right) = padding
+    return lax.pad(x, jnp.zeros((), x.dtype),
+                   ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+
+
+def _patches_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                     padding: Padding) -> jnp.ndarray:
+    """Convolution as im2col: (B,H,W,I) -> taps (B,H',W',kh*kw*I) -> one 1x1 convolution.
+
+    Channel ``(a*kw + b)*I + i`` of the taps is input channel ``i`` read by tap (a, b), the
+    order of ``kernel.reshape(kh*kw*I, O)``.
+    """
+    kh, kw, in_channels, out_channels = kernel.shape
+    (sh, sw), padded = strides, _pad(x, padding)
+    rows, cols = (padded.shape[1] - kh) // sh + 1, (padded.shape[2] - kw) // sw + 1
+    taps = jnp.concatenate([padded[:, a:a + (rows - 1) * sh + 1:sh, b:b + (cols - 1) * sw + 1:sw]
+                            for a in range(kh) for b in range(kw)], axis=-1)
+    return conv(taps, kernel.reshape(1, 1, kh * kw * in_channels, out_channels), (1, 1),
+                ((0, 0), (0, 0)))
+
+
+def _subsample_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                       padding: Padding) -> jnp.ndarray:
+    """Strided 1x1 convolution as every (sh, sw)-th pixel of the padded input, then a 1x1 conv.
+
+    Only for 1x1 kernels (``forward_method`` picks it for no other).
+    """
+    if kernel.shape[:2] != (1, 1):
+        raise ValueError(f"subsample forward needs a 1x1 kernel, got {kernel.shape[:2]}")
+    padded = _pad(x, padding)
+    return conv(padded[:, ::strides[0], ::strides[1]], kernel, (1, 1), ((0, 0), (0, 0)))
+
+
+FORWARDS: dict[str, Callable[..., jnp.ndarray]] = {
+    "patches": _patches_forward,
+    "subsample": _subsample_forward,
+    "direct": conv,
+}
+
+
+def conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                 padding: Padding, method: str | None = None) -> jnp.ndarray:
+    """(B,H,W,I) convolved with (kh,kw,I,O) -> (B,H',W',O), formulated per ``method``.
+
+    Args:
+      method: a key of ``FORWARDS`` (default: :func:`forward_method`).
+    """
+    method = forward_method(kernel.shape, strides) if method is None else method
+    return FORWARDS[method](x, kernel, strides, padding)
+
+
 def input_grad_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> str:
-    """``"scatter"``, ``"polyphase"`` or ``"dilated"``: how :func:`fast_conv` differentiates.
+    """A key of ``INPUT_GRADS``: how :func:`fast_conv` differentiates with respect to ``x``.
 
     Args:
       kernel_shape: (kh, kw, I, O).
@@ -181,7 +265,7 @@ def conv_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[i
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def fast_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
               padding: Padding) -> jnp.ndarray:
-    """``lax.conv_general_dilated`` in NHWC/HWIO whose input gradient is fast on XLA:CPU.
+    """``lax.conv_general_dilated`` in NHWC/HWIO, forward and input gradient fast on XLA:CPU.
 
     Args:
         x: (B, H, W, I) images.
@@ -190,13 +274,13 @@ def fast_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
         padding: ((top, bottom), (left, right)), explicit ints.
 
     Returns:
-        (B, H', W', O), exactly the plain convolution; only the backward pass differs.
+        (B, H', W', O), the plain convolution up to float rounding (:func:`conv_forward`).
     """
-    return conv(x, kernel, strides, padding)
+    return conv_forward(x, kernel, strides, padding)
 
 
 def _fast_conv_fwd(x, kernel, strides, padding):
-    return conv(x, kernel, strides, padding), (x, kernel)
+    return conv_forward(x, kernel, strides, padding), (x, kernel)
 
 
 def _fast_conv_bwd(strides, padding, residuals, grad):
