@@ -33,11 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import _xla, attacks, paths
+from benchmarks import _results
+from jaxlogit import _xla, attacks
 from jaxlogit.bench import _model, _timing
 from jaxlogit.models import _conv, _pool
-
-RESULTS = pathlib.Path(__file__).parent / "results"
 
 # (label, jaxlogit's XLA options?, per-layer formulations?, jaxlogit's max-pool gradient?)
 VARIANTS = (
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> str:
                         help="PGD steps per program (default 10; 2 for resnet50)")
     parser.add_argument("--repeats", type=int, default=3, help="steady-state calls (best kept)")
     parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "conv_grad.md")
+    parser.add_argument("--out", type=pathlib.Path, default=_results.RESULTS / "conv_grad.md")
     args = parser.parse_args(argv)
     lines = ["# Input gradients on XLA:CPU", "",
              "Written by `python -m benchmarks.bench_conv_grad`; variants timed interleaved in "
@@ -193,9 +192,7 @@ def main(argv: list[str] | None = None) -> str:
         lines += layers_table(arch, args.repeats)
         lines += (pool_table(args.repeats) if _model.is_imagenet(arch) else []) + [""]
         print("\n".join(lines), flush=True)
-    paths.write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
-    return "\n".join(lines)
+    return _results.write_report(lines, args.out)
 
 
 if __name__ == "__main__":

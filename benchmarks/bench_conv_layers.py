@@ -34,11 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlogit import _xla, attacks, models, paths
+from benchmarks import _results
+from jaxlogit import _xla, attacks, models
 from jaxlogit.bench import _flops, _model, _timing
 from jaxlogit.models import _conv, _registry
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 LIBRARIES = {
     "Eigen": _xla.CONV_OPTIONS,
     "YNNPACK": {"xla_cpu_experimental_ynn_fusion_type":
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> str:
                         default=["resnet_compact", "vgg_compact", "densenet_compact"])
     parser.add_argument("--repeats", type=int, default=5, help="steady-state calls (best kept)")
     parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "conv_layers.md")
+    parser.add_argument("--out", type=pathlib.Path, default=_results.RESULTS / "conv_layers.md")
     args = parser.parse_args(argv)
     peak = _flops.matmul_peak_gflops()
     lines = ["# Convolutions alone on XLA:CPU", "",
@@ -222,9 +222,7 @@ def main(argv: list[str] | None = None) -> str:
     for arch in args.arch:
         lines += arch_report(arch, args.repeats, args.cache, peak)
         print("\n".join(lines), flush=True)
-    paths.write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
-    return "\n".join(lines)
+    return _results.write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ and one of three of the input gradient:
   ``optimization_barrier`` so XLA:CPU lays it out once instead of taking its slow generic path
   inside loops (jax#12868).
 
-Strided 1x1 kernels keep ``dilated``: the exact alternative, a 1x1 convolution of the output
-gradient with the transposed kernel placed every s-th row and column, is up to 2.4x faster on
-those layers but rounds differently at some training steps, which would change every trained
-default model and every number the README reports. The kernel gradient (training only) is
+Strided 1x1 kernels keep ``dilated``: the exact alternatives (``scatter``, or a 1x1
+convolution of the output gradient with the transposed kernel placed every s-th row and column)
+are faster on those layers but round differently, in training at some steps, which would change
+every trained default model and every number the README reports. The kernel gradient (training only) is
 always the plain convolution's VJP. ``python -m
 benchmarks.bench_conv_grad`` times the formulations on these layers and whole PGD steps with
 and without them (``benchmarks/results/conv_grad.md``); ``python -m benchmarks.bench_conv_layers``
