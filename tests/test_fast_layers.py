@@ -34,6 +34,20 @@ def _random(shape, seed):
     return jax.random.normal(jax.random.key(seed), shape)
 
 
+def _case(kernel: int, size: int, in_channels: int, seed: int):
+    """Images (2, size, size+1, I) and a (k, k, I, 5) kernel."""
+    return (_random((2, size, size + 1, in_channels), seed),
+            _random((kernel, kernel, in_channels, 5), seed + 1))
+
+
+def _assert_each_close(results: dict, want, tolerance: float) -> None:
+    """Every method's result has ``want``'s shape and values (within ``tolerance``)."""
+    assert results
+    for method, got in results.items():
+        assert got.shape == want.shape, method
+        np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance, err_msg=method)
+
+
 def _conv_outputs_and_grads(x, variables, grad_out, *, kernel, stride, padding):
     """(nn.Conv, FastConv) outputs and (lax, fast) input/kernel VJPs, in one compiled call."""
     modules = [cls(5, (kernel, kernel), strides=(stride, stride), padding=padding)
@@ -77,18 +91,16 @@ def test_fast_conv_matches_nn_conv_and_lax_vjp(kernel, stride, padding, size):
 @pytest.mark.parametrize("in_channels", [1, 6])
 def test_every_input_gradient_method_equals_the_lax_vjp(kernel, stride, padding, size,
                                                         in_channels):
-    x = _random((2, size, size + 1, in_channels), 10)
-    w = _random((kernel, kernel, in_channels, 5), 11)
+    x, w = _case(kernel, size, in_channels, 10)
     plain = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride),
                               padding=padding, dimension_numbers=_conv.CONV_DIMENSIONS)
     y, vjp = jax.vjp(lambda a: plain(a, w), x)
     methods = sorted(_conv.INPUT_GRADS)
-    got = jax.jit(lambda g: [_conv.conv_input_grad(g, w, x.shape, (stride, stride), padding,
-                                                   method=method) for method in methods])
+    got = jax.jit(lambda g: {method: _conv.conv_input_grad(g, w, x.shape, (stride, stride),
+                                                           padding, method=method)
+                             for method in methods})
     g = _random(y.shape, 12)
-    for method, dx in zip(methods, got(g)):
-        assert dx.shape == x.shape, method
-        np.testing.assert_allclose(dx, vjp(g)[0], atol=1e-4, rtol=1e-4, err_msg=method)
+    _assert_each_close(got(g), vjp(g)[0], 1e-4)
 
 
 @pytest.mark.parametrize("kernel_shape,strides,method", [
@@ -107,16 +119,13 @@ def test_input_grad_method_follows_the_channel_limits(kernel_shape, strides, met
 @pytest.mark.parametrize("in_channels", [1, 6])
 def test_every_forward_method_equals_the_lax_convolution(kernel, stride, padding, size,
                                                          in_channels):
-    x = _random((2, size, size + 1, in_channels), 20)
-    w = _random((kernel, kernel, in_channels, 5), 21)
+    x, w = _case(kernel, size, in_channels, 20)
     want = lax.conv_general_dilated(x, w, (stride, stride), padding,
                                     dimension_numbers=_conv.CONV_DIMENSIONS)
     methods = [m for m in sorted(_conv.FORWARDS) if m != "subsample" or kernel == 1]
-    got = jax.jit(lambda a: [_conv.conv_forward(a, w, (stride, stride), padding, method=m)
-                             for m in methods])(x)
-    for method, y in zip(methods, got):
-        assert y.shape == want.shape, method
-        np.testing.assert_allclose(y, want, atol=1e-5, rtol=1e-5, err_msg=method)
+    got = jax.jit(lambda a: {m: _conv.conv_forward(a, w, (stride, stride), padding, method=m)
+                             for m in methods})(x)
+    _assert_each_close(got, want, 1e-5)
 
 
 def test_subsample_forward_refuses_a_kernel_larger_than_1x1():
