@@ -1,5 +1,4 @@
-"""Every convolution of a backbone alone, with each convolution library of XLA:CPU: the floor
-under an attack step.
+"""Every convolution of a backbone alone, with each XLA:CPU convolution library: a step's floor.
 
 An attack step is one forward pass and one input gradient. This benchmark finds every
 convolution ``--arch`` runs (input and kernel shapes, stride, padding, at the bench batch) and
