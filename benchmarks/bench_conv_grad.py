@@ -7,7 +7,7 @@ is compiled four ways (five for the ImageNet models) and timed interleaved:
 - every convolution as ``lax.conv_general_dilated`` and its input gradient as the dilated
   convolution ``jax.vjp`` derives, or the per-layer choices of
   ``jaxlogit.models._conv.forward_method`` (patches / subsample / direct) and
-  ``input_grad_method`` (scatter / pointwise / polyphase / dilated);
+  ``input_grad_method`` (scatter / polyphase / dilated);
 - ImageNet stems' overlapping 3x3 max-pool differentiated by ``nn.max_pool``'s
   ``select_and_scatter`` or by ``jaxlogit.models._pool.max_pool_windows``.
 

@@ -34,8 +34,8 @@ import numpy as np
 from jax import lax
 
 from benchmarks import _results
-from jaxlogit import _xla, attacks, models
-from jaxlogit.bench import _flops, _model, _timing
+from jaxlogit import _xla, models
+from jaxlogit.bench import _attacks, _flops, _model, _timing
 from jaxlogit.models import _conv, _registry
 
 LIBRARIES = {
@@ -44,7 +44,7 @@ LIBRARIES = {
                 "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
 }
 LOOP = 20  # iterations of each layer's compiled loop
-PGD_STEPS = 10
+PASSES = ("forward", "gradient")
 
 
 class ConvLayer(NamedTuple):
@@ -55,16 +55,20 @@ class ConvLayer(NamedTuple):
     strides: tuple[int, int]
     padding: _conv.Padding
 
+    def _plain(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+        return _conv.conv(x, kernel, self.strides, self.padding)
+
+    def _operands(self) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+        return (jax.ShapeDtypeStruct(self.in_shape, jnp.float32),
+                jax.ShapeDtypeStruct(self.kernel_shape, jnp.float32))
+
     def out_shape(self) -> tuple[int, ...]:
         """(B, H', W', O)."""
-        sizes = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
-                 zip(self.in_shape[1:3], self.padding, self.kernel_shape[:2], self.strides)]
-        return (self.in_shape[0], *sizes, self.kernel_shape[-1])
+        return tuple(jax.eval_shape(self._plain, *self._operands()).shape)
 
     def forward_flops(self) -> float:
-        """Multiply-adds x 2 of the forward pass."""
-        kh, kw, in_channels, _ = self.kernel_shape
-        return 2.0 * float(np.prod(self.out_shape())) * kh * kw * in_channels
+        """FLOPs XLA counts for the plain forward convolution."""
+        return _flops.compiled_flops(self._plain, *self._operands())
 
 
 def conv_layers(arch: str, batch: int) -> collections.Counter:
@@ -121,35 +125,33 @@ def layer_loop(layer: ConvLayer, *, gradient: bool, with_conv: bool) -> Callable
 
 
 def layer_calls(layer: ConvLayer) -> dict[str, Callable[[], object]]:
-    """No-argument calls ``"{library} {forward|gradient} {conv|rest}"``, each one loop."""
+    """No-argument calls, each one loop: ``"{library} {pass}"`` with the convolution and
+    ``"rest {pass}"`` without it (it has no convolution, so one library's compile serves both)."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=layer.in_shape), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=layer.kernel_shape) * 0.1, jnp.float32)
+    programs = {("rest", name): (_xla.CONV_OPTIONS, False) for name in PASSES}
+    programs.update({(library, name): (options, True)
+                     for library, options in LIBRARIES.items() for name in PASSES})
     calls = {}
-    for library, options in LIBRARIES.items():
-        for gradient in (False, True):
-            for with_conv in (True, False):
-                loop = layer_loop(layer, gradient=gradient, with_conv=with_conv)
-                program = jax.jit(loop, compiler_options=options).lower(x, kernel).compile()
-                pass_name = "gradient" if gradient else "forward"
-                name = f"{library} {pass_name} {'conv' if with_conv else 'rest'}"
-                calls[name] = lambda program=program: program(x, kernel)
+    for (library, name), (options, with_conv) in programs.items():
+        loop = layer_loop(layer, gradient=name == "gradient", with_conv=with_conv)
+        program = jax.jit(loop, compiler_options=options).lower(x, kernel).compile()
+        calls[f"{library} {name}"] = lambda program=program: program(x, kernel)
     return calls
 
 
 def layer_seconds(layer: ConvLayer, repeats: int) -> dict[str, float]:
     """``{"{library} {forward|gradient}": seconds of one call of the layer}``, overhead removed."""
     timings, _ = _timing.interleaved(layer_calls(layer), repeats)
-    return {key: max(timings[f"{key} conv"].best - timings[f"{key} rest"].best, 0.0) / LOOP
-            for key in (f"{lib} {p}" for lib in LIBRARIES for p in ("forward", "gradient"))}
+    return {f"{library} {name}":
+            max(timings[f"{library} {name}"].best - timings[f"rest {name}"].best, 0.0) / LOOP
+            for library in LIBRARIES for name in PASSES}
 
 
 def step_calls(model: _model.BenchModel) -> dict[str, Callable[[], object]]:
-    """jaxlogit's PGD (``PGD_STEPS`` steps) and, with torch, torchattacks' on the same weights."""
-    x, y = jnp.asarray(model.x), jnp.asarray(model.y)
-    program = _xla.jit(lambda a, b: attacks.pgd(model.logits_fn, a, b, key=jax.random.key(0),
-                                                steps=PGD_STEPS).x_adv)
-    calls = {"jaxlogit": lambda: program(x, y)}
+    """jaxlogit's PGD and, with torch, torchattacks' on the same weights, as the bench runs them."""
+    calls = {"jaxlogit": _attacks.jax_attack("pgd", model.logits_fn, model.x, model.y)}
     if model.torch_model is not None:
         from jaxlogit.bench import _torch
         calls["torchattacks"] = _torch.attack_call("pgd", model.torch_model, model.x, model.y)
@@ -165,8 +167,8 @@ def layer_rows(layers: collections.Counter, seconds: dict, peak: float) -> list[
         times = seconds[layer]
         best = min(times["Eigen gradient"], times["YNNPACK gradient"])
         gflops = 2 * layer.forward_flops() / best / 1e9 if best > 0 else float("nan")
-        cells = " | ".join(f"{times[f'{lib} {p}'] * 1e3:.2f}"
-                           for lib in LIBRARIES for p in ("forward", "gradient"))
+        cells = " | ".join(f"{times[f'{lib} {name}'] * 1e3:.2f}"
+                           for lib in LIBRARIES for name in PASSES)
         rows.append(f"| {layer.in_shape} | {layer.kernel_shape} | {layer.strides[0]} | {count} "
                     f"| {cells} | {gflops:.0f} | {100 * gflops / peak:.0f} |")
     return rows
@@ -199,7 +201,7 @@ def arch_report(arch: str, repeats: int, cache: str | None, peak: float) -> list
               flush=True)
         seconds[layer] = layer_seconds(layer, repeats)
     timings, _ = _timing.interleaved(step_calls(model), repeats)
-    steps = {name: timing.best / PGD_STEPS for name, timing in timings.items()}
+    steps = {name: timing.best / _attacks.STEPS for name, timing in timings.items()}
     return ([f"## {arch}, batch {len(model.y)} ({model.weights})", "",
              "Each convolution alone, ms per call (x = calls per forward pass):", ""]
             + layer_rows(layers, seconds, peak) + summary_rows(layers, seconds, steps) + [""])
