@@ -30,11 +30,12 @@ and one of three of the input gradient:
 Strided 1x1 kernels keep ``dilated``: the exact alternatives (``scatter``, or a 1x1
 convolution of the output gradient with the transposed kernel placed every s-th row and column)
 are faster on those layers but round differently, in training at some steps, which would change
-every trained default model and every number the README reports. The kernel gradient (training only) is
-always the plain convolution's VJP. ``python -m
-benchmarks.bench_conv_grad`` times the formulations on these layers and whole PGD steps with
-and without them (``benchmarks/results/conv_grad.md``); ``python -m benchmarks.bench_conv_layers``
-times every layer of a backbone. All equal the plain convolution and its VJP up to float
+every trained default model and every number the README reports. The kernel gradient
+(training only) is always the plain convolution's VJP.
+
+``python -m benchmarks.bench_conv_grad`` times the formulations on these layers and whole PGD
+steps with and without them (``benchmarks/results/conv_grad.md``); ``python -m
+benchmarks.bench_conv_layers`` times every layer of a backbone. All equal the plain convolution and its VJP up to float
 rounding (``tests/test_fast_layers.py``); "bitwise equal here" was measured on this project's
 AVX-512 CPU with jaxlib 0.10.
 """
@@ -92,6 +93,15 @@ def _pad(x: jnp.ndarray, padding: Padding) -> jnp.ndarray:
                    ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
 
 
+def window_taps(padded: jnp.ndarray, kernel_size: tuple[int, int], strides: tuple[int, int],
+                out_size: tuple[int, int]) -> list[jnp.ndarray]:
+    """The kh*kw strided views (B,h,w,C) of padded (B,H,W,C) that a kernel's windows read; view
+    ``a*kw + b`` holds tap (a, b) of every one of the h x w windows."""
+    (kh, kw), (sh, sw), (rows, cols) = kernel_size, strides, out_size
+    return [padded[:, a:a + (rows - 1) * sh + 1:sh, b:b + (cols - 1) * sw + 1:sw]
+            for a in range(kh) for b in range(kw)]
+
+
 def _patches_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
                      padding: Padding) -> jnp.ndarray:
     """Convolution as im2col: (B,H,W,I) -> taps (B,H',W',kh*kw*I) -> one 1x1 convolution.
@@ -100,24 +110,22 @@ def _patches_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, in
     order of ``kernel.reshape(kh*kw*I, O)``.
     """
     kh, kw, in_channels, out_channels = kernel.shape
-    (sh, sw), padded = strides, _pad(x, padding)
-    rows, cols = (padded.shape[1] - kh) // sh + 1, (padded.shape[2] - kw) // sw + 1
-    taps = jnp.concatenate([padded[:, a:a + (rows - 1) * sh + 1:sh, b:b + (cols - 1) * sw + 1:sw]
-                            for a in range(kh) for b in range(kw)], axis=-1)
+    padded = _pad(x, padding)
+    out_size = tuple((padded.shape[axis + 1] - k) // s + 1
+                     for axis, (k, s) in enumerate(zip((kh, kw), strides)))
+    taps = jnp.concatenate(window_taps(padded, (kh, kw), strides, out_size), axis=-1)
     return conv(taps, kernel.reshape(1, 1, kh * kw * in_channels, out_channels), (1, 1),
                 ((0, 0), (0, 0)))
 
 
 def _subsample_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
                        padding: Padding) -> jnp.ndarray:
-    """Strided 1x1 convolution as every (sh, sw)-th pixel of the padded input, then a 1x1 conv.
-
-    Only for 1x1 kernels (``forward_method`` picks it for no other).
-    """
+    """Strided 1x1 convolution as im2col, whose one tap is every (sh, sw)-th pixel of the
+    padded input, then a 1x1 conv. Only for 1x1 kernels (``forward_method`` picks it for no
+    other)."""
     if kernel.shape[:2] != (1, 1):
         raise ValueError(f"subsample forward needs a 1x1 kernel, got {kernel.shape[:2]}")
-    padded = _pad(x, padding)
-    return conv(padded[:, ::strides[0], ::strides[1]], kernel, (1, 1), ((0, 0), (0, 0)))
+    return _patches_forward(x, kernel, strides, padding)
 
 
 FORWARDS: dict[str, Callable[..., jnp.ndarray]] = {

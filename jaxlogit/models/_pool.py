@@ -31,16 +31,6 @@ def pooled_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _window_views(padded: jnp.ndarray, kernel: int, stride: int,
-                  out_size: tuple[int, int]) -> list[jnp.ndarray]:
-    """The kernel**2 strided views (B,h,w,C) of padded (B,H+2p,W+2p,C); view ``t`` is window
-    tap (row ``t // kernel``, column ``t % kernel``)."""
-    out_h, out_w = out_size
-    return [padded[:, row:row + stride * (out_h - 1) + 1:stride,
-                   col:col + stride * (out_w - 1) + 1:stride]
-            for row in range(kernel) for col in range(kernel)]
-
-
 def _pool_forward(x: jnp.ndarray, kernel: int, stride: int, padding: int):
     """(pooled (B,h,w,C), -inf padded input (B,H+2p,W+2p,C))."""
     if kernel * kernel > MAX_TAPS:
@@ -51,7 +41,8 @@ def _pool_forward(x: jnp.ndarray, kernel: int, stride: int, padding: int):
                 pooled_size(width, kernel, stride, padding))
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
     padded = jnp.pad(x, pads, constant_values=-jnp.inf)
-    pooled = functools.reduce(jnp.maximum, _window_views(padded, kernel, stride, out_size))
+    views = _conv.window_taps(padded, (kernel, kernel), (stride, stride), out_size)
+    pooled = functools.reduce(jnp.maximum, views)
     return pooled, padded
 
 
@@ -73,7 +64,7 @@ def _max_pool_fwd(x, kernel, stride, padding):
 def _max_pool_bwd(kernel, stride, padding, residuals, grad):
     # The barrier keeps XLA from recomputing the pooled maxima inside each consumer.
     pooled, padded = lax.optimization_barrier(residuals)
-    views = _window_views(padded, kernel, stride, pooled.shape[1:3])
+    views = _conv.window_taps(padded, (kernel, kernel), (stride, stride), pooled.shape[1:3])
     hits = [jnp.where(view == pooled, jnp.int32(1 << tap), jnp.int32(0))
             for tap, view in enumerate(views)]
     bits = lax.optimization_barrier(functools.reduce(jnp.bitwise_or, hits))
