@@ -17,7 +17,8 @@ from typing import Callable
 import click
 import numpy as np
 
-from jaxlogit import data, paths, pipeline, store, training
+from jaxlogit import _xla, data, paths, pipeline, progress, store, training
+from jaxlogit.cli._app import progress_options
 from jaxlogit.errors import JaxlogitError
 
 COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
@@ -163,10 +164,13 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
     @click.option("--train-limit", type=click.IntRange(min=1), default=None,
                   help="Training images whose logits train the correctors [default: 4000 fashion_mnist, all imagenet].")
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
+    @progress_options
     def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out):
         limit = {} if train_limit is None else {"train_limit": train_limit}
         setup = default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit)
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
+        progress.configure(run_events=out_dir / progress.EVENTS_FILE)  # every stage's events, for `tail -f`
+        _xla.enable_compilation_cache(paths.cache_root(cache_dir))
         start = time.perf_counter()
         run(setup, out_dir)
         click.echo(f"\nwrote {out_dir}/{name}.md and .json  ({time.perf_counter() - start:.0f} s)")

@@ -67,3 +67,24 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
     dispatch.lower = tuned.lower
     dispatch._cache_size = tuned._cache_size
     return dispatch
+
+
+def enable_compilation_cache(cache_root: str | os.PathLike) -> str | None:
+    """Turns on JAX's persistent compilation cache in ``<cache_root>/xla`` (once per process).
+
+    A later process that compiles the same program (same shapes, options and jaxlib) loads it
+    from disk instead of compiling again. Called when the CLI or an experiment starts, never
+    on import. Kept off when ``$JAXLOGIT_XLA_CACHE=0``; a cache directory already set (e.g.
+    ``$JAX_COMPILATION_CACHE_DIR``) is kept.
+
+    Returns:
+      The cache directory in use, or None when the cache is off.
+    """
+    if os.environ.get("JAXLOGIT_XLA_CACHE") == "0":
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    directory = os.path.join(os.fspath(cache_root), "xla")
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory

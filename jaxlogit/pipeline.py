@@ -7,7 +7,9 @@ through their configs; the attack functions know no model and the corrector no i
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import pathlib
 import shutil
 import typing
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlogit import _xla, attacks, batching, corrector, data, paths, store, training
+from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
 ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
@@ -67,6 +70,50 @@ def _num_classes(logits_fn, x) -> int:
     return int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, jnp.float32)).shape[-1])
 
 
+# Compiled attack programs of this process, newest last: (logits_fn's static part, weight digest,
+# attack) -> jitted ``(x, y, start) -> outputs``. A few only: each holds a backbone's weights.
+_ATTACK_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_ATTACK_PROGRAMS = 4
+
+
+def weights_digest(tree) -> str:
+    """sha256 of the shapes, dtypes and bytes of every array leaf of ``tree`` (e.g. a backbone's variables)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Callable:
+    """The compiled ``(x, y, start) -> (clean logits (B, C), adversarial logits (B, C), success (B,),
+    norm (B,))`` of ``attack`` on the backbone ``logits_fn``, made once per process.
+
+    The attack key of a batch is ``fold_in(key(attack.seed), start)``, ``start`` being the index of
+    its first image in the store. The program is shared by every store of the same backbone
+    (same function and weight values, whatever object holds them) and attack: another split or
+    limit reuses it, and XLA compiles once per batch shape. The weights stay constants of the
+    program, as they always were, so the values are those of every earlier release.
+    """
+    static, weights = split_logits_fn(logits_fn)
+    key = (static, weights_digest(weights), attack)
+    if key in _ATTACK_PROGRAMS:
+        _ATTACK_PROGRAMS.move_to_end(key)
+        return _ATTACK_PROGRAMS[key]
+    root_key = jax.random.key(attack.seed)
+
+    @_xla.jit
+    def attack_batch(x, y, start):
+        res = run_attack(attack, logits_fn, x, y, key=jax.random.fold_in(root_key, start))
+        return logits_fn(x), res.logits, res.success, res.norm
+
+    _ATTACK_PROGRAMS[key] = attack_batch
+    while len(_ATTACK_PROGRAMS) > _MAX_ATTACK_PROGRAMS:
+        _ATTACK_PROGRAMS.popitem(last=False)
+    return attack_batch
+
+
 def store_dir(backbone: training.Backbone, attack: AttackConfig, split_name: str, subset: int | str | None,
               cache: str | None) -> pathlib.Path:
     """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split."""
@@ -100,13 +147,7 @@ def ensure_logits(
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
     directory = store_dir(backbone, attack, split_name, subset, cache)
-    logits_fn = backbone.logits_fn()
-    root_key = jax.random.key(attack.seed)
-
-    @_xla.jit
-    def attack_batch(x, y, start):
-        res = run_attack(attack, logits_fn, x, y, key=jax.random.fold_in(root_key, start))
-        return logits_fn(x), res.logits, res.success, res.norm
+    attack_batch = attack_program(backbone.logits_fn(), attack)
 
     def produce(start: int, stop: int) -> dict:
         parts = []

@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from jaxlogit import _xla, batching, data, models, paths
-from jaxlogit.progress import progress_bar
+from jaxlogit.progress import EVENTS_FILE, progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +169,7 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
     root_key = jax.random.key(config.seed)
     with progress_bar(
         f"train {config.arch}", config.epochs * steps_per_epoch, enabled=progress,
-        completed=first_epoch * steps_per_epoch,
+        completed=first_epoch * steps_per_epoch, unit="step", events=workdir / EVENTS_FILE,
     ) as advance:
         for epoch in range(first_epoch, config.epochs):
             order = epoch_order(config.seed, epoch, len(split))

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from jaxlogit import models
+from jaxlogit import _xla, models, paths, progress
 from jaxlogit.errors import JaxlogitError
 
 
@@ -20,16 +20,39 @@ def cli() -> None:
     """
 
 
+def _set_log_every(ctx, param, value):
+    if value is not None:
+        progress.configure(log_every=value)
+
+
+def _set_quiet(ctx, param, value):
+    if value:
+        progress.configure(quiet=True)
+
+
+def progress_options(fn):
+    """Adds --log-every SECONDS ($JAXLOGIT_LOG_EVERY) and --quiet, which set ``jaxlogit.progress``."""
+    fn = click.option("--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                      help="No progress bars or lines (events.jsonl files are still written).")(fn)
+    return click.option("--log-every", type=click.FloatRange(min=0, min_open=True), envvar="JAXLOGIT_LOG_EVERY",
+                        default=None, expose_value=False, callback=_set_log_every, metavar="SECONDS",
+                        help="When stderr is not a terminal, print a progress line every SECONDS "
+                             f"(default: $JAXLOGIT_LOG_EVERY or {progress.DEFAULT_LOG_EVERY:g}).")(fn)
+
+
 def common_options(fn):
-    """Adds --data-dir and --cache-dir (also read from $JAXLOGIT_DATA / $JAXLOGIT_CACHE)."""
+    """Adds --data-dir and --cache-dir (also read from $JAXLOGIT_DATA / $JAXLOGIT_CACHE), the progress
+    options, and turns on JAX's compilation cache under the cache root before the command runs."""
 
     @click.option("--data-dir", envvar="JAXLOGIT_DATA", default=None, type=click.Path(),
                   help="Dataset folder (default: $JAXLOGIT_DATA, then the system copy).")
     @click.option("--cache-dir", envvar="JAXLOGIT_CACHE", default=None, type=click.Path(),
                   help="Where trained models, logit stores and correctors are cached "
                        "(default: $JAXLOGIT_CACHE or ~/.cache/jaxlogit).")
+    @progress_options
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _xla.enable_compilation_cache(paths.cache_root(kwargs.get("cache_dir")))
         return fn(*args, **kwargs)
 
     return wrapper

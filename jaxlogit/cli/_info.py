@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import pathlib
 
 import click
 
 from jaxlogit import data, models, paths
+from jaxlogit.data import _inventory
+from jaxlogit.models import _checkpoint
 from jaxlogit.cli._app import check_arch, cli, common_options
 from jaxlogit.errors import JaxlogitError
 
@@ -21,28 +24,101 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _cached_artifacts(root: pathlib.Path) -> dict[str, list[str]]:
+_CACHE_KINDS = ("backbones", "logits", "correctors", "selected", "converted", "data", "xla")
+_SHOWN_PER_KIND = 20
+
+
+def _size(path: pathlib.Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+def _cached_artifacts(root: pathlib.Path) -> dict[str, list[tuple[str, int]]]:
+    """``{kind: [(artifact name, bytes), ...]}`` under the cache root."""
     found = {}
-    for kind in ("backbones", "logits", "correctors", "converted"):
+    for kind in _CACHE_KINDS:
         folder = root / kind
-        found[kind] = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        found[kind] = [(p.name, _size(p)) for p in entries if not p.name.endswith(".lock")]
     return found
 
 
+def _echo_datasets(data_dir) -> None:
+    if data_dir is None:
+        fmnist = data.find_fashion_mnist(None)
+        click.echo(f"fashion_mnist: {fmnist if fmnist else 'not found (apt-get install -y dataset-fashion-mnist, or --data-dir)'}")
+        click.echo("imagenet: no --data-dir given (a TFDS data dir or a folder with val/<wnid>/ and train/<wnid>/)")
+        return
+    found = _inventory.find_datasets(data_dir)
+    click.echo(f"data dir: {data_dir}")
+    if not found:
+        click.echo("  no dataset found (expected val/<wnid>/*.JPEG and train/<wnid>/, a TFDS data dir with "
+                   "imagenet2012 or fashion_mnist, or the Fashion-MNIST IDX files)")
+    for dataset in found:
+        click.echo(f"  {dataset.name} ({dataset.layout}): {dataset.location}")
+        for split in dataset.splits:
+            classes = "? classes" if split.classes is None else f"{split.classes} classes"
+            click.echo(f"    {split.name}: {split.images} images, {classes}")
+    if not any(d.name == "fashion_mnist" for d in found):
+        click.echo("  fashion_mnist: not found here")
+
+
+def _echo_weights(weights_dir) -> None:
+    click.echo(f"weights dir: {weights_dir}")
+    directories = _checkpoint.find_checkpoints(weights_dir)
+    if not directories:
+        click.echo("  no converted weights (make them with `jaxlogit convert --arch ARCH --weights FILE.pth "
+                   f"--out {weights_dir}/ARCH`)")
+    for directory in directories:
+        try:
+            summary = _checkpoint.summarize_checkpoint(directory)
+        except JaxlogitError as err:
+            click.echo(f"  {directory.name}: unreadable ({err})")
+            continue
+        digest = f"sha256 {summary.digest} ({summary.digest_origin})" if summary.digest else "no digest"
+        click.echo(f"  {directory.name}: arch {summary.arch}, {summary.num_classes} classes, {digest}, "
+                   f"source {summary.source or 'unknown'}")
+
+
+def _echo_cache(cache_dir) -> None:
+    root = paths.cache_root(cache_dir)
+    artifacts = _cached_artifacts(root)
+    total = sum(size for items in artifacts.values() for _, size in items)
+    click.echo(f"cache: {root} ({_human(total)})")
+    for kind, items in artifacts.items():
+        click.echo(f"  {kind}: {len(items)}, {_human(sum(size for _, size in items))}")
+        for name, size in items[:_SHOWN_PER_KIND]:
+            click.echo(f"    {name}  {_human(size)}")
+        if len(items) > _SHOWN_PER_KIND:
+            click.echo(f"    ... and {len(items) - _SHOWN_PER_KIND} more")
+
+
 @cli.command()
+@click.option("--weights-dir", default=None, type=click.Path(),
+              help="Folder of `jaxlogit convert` outputs (one per arch) to describe.")
 @common_options
-def info(data_dir, cache_dir) -> None:
-    """Show devices, package versions, and which datasets and checkpoints were found."""
+def info(weights_dir, data_dir, cache_dir) -> None:
+    """Show devices, package versions, the datasets and converted weights found, and the cache."""
     import jax
 
-    click.echo("devices: " + ", ".join(f"{d.platform}:{d.id}" for d in jax.devices()))
+    devices = jax.devices()
+    click.echo("devices: " + ", ".join(f"{d.platform}:{d.id}" for d in devices)
+               + f"; {len(devices)} device(s) in {jax.process_count()} process(es), {jax.local_device_count()} local")
     click.echo("versions: " + ", ".join(f"{p} {_version(p)}" for p in _PACKAGES))
-    fmnist = data.find_fashion_mnist(data_dir)
-    click.echo(f"fashion_mnist: {fmnist if fmnist else 'not found (apt-get install -y dataset-fashion-mnist, or --data-dir)'}")
-    root = paths.cache_root(cache_dir)
-    click.echo(f"cache: {root}")
-    for kind, names in _cached_artifacts(root).items():
-        click.echo(f"  {kind}: {', '.join(names) if names else '-'}")
+    _echo_datasets(data_dir)
+    if weights_dir is not None:
+        _echo_weights(weights_dir)
+    _echo_cache(cache_dir)
 
 
 @cli.command("models")

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import os
+import pathlib
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -18,7 +19,7 @@ from jaxlogit.corrector._evaluate import evaluate
 from jaxlogit.corrector._module import Corrector, init_params
 from jaxlogit.corrector._step import init_state, make_optimizer, make_train_step
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.progress import progress_bar
+from jaxlogit.progress import EVENTS_FILE, progress_bar
 
 
 class TrainResult(NamedTuple):
@@ -130,7 +131,9 @@ def train(
     start, state, best_params, history = _start(checkpoints, resume, identity, epochs, state, checkpoint_dir)
 
     try:
-        with progress_bar("corrector", epochs, enabled=progress, completed=start) as advance:
+        events = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / EVENTS_FILE
+        with progress_bar("corrector", epochs, enabled=progress, completed=start, unit="epoch",
+                          events=events) as advance:
             for epoch in range(start + 1, epochs + 1):
                 order = train_rows[_epoch_permutation(order_key, epoch, len(train_rows))]
                 state, losses, fractions = _run_epoch(step_fn, state, (clean, adv, labels), order, batch_size, put_batch, step_key)

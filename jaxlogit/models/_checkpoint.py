@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
 import shutil
 import uuid
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -116,3 +118,67 @@ def _replace_dir(source: pathlib.Path, target: pathlib.Path) -> None:
     os.replace(target, old)
     os.replace(source, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+DIGEST_KEYS = ("weights_sha256", "sha256", "digest")
+
+
+class CheckpointSummary(NamedTuple):
+    """What ``jaxlogit info`` says about one checkpoint, read without loading its arrays.
+
+    Attributes:
+      directory: the checkpoint folder.
+      arch: the architecture in ``meta.json``.
+      num_classes: its classes.
+      digest: the weight digest recorded in ``meta.json``, else the sha256 of the files under
+        ``state/`` (paths and bytes, in sorted order), else None.
+      digest_origin: ``"meta"``, ``"computed"`` or ``"none"``.
+      source: the file it was converted from (``meta["source"]``), or None.
+    """
+
+    directory: pathlib.Path
+    arch: str
+    num_classes: int
+    digest: str | None
+    digest_origin: str
+    source: str | None
+
+
+def state_sha256(directory: pathlib.Path) -> str | None:
+    """sha256 over the relative paths and bytes of every file under ``directory/state``, or None."""
+    state = directory / STATE_DIR
+    files = sorted(p for p in state.rglob("*") if p.is_file()) if state.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(state).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def summarize_checkpoint(directory: str | os.PathLike) -> CheckpointSummary:
+    """Arch, classes, digest and source of the checkpoint in ``directory`` (its meta, not its arrays).
+
+    Raises:
+      JaxlogitError: ``directory`` holds no readable ``meta.json``.
+    """
+    directory = pathlib.Path(directory).expanduser().absolute()
+    meta = _read_meta(directory)
+    recorded = next((str(meta[k]) for k in DIGEST_KEYS if meta.get(k)), None)
+    digest = recorded or state_sha256(directory)
+    origin = "meta" if recorded else ("computed" if digest else "none")
+    return CheckpointSummary(directory, str(meta["arch"]), int(meta["num_classes"]), digest, origin,
+                             meta.get("source"))
+
+
+def find_checkpoints(weights_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """The checkpoint folders in ``weights_dir``: itself if it is one, else its sub-folders that are."""
+    root = pathlib.Path(weights_dir).expanduser()
+    if (root / META_FILE).is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / META_FILE).is_file())

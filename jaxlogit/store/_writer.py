@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.progress import progress_bar
+from jaxlogit.progress import EVENTS_FILE, progress_bar
 from jaxlogit.store import _layout
 from jaxlogit.store._reader import LogitStore, open_store
 
@@ -45,7 +45,7 @@ def build(
       shard_size: rows per shard (the last shard may be shorter).
       config: JSON-serialisable description of what is stored (backbone, attack, split, ...);
         a store made with another config is never resumed.
-      progress: show a progress bar.
+      progress: report progress (``jaxlogit.progress``) and log events to ``directory/events.jsonl``.
 
     Returns:
       The complete store, opened for reading.
@@ -58,7 +58,8 @@ def build(
     directory = pathlib.Path(directory)
     manifest = _start_or_resume(directory, config, num_items, shard_size)
     done_rows = min(manifest["shards_done"] * shard_size, num_items)
-    with progress_bar("logits", num_items, enabled=progress, completed=done_rows) as advance:
+    with progress_bar(f"logits {directory.name}", num_items, enabled=progress, completed=done_rows, unit="img",
+                      events=directory / EVENTS_FILE) as advance:
         for index in range(manifest["shards_done"], manifest["num_shards"]):
             start, stop = _layout.shard_bounds(index, shard_size, num_items)
             arrays = _checked_rows(produce_fn(start, stop), stop - start, manifest["arrays"])
