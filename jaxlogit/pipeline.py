@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlogit import _xla, attacks, batching, corrector, data, paths, store, training
+from jaxlogit import progress as progress_log
 from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
@@ -156,6 +157,7 @@ def ensure_logits(
             x, y = split.get_batch(indices[begin:end])
             out = attack_batch(batching.pad_to(x, batch_size), batching.pad_to(y, batch_size), begin)
             parts.append([np.asarray(o)[: end - begin] for o in out])
+            progress_log.partial(end - begin)
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
         y = np.asarray(split.labels)[indices[start:stop]]
         return {"clean_logits": clean.astype(np.float32), "adv_logits": adv.astype(np.float32),

@@ -109,6 +109,7 @@ class _Tracker:
     def __init__(self, stage: str, total: int, completed: int, unit: str, files: list[pathlib.Path]):
         self.stage, self.total, self.unit, self.files = stage, total, unit, files
         self.first = self.done = completed
+        self.partial = 0  # units of the current step done but not yet committed (see `partial`)
         self.start = time.perf_counter()
         self.fields: dict = {}
         self.devices = _device_count()
@@ -117,13 +118,20 @@ class _Tracker:
     def advance(self, n: int, fields: dict) -> None:
         with self.lock:
             self.done += n
+            self.partial = 0
             self.fields = fields
 
-    def snapshot(self, event: str) -> dict:
+    def add_partial(self, n: int) -> None:
+        with self.lock:
+            self.partial += n
+
+    def snapshot(self, event: str, *, with_partial: bool = False) -> dict:
+        """The state as an event; ``with_partial`` counts uncommitted units too (plain lines do)."""
         with self.lock:
             elapsed = time.perf_counter() - self.start
-            rate = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
-            return {"event": event, "stage": self.stage, "done": self.done, "total": self.total,
+            done = self.done + (self.partial if with_partial else 0)
+            rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+            return {"event": event, "stage": self.stage, "done": done, "total": self.total,
                     "elapsed": round(elapsed, 3), "rate": round(rate, 3), "time": _utc_now(),
                     "devices": self.devices, **self.fields}
 
@@ -144,10 +152,21 @@ class _Tracker:
         extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
         text = (f"{record['time']} {self.stage} {done}/{total} ({percent:.1f}%) {rate:.3g} {self.unit}/s "
                 f"ETA {eta} elapsed {_duration(record['elapsed'])} devices={record['devices']}")
-        return f"{text} {_format_fields(extra)}".rstrip() if extra else text
+        suffix = {"end": " done", "stopped": " stopped"}.get(record["event"], "")
+        return (f"{text} {_format_fields(extra)}" if extra else text) + suffix
 
 
 _RECORD_KEYS = ("event", "stage", "done", "total", "elapsed", "rate", "time", "devices")
+
+# The stages in progress in this process, innermost last (what `partial` reports to).
+_ACTIVE: list[_Tracker] = []
+
+
+def partial(n: int) -> None:
+    """Reports ``n`` more units of the innermost stage done but not yet committed (e.g. images of
+    a shard not yet written): plain lines count them, events do not. A no-op outside a stage."""
+    if _ACTIVE:
+        _ACTIVE[-1].add_partial(n)
 
 
 def _print_line(text: str) -> None:
@@ -161,7 +180,7 @@ def _periodic_lines(tracker: _Tracker, every: float) -> Iterator:
 
     def loop() -> None:
         while not stop.wait(every):
-            _print_line(tracker.line(tracker.snapshot("progress")))
+            _print_line(tracker.line(tracker.snapshot("progress", with_partial=True)))
 
     _print_line(tracker.line(tracker.snapshot("start")))
     thread = threading.Thread(target=loop, name=f"progress-{tracker.stage}", daemon=True)
@@ -211,6 +230,7 @@ def progress_bar(description: str, total: int, *, enabled: bool = True, complete
     files = [pathlib.Path(p) for p in (events, SETTINGS.run_events) if p is not None]
     tracker = _Tracker(description, total, completed, unit, files)
     tracker.write_event("start")
+    _ACTIVE.append(tracker)
     if SETTINGS.quiet:
         display = contextlib.nullcontext(lambda n, fields: None)
     elif sys.stderr.isatty():
@@ -229,6 +249,8 @@ def progress_bar(description: str, total: int, *, enabled: bool = True, complete
     except BaseException:
         tracker.write_event("stopped")
         raise
+    finally:
+        _ACTIVE.remove(tracker)
     record = tracker.write_event("end")
     if not SETTINGS.quiet and not sys.stderr.isatty():
         _print_line(tracker.line(record))
