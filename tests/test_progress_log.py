@@ -151,7 +151,8 @@ def test_a_redirected_extraction_logs_progress_while_it_runs(trained_compact, tm
             "--cache-dir", str(cache), "--log-every", "0.2"]
     log = tmp_path / "run.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, "JAXLOGIT_XLA_CACHE": "1"})
         seen_while_running = None
         while proc.poll() is None and seen_while_running is None:
             middle = [done for _, _, done, _, _ in parse_lines(log.read_text()) if 0 < done < limit]
