@@ -177,8 +177,8 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
                 idx = np.sort(order[i * config.batch_size : (i + 1) * config.batch_size])
                 key = jax.random.fold_in(root_key, epoch * steps_per_epoch + i)
                 state, metrics = step_fn(state, split.images[idx], split.labels[idx], key, mean, std)
-                if i % 20 == 0:
-                    advance(20 if i else 1, epoch=epoch, loss=float(metrics["loss"]))
+                if i % 20 == 19 or i == steps_per_epoch - 1:  # every 20 steps and at the end of an epoch
+                    advance(i % 20 + 1, epoch=epoch, loss=float(metrics["loss"]))
             manager.save(epoch, args=ocp.args.StandardSave(_state_tree(state)))
             manager.wait_until_finished()
     manager.close()
