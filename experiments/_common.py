@@ -169,10 +169,10 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         limit = {} if train_limit is None else {"train_limit": train_limit}
         setup = default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit)
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
-        progress.configure(run_events=out_dir / progress.EVENTS_FILE)  # every stage's events, for `tail -f`
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
         start = time.perf_counter()
-        run(setup, out_dir)
+        with progress.run_events(out_dir / progress.EVENTS_FILE):  # every stage's events, for `tail -f`
+            run(setup, out_dir)
         click.echo(f"\nwrote {out_dir}/{name}.md and .json  ({time.perf_counter() - start:.0f} s)")
 
     def main(argv=None):

@@ -68,6 +68,17 @@ def configure(*, log_every: float | None = None, quiet: bool | None = None,
         SETTINGS.run_events = pathlib.Path(run_events)
 
 
+@contextlib.contextmanager
+def run_events(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """Within the block, every stage also appends its events to ``path`` (a run's ``events.jsonl``)."""
+    previous = SETTINGS.run_events
+    SETTINGS.run_events = pathlib.Path(path)
+    try:
+        yield SETTINGS.run_events
+    finally:
+        SETTINGS.run_events = previous
+
+
 def log_every() -> float:
     """Seconds between plain progress lines: the setting, else ``$JAXLOGIT_LOG_EVERY``, else 30."""
     if SETTINGS.log_every is not None:

@@ -96,6 +96,27 @@ def test_run_events_gather_every_stage_and_a_crash_is_recorded(fresh_settings, t
         ("second", "start", 1), ("second", "progress", 2), ("second", "stopped", 2)]
 
 
+def test_an_experiment_logs_every_stage_in_its_run_directory(fresh_settings, tmp_path, capsys, monkeypatch):
+    from experiments import _common
+
+    monkeypatch.setenv("JAXLOGIT_XLA_CACHE", "0")
+
+    def run(setup, out_dir):
+        for stage in ("one", "two"):
+            with progress.progress_bar(stage, 3, events=tmp_path / stage / "events.jsonl") as advance:
+                time.sleep(0.3)
+                advance(3)
+        return ""
+
+    _common.cli_main("fake", run, "A fake experiment.")(["--out", str(tmp_path / "run"), "--log-every", "0.1"])
+    recorded = read_events(tmp_path / "run" / progress.EVENTS_FILE)
+    assert [(e["stage"], e["event"], e["done"]) for e in recorded] == [
+        (stage, event, done) for stage in ("one", "two") for event, done in (("start", 0), ("progress", 3), ("end", 3))]
+    assert read_events(tmp_path / "one" / "events.jsonl") == recorded[:3]
+    assert len(parse_lines(capsys.readouterr().err)) >= 4  # --log-every 0.1 over 0.3 s stages: start, lines, end
+    assert progress.SETTINGS.run_events is None  # the run's file is not used after the run
+
+
 def test_log_every_comes_from_the_environment(fresh_settings, monkeypatch):
     monkeypatch.setenv("JAXLOGIT_LOG_EVERY", "2.5")
     assert progress.log_every() == 2.5
