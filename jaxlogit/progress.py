@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Iterator
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 DEFAULT_LOG_EVERY = 30.0
@@ -96,7 +97,7 @@ def _utc_now() -> str:
 
 def _duration(seconds: float) -> str:
     """``1h02m``, ``3m05s`` or ``42s``."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     if seconds >= 60:
@@ -213,7 +214,7 @@ def _rich_bar(description: str, total: int, completed: int) -> Iterator:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total, completed=completed, info="")
         yield lambda n, fields: bar.update(task, advance=n, info=_format_fields(fields))
 

@@ -86,10 +86,9 @@ def test_run_events_gather_every_stage_and_a_crash_is_recorded(fresh_settings, t
     progress.configure(run_events=tmp_path / "run" / "events.jsonl", quiet=True)
     with progress.progress_bar("first", 1) as advance:
         advance(1)
-    with pytest.raises(KeyboardInterrupt):
-        with progress.progress_bar("second", 4, completed=1) as advance:
-            advance(1)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), progress.progress_bar("second", 4, completed=1) as advance:
+        advance(1)
+        raise KeyboardInterrupt
     recorded = read_events(tmp_path / "run" / "events.jsonl")
     assert [(e["stage"], e["event"], e["done"]) for e in recorded] == [
         ("first", "start", 0), ("first", "progress", 1), ("first", "end", 1),

@@ -9,10 +9,10 @@ import pathlib
 import click
 
 from jaxlogit import data, models, paths
-from jaxlogit.data import _inventory
-from jaxlogit.models import _checkpoint
 from jaxlogit.cli._app import check_arch, cli, common_options
+from jaxlogit.data import _inventory
 from jaxlogit.errors import JaxlogitError
+from jaxlogit.models import _checkpoint
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "torch", "torchvision", "torchattacks")
 
@@ -35,12 +35,14 @@ def _size(path: pathlib.Path) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def _human(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return ""
+def _human(size: float) -> str:
+    """``512 B``, ``2.5 kB``, ``1.2 GB`` (powers of 1000)."""
+    unit = "B"
+    for larger in ("kB", "MB", "GB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, larger
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def _cached_artifacts(root: pathlib.Path) -> dict[str, list[tuple[str, int]]]:
