@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Protocol
 
@@ -84,6 +85,9 @@ class AttackSpec:
     torch: Optional[TorchCounterpart] = None
 
     def __post_init__(self):
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(self.name)):
+            raise JaxlogitError(f"attack name {self.name!r}: use lowercase letters, digits and _ "
+                                "(it is a CLI choice and part of cache folder names)")
         if self.norm not in NORM_LABELS:
             raise JaxlogitError(f"attack {self.name!r} has norm {self.norm!r}: use one of "
                                 f"{', '.join(NORM_LABELS)}")
