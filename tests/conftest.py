@@ -14,7 +14,7 @@ import pytest
 
 from jaxlogit import data, training
 
-# Tests compile from scratch: no persistent XLA cache (jaxlogit._xla.enable_compilation_cache) unless a test asks.
+# Tests compile from scratch: no persistent XLA cache (_xla.enable_compilation_cache) unless a test asks.
 os.environ.setdefault("JAXLOGIT_XLA_CACHE", "0")
 
 # A short training run: enough for ~90% on Fashion-MNIST, so attack-strength tests are meaningful.

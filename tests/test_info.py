@@ -43,7 +43,7 @@ def pixels(n: int, seed: int) -> list[np.ndarray]:
 
 @pytest.fixture
 def image_folders(tmp_path):
-    """val: 3 classes x 2 images (+ a stray text file); train: 2 classes x 3 images; plus Fashion-MNIST IDX files."""
+    """val: 3 classes x 2 images (+ a text file), train: 2 classes x 3 images, Fashion-MNIST IDX files."""
     root = tmp_path / "folders"
     testing.write_image_folder(root, "val", {w: pixels(2, i) for i, w in enumerate(WNIDS[:3])})
     testing.write_image_folder(root, "train", {w: pixels(3, 10 + i) for i, w in enumerate(WNIDS[3:5])})
@@ -95,7 +95,8 @@ def test_info_says_when_a_data_dir_holds_nothing(tmp_path, capsys, monkeypatch):
 def save_tiny(directory, seed: int, **meta):
     module = models.create("resnet_tiny")
     variables = models.init(module, jax.random.key(seed), models.spec("resnet_tiny").input_shape)
-    models.save_checkpoint(directory, "resnet_tiny", variables, {"source": f"/weights/tiny{seed}.pth", **meta})
+    meta = {"source": f"/weights/tiny{seed}.pth", **meta}
+    models.save_checkpoint(directory, "resnet_tiny", variables, meta)
 
 
 def test_info_describes_converted_weights_devices_and_the_cache(tmp_path, capsys, monkeypatch):
@@ -116,7 +117,8 @@ def test_info_describes_converted_weights_devices_and_the_cache(tmp_path, capsys
     assert set(lines) == {"a", "same", "other", "recorded"}, out
     digests = {}
     for name, text in lines.items():
-        assert text.startswith("arch resnet_tiny, 10 classes, sha256 ") and "source /weights/tiny" in text, text
+        assert text.startswith("arch resnet_tiny, 10 classes, sha256 "), text
+        assert "source /weights/tiny" in text, text
         digests[name] = re.search(r"sha256 ([0-9a-f]{64}) \((\w+)\)", text).groups()
     assert digests["recorded"] == ("ab" * 32, "meta")
     assert digests["a"][1] == digests["other"][1] == "computed"

@@ -107,12 +107,14 @@ def test_an_experiment_logs_every_stage_in_its_run_directory(fresh_settings, tmp
                 advance(3)
         return ""
 
-    _common.cli_main("fake", run, "A fake experiment.")(["--out", str(tmp_path / "run"), "--log-every", "0.1"])
+    main = _common.cli_main("fake", run, "A fake experiment.")
+    main(["--out", str(tmp_path / "run"), "--log-every", "0.1"])
     recorded = read_events(tmp_path / "run" / progress.EVENTS_FILE)
     assert [(e["stage"], e["event"], e["done"]) for e in recorded] == [
-        (stage, event, done) for stage in ("one", "two") for event, done in (("start", 0), ("progress", 3), ("end", 3))]
+        (stage, event, done) for stage in ("one", "two")
+        for event, done in (("start", 0), ("progress", 3), ("end", 3))]
     assert read_events(tmp_path / "one" / "events.jsonl") == recorded[:3]
-    assert len(parse_lines(capsys.readouterr().err)) >= 4  # --log-every 0.1 over 0.3 s stages: start, lines, end
+    assert len(parse_lines(capsys.readouterr().err)) >= 4  # 0.3 s stages, a line every 0.1 s
     assert progress.SETTINGS.run_events is None  # the run's file is not used after the run
 
 
@@ -128,7 +130,8 @@ def test_a_resumed_store_logs_its_restart(fresh_settings, tmp_path):
 
     def produce(start, stop):
         n = stop - start
-        return {"clean_logits": np.zeros((n, 3)), "adv_logits": np.ones((n, 3)), "labels": np.arange(start, stop),
+        return {"clean_logits": np.zeros((n, 3)), "adv_logits": np.ones((n, 3)),
+                "labels": np.arange(start, stop),
                 "success": np.ones(n, bool), "norm": np.zeros(n)}
 
     def crash_at_row_6(start, stop):
@@ -171,8 +174,8 @@ def test_a_redirected_extraction_logs_progress_while_it_runs(trained_compact, tm
             "--cache-dir", str(cache), "--log-every", "0.2"]
     log = tmp_path / "run.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err, text=True,
-                                env={**os.environ, "JAXLOGIT_XLA_CACHE": "1"})
+        proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err,
+                                text=True, env={**os.environ, "JAXLOGIT_XLA_CACHE": "1"})
         seen_while_running = None
         while proc.poll() is None and seen_while_running is None:
             middle = [done for _, _, done, _, _ in parse_lines(log.read_text()) if 0 < done < limit]
@@ -219,7 +222,7 @@ def count_compilations():
 
 
 def closure_store_rows(backbone, attack, split, indices, batch_size):
-    """The attack as ``ensure_logits`` ran it before programs were shared: a fresh closure over the weights."""
+    """The attack as ``ensure_logits`` ran it before programs were shared: a new closure over the weights."""
     logits_fn, root_key = backbone.logits_fn(), jax.random.key(attack.seed)
 
     @_xla.jit
@@ -231,7 +234,8 @@ def closure_store_rows(backbone, attack, split, indices, batch_size):
     for begin in range(0, len(indices), batch_size):
         x, y = split.get_batch(indices[begin:begin + batch_size])
         parts.append([np.asarray(o) for o in attack_batch(x, y, begin)])
-    return dict(zip(("clean_logits", "adv_logits", "success", "norm"), (np.concatenate(p) for p in zip(*parts))))
+    names = ("clean_logits", "adv_logits", "success", "norm")
+    return dict(zip(names, (np.concatenate(p) for p in zip(*parts))))
 
 
 def test_a_second_store_of_the_same_shapes_does_not_recompile(trained_compact, tmp_path, monkeypatch,

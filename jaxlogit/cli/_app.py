@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from jaxlogit import _xla, models, paths, progress
+from jaxlogit import _xla, attacks, models, paths, progress
 from jaxlogit.errors import JaxlogitError
 
 
@@ -34,8 +34,9 @@ def progress_options(fn):
     """Adds --log-every SECONDS ($JAXLOGIT_LOG_EVERY) and --quiet, which set ``jaxlogit.progress``."""
     fn = click.option("--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
                       help="No progress bars or lines (events.jsonl files are still written).")(fn)
-    return click.option("--log-every", type=click.FloatRange(min=0, min_open=True), envvar="JAXLOGIT_LOG_EVERY",
-                        default=None, expose_value=False, callback=_set_log_every, metavar="SECONDS",
+    return click.option("--log-every", type=click.FloatRange(min=0, min_open=True),
+                        envvar="JAXLOGIT_LOG_EVERY", default=None, expose_value=False, callback=_set_log_every,
+                        metavar="SECONDS",
                         help="When stderr is not a terminal, print a progress line every SECONDS "
                              f"(default: $JAXLOGIT_LOG_EVERY or {progress.DEFAULT_LOG_EVERY:g}).")(fn)
 
@@ -64,3 +65,33 @@ def check_arch(arch: str, *, compact_only: bool = False) -> str:
     if arch not in names:
         raise JaxlogitError(f"unknown arch {arch!r}: choose one of {', '.join(names)} (see `jaxlogit models`)")
     return arch
+
+
+class AttackName(click.ParamType):
+    """A registered attack's name (``jaxlogit.attacks``), read when parsing, so attacks registered
+    after import are accepted too; an unknown name is a one-line usage error listing them.
+
+    Args:
+      extra: other accepted words (``all`` for ``jaxlogit bench``).
+    """
+
+    name = "attack"
+
+    def __init__(self, *extra: str):
+        self.extra = extra
+
+    def choices(self) -> tuple[str, ...]:
+        """The accepted names: the registered attacks, then ``extra``."""
+        return (*attacks.names(), *self.extra)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(self.choices())}]"
+
+    def convert(self, value, param, ctx) -> str:
+        if value in self.extra:
+            return value
+        try:
+            return attacks.get(value).name
+        except JaxlogitError as err:
+            tail = f" or {' or '.join(self.extra)}" if self.extra else ""
+            self.fail(f"{err}{tail}", param, ctx)

@@ -58,8 +58,10 @@ def _cached_artifacts(root: pathlib.Path) -> dict[str, list[tuple[str, int]]]:
 def _echo_datasets(data_dir) -> None:
     if data_dir is None:
         fmnist = data.find_fashion_mnist(None)
-        click.echo(f"fashion_mnist: {fmnist if fmnist else 'not found (apt-get install -y dataset-fashion-mnist, or --data-dir)'}")
-        click.echo("imagenet: no --data-dir given (a TFDS data dir or a folder with val/<wnid>/ and train/<wnid>/)")
+        missing = "not found (apt-get install -y dataset-fashion-mnist, or --data-dir)"
+        click.echo(f"fashion_mnist: {fmnist if fmnist else missing}")
+        click.echo("imagenet: no --data-dir given "
+                   "(a TFDS data dir or a folder with val/<wnid>/ and train/<wnid>/)")
         return
     found = _inventory.find_datasets(data_dir)
     click.echo(f"data dir: {data_dir}")
@@ -115,7 +117,8 @@ def info(weights_dir, data_dir, cache_dir) -> None:
 
     devices = jax.devices()
     click.echo("devices: " + ", ".join(f"{d.platform}:{d.id}" for d in devices)
-               + f"; {len(devices)} device(s) in {jax.process_count()} process(es), {jax.local_device_count()} local")
+               + f"; {len(devices)} device(s) in {jax.process_count()} process(es), "
+               + f"{jax.local_device_count()} local")
     click.echo("versions: " + ", ".join(f"{p} {_version(p)}" for p in _PACKAGES))
     _echo_datasets(data_dir)
     if weights_dir is not None:

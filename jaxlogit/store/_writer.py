@@ -58,8 +58,8 @@ def build(
     directory = pathlib.Path(directory)
     manifest = _start_or_resume(directory, config, num_items, shard_size)
     done_rows = min(manifest["shards_done"] * shard_size, num_items)
-    with progress_bar(f"logits {directory.name}", num_items, enabled=progress, completed=done_rows, unit="img",
-                      events=directory / EVENTS_FILE) as advance:
+    with progress_bar(f"logits {directory.name}", num_items, enabled=progress, completed=done_rows,
+                      unit="img", events=directory / EVENTS_FILE) as advance:
         for index in range(manifest["shards_done"], manifest["num_shards"]):
             start, stop = _layout.shard_bounds(index, shard_size, num_items)
             arrays = _checked_rows(produce_fn(start, stop), stop - start, manifest["arrays"])
