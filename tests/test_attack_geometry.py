@@ -7,12 +7,12 @@ backbones, both compiled through ``jaxlogit._xla.jit``, and compare every output
 
 from __future__ import annotations
 
+import _reference_attacks as reference
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import _reference_attacks as reference
 from jaxlogit import attacks, models
 from jaxlogit.attacks import _geometry, _losses, _norms
 from jaxlogit.attacks._compile import split_logits_fn

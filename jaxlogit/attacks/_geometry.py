@@ -9,7 +9,8 @@ L1-normalised gradients). ``ascent_step`` is the one update every iterative atta
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
