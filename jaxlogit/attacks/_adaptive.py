@@ -1,4 +1,4 @@
-"""L-inf PGD that keeps each sample's best iterate: any objective, restarts, resumable in chunks.
+"""PGD (L-inf or L2) that keeps each sample's best iterate: any objective, restarts, resumable in chunks.
 
 An honest (adaptive) evaluation needs more than the paper's 10-step PGD: many steps, several
 random restarts, losses other than cross-entropy, objectives that are not a loss of the logits
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlogit import _xla
-from jaxlogit.attacks import _checks, _losses, _norms, _result
+from jaxlogit.attacks import _checks, _geometry, _losses, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
@@ -99,20 +99,23 @@ def judge_and_grad(objective: Objective, x_adv: jax.Array, side: Any) -> tuple[J
     return judged, grad
 
 
-def linf_track(objective: Objective, x, side, x_current, tracked: Tracked, eps, step_size,
-               steps_spent, steps) -> tuple[jax.Array, Tracked]:
-    """``steps`` signed-gradient steps from ``x_current``, judging every iterate (traceable).
+def track(objective: Objective, geometry: _geometry.Geometry, x, side, x_current, tracked: Tracked, eps,
+          step_size, steps_spent, steps) -> tuple[jax.Array, Tracked]:
+    """``steps`` gradient steps of ``geometry`` from ``x_current``, judging every iterate (traceable).
 
     Judges ``x_current`` and the point after each step (``steps + 1`` iterates, numbered
     ``steps_spent .. steps_spent + steps``) and returns the last point and the updated state.
+    Each step is ``_geometry.ascent_step`` with the gradient rule, as in ``pgd``.
     ``steps`` may be traced.
     """
+    rule = _geometry.gradient_rule()
 
     def step(t, carry):
         x_cur, best = carry
         judged, grad = judge_and_grad(objective, x_cur, side)
         best = keep_best(best, x_cur, judged, steps_spent + t)
-        return _norms.linf_project(_norms.linf_sign_step(x_cur, grad, step_size), x, eps), best
+        x_next, _ = _geometry.ascent_step(geometry, rule, x_cur, grad, (), x=x, eps=eps, step_size=step_size)
+        return x_next, best
 
     x_last, tracked = lax.fori_loop(0, steps, step, (x_current, tracked))
     return x_last, keep_best(tracked, x_last, objective(x_last, side), steps_spent + steps)
@@ -122,7 +125,8 @@ def linf_track(objective: Objective, x, side, x_current, tracked: Tracked, eps, 
 def _advance_program(obj_arrays, x, side, x_current, tracked, eps, step_size, steps_spent, steps, *,
                      obj_static: StaticFn):
     objective = obj_static.bind(obj_arrays)
-    return linf_track(objective, x, side, x_current, tracked, eps, step_size, steps_spent, steps)
+    return track(objective, _geometry.GEOMETRIES["linf"], x, side, x_current, tracked, eps, step_size,
+                 steps_spent, steps)
 
 
 def linf_advance(objective: Objective, x, side, x_current, tracked: Tracked, *, eps: float,
@@ -159,6 +163,11 @@ def sample_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(ids, jnp.uint32))
 
 
+def random_starts(geometry: _geometry.Geometry, keys: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
+    """``geometry.random_start`` of each sample from its own key: (B,) keys, (B, H, W, C) -> (B, H, W, C)."""
+    return jax.vmap(lambda k, image: geometry.random_start(k, image[None], eps)[0])(keys, x)
+
+
 @_xla.jit
 def linf_random_starts(keys: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
     """A uniform point of each sample's L-inf ``eps``-ball (clipped to [0, 1]), from its own key.
@@ -168,8 +177,7 @@ def linf_random_starts(keys: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Arr
       x: (B, H, W, C) clean images.
       eps: radius.
     """
-    noise = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], x.dtype, -1.0, 1.0))(keys)
-    return _norms.clip_box(x + eps * noise)
+    return random_starts(_geometry.GEOMETRIES["linf"], keys, x, eps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,14 +202,15 @@ def loss_objective(logits_fn: Callable, loss: Union[str, _losses.Loss] = "ce", *
     return jax.tree_util.Partial(LossObjective(_losses.resolve(loss), targeted), logits_fn)
 
 
-@_xla.jit(static_argnames=("obj_static",))
+@_xla.jit(static_argnames=("obj_static", "norm"))
 def _restarts_program(obj_arrays, x, labels, keys, eps, step_size, steps, restarts, *,
-                      obj_static: StaticFn) -> Tracked:
+                      obj_static: StaticFn, norm: str) -> Tracked:
     objective = obj_static.bind(obj_arrays)
+    geometry = _geometry.GEOMETRIES[norm]
 
     def restart(r, tracked):
-        start = linf_random_starts(jax.vmap(jax.random.fold_in, (0, None))(keys, r), x, eps)
-        _, tracked = linf_track(objective, x, labels, start, tracked, eps, step_size, r * steps, steps)
+        start = random_starts(geometry, jax.vmap(jax.random.fold_in, (0, None))(keys, r), x, eps)
+        _, tracked = track(objective, geometry, x, labels, start, tracked, eps, step_size, r * steps, steps)
         return tracked
 
     num_classes = jax.eval_shape(objective, x, labels).logits.shape[-1]
@@ -220,25 +229,27 @@ def pgd_restarts(
     restarts: int = 1,
     loss: Union[str, _losses.Loss] = "ce",
     y_target: Optional[jax.Array] = None,
+    norm: str = "linf",
 ) -> _result.AttackResult:
-    """L-inf PGD with random restarts that returns each sample's best iterate (one program).
+    """PGD with random restarts that returns each sample's best iterate (one program).
 
     Each restart starts uniformly in the ball (sample i of restart r uses
-    ``fold_in(fold_in(key, i), r)``) and takes ``steps`` projected sign steps. Every iterate is
-    judged; a sample keeps its first successful iterate, else its highest-loss one, so more
-    steps or restarts never make the attack weaker.
+    ``fold_in(fold_in(key, i), r)``) and takes ``steps`` projected steepest-ascent steps.
+    Every iterate is judged; a sample keeps its first successful iterate, else its highest-loss
+    one, so more steps or restarts never make the attack weaker.
 
     Args:
       logits_fn: images (B, H, W, C) in [0, 1] -> logits (B, C); owns any normalisation.
       x: (B, H, W, C) float images in [0, 1].
       y: (B,) int true labels.
       key: PRNG key of the random starts.
-      eps: radius of the L-inf ball.
+      eps: radius of the ball (in ``norm``).
       steps: steps per restart.
-      step_size: L-inf size of each step; ``None`` means ``eps / 8``.
+      step_size: size of each step (in ``norm``); ``None`` means ``eps / 8``.
       restarts: number of random restarts (>= 1).
       loss: ``"ce"``, ``"margin"`` or a function ``(logits, labels) -> (B,)`` to maximise.
       y_target: (B,) int target labels for a targeted attack.
+      norm: ``"linf"`` or ``"l2"`` (as in ``pgd``; the default ``eps`` is an L-inf size).
 
     Returns:
       ``AttackResult``; ``iterations`` is the gradient step (over all restarts) that found the
@@ -251,11 +262,13 @@ def pgd_restarts(
     restarts = _checks.count("restarts", restarts)
     if key is None:
         raise JaxlogitError("pgd_restarts needs key=jax.random.key(seed) for its random starts")
+    norm = _geometry.resolve(norm)
     obj_static, obj_arrays = split_logits_fn(loss_objective(logits_fn, loss, targeted=targeted))
     tracked = _restarts_program(obj_arrays, x, labels, sample_keys(key, jnp.arange(x.shape[0])),
                                 jnp.float32(eps), jnp.float32(step_size), jnp.int32(steps),
-                                jnp.int32(restarts), obj_static=obj_static)
+                                jnp.int32(restarts), obj_static=obj_static, norm=norm)
     _checks.labels_fit(tracked.logits.shape[-1], y, labels, targeted)
     iterations = jnp.where(tracked.success, tracked.first_success, restarts * steps)
     return _result.AttackResult(x_adv=tracked.x_adv, success=tracked.success, logits=tracked.logits,
-                                norm=_norms.linf_norm(tracked.x_adv - x), iterations=iterations)
+                                norm=_geometry.GEOMETRIES[norm].norm(tracked.x_adv - x),
+                                iterations=iterations)
