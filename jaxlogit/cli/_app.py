@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from jaxlogit import models
+from jaxlogit import data, models, training
 from jaxlogit.errors import JaxlogitError
 
 
@@ -35,9 +35,37 @@ def common_options(fn):
     return wrapper
 
 
+def dataset_option(fn):
+    """Adds --dataset: a name registered in ``jaxlogit.data`` (checked when parsed; unknown: one line)."""
+    return click.option("--dataset", default=data.DEFAULT_DATASET, show_default=True,
+                        callback=lambda ctx, param, value: data.get(value).name,
+                        help=f"A registered dataset: {', '.join(data.names())} "
+                             "(or one added with jaxlogit.data.register).")(fn)
+
+
+def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
+                     config: training.BackboneConfig | None = None) -> training.Backbone:
+    """The compact ``arch`` trained on ``dataset`` with ``config`` (default: ``training.default_config``),
+    from the cache or trained now.
+
+    Raises:
+      JaxlogitError: unknown or non-compact ``arch``, or a dataset whose backbones come from
+        converted weights (the commands train compact backbones only).
+    """
+    spec = data.get(dataset)
+    if spec.backbones != data.COMPACT:
+        raise JaxlogitError(
+            f"--dataset {dataset} needs converted {spec.backbones} weights, which this command cannot "
+            f"load yet; run the experiments with --weights-dir, or use a dataset with compact backbones "
+            f"({', '.join(n for n in data.names() if data.get(n).backbones == data.COMPACT)})")
+    check_arch(arch, compact_only=True)
+    config = training.default_config(arch, dataset=dataset) if config is None else config
+    return training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+
+
 def check_arch(arch: str, *, compact_only: bool = False) -> str:
     """Returns ``arch`` if it names a backbone, else raises a one-line error listing them."""
-    names = [n for n in models.names() if not compact_only or models.spec(n).input_shape[0] <= 64]
+    names = [n for n in models.names() if not compact_only or models.spec(n).kind == data.COMPACT]
     if arch not in names:
         raise JaxlogitError(f"unknown arch {arch!r}: choose one of {', '.join(names)} (see `jaxlogit models`)")
     return arch

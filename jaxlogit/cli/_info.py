@@ -37,8 +37,10 @@ def info(data_dir, cache_dir) -> None:
 
     click.echo("devices: " + ", ".join(f"{d.platform}:{d.id}" for d in jax.devices()))
     click.echo("versions: " + ", ".join(f"{p} {_version(p)}" for p in _PACKAGES))
-    fmnist = data.find_fashion_mnist(data_dir)
-    click.echo(f"fashion_mnist: {fmnist if fmnist else 'not found (apt-get install -y dataset-fashion-mnist, or --data-dir)'}")
+    for spec in (data.get(name) for name in data.names()):
+        if spec.find is not None:
+            found = spec.find(data_dir)
+            click.echo(f"{spec.name}: {found if found else f'not found ({spec.install_hint})'}")
     root = paths.cache_root(cache_dir)
     click.echo(f"cache: {root}")
     for kind, names in _cached_artifacts(root).items():
