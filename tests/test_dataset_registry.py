@@ -66,9 +66,12 @@ def toy_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("toy_cache")
 
 
+DEFAULT_CONFIG = training.default_config
+
+
 def small_config(arch: str, **overrides) -> training.BackboneConfig:
-    """The default training config, shortened to a few seconds for the toy images."""
-    return dataclasses.replace(training.BackboneConfig(arch=arch, **overrides), epochs=4, batch_size=32)
+    """``training.default_config``, shortened to a few seconds for the toy images."""
+    return dataclasses.replace(DEFAULT_CONFIG(arch, **overrides), epochs=4, batch_size=32)
 
 
 def field(out: str, label: str) -> float:
@@ -117,17 +120,17 @@ def test_compact_models_take_the_shape_and_classes_of_a_registered_dataset(toy):
     spec = models.spec("resnet_compact", dataset=TOY)
     assert (spec.input_shape, spec.num_classes, spec.mean, spec.std) == (TOY_SHAPE, 3, TOY_MEAN, TOY_STD)
     assert set(models.names(dataset=TOY)) == {"vgg_compact", "resnet_compact", "densenet_compact"}
-    with pytest.raises(JaxlogitError, match="resnet50.*does not take toy_stripes images: choose one of vgg_compact"):
+    expected = f"'resnet50' does not take {TOY} images: choose one of vgg_compact"
+    with pytest.raises(JaxlogitError, match=expected):
         models.spec("resnet50", dataset=TOY)
 
 
 @pytest.mark.slow
 def test_attack_cli_trains_and_attacks_on_a_registered_dataset(toy, toy_cache, monkeypatch):
-    default_config = training.default_config
-    monkeypatch.setattr(training, "default_config",
-                        lambda arch, **kw: dataclasses.replace(default_config(arch, **kw), epochs=4, batch_size=32))
-    result = CliRunner().invoke(cli, ["attack", "--dataset", TOY, "--arch", "resnet_compact", "--attack", "pgd",
-                                      "--n", str(N_ATTACKED), "--batch", str(N_ATTACKED), "--cache-dir", str(toy_cache)])
+    monkeypatch.setattr(training, "default_config", small_config)
+    args = ["attack", "--dataset", TOY, "--arch", "resnet_compact", "--attack", "pgd", "--n", str(N_ATTACKED),
+            "--batch", str(N_ATTACKED), "--cache-dir", str(toy_cache)]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     config = small_config("resnet_compact", dataset=TOY)
     meta = json.loads((training.backbone_dir(config, str(toy_cache)) / "meta.json").read_text())
@@ -138,7 +141,8 @@ def test_attack_cli_trains_and_attacks_on_a_registered_dataset(toy, toy_cache, m
     clean = float(np.mean(np.asarray(backbone.logits_fn()(x)).argmax(-1) == y))
     assert field(result.output, "clean accuracy:") == pytest.approx(clean, abs=1e-4)
     assert clean > 0.6  # learnt the stripes from the registered training split (chance: 1/3)
-    adversarial, success = field(result.output, "adversarial accuracy:"), field(result.output, "success rate:")
+    adversarial = field(result.output, "adversarial accuracy:")
+    success = field(result.output, "success rate:")
     assert adversarial + success == pytest.approx(1.0, abs=2e-4)  # success == adversarial logits misclassify
 
 
@@ -147,8 +151,8 @@ def test_ensure_logits_on_a_registered_dataset(toy, toy_cache):
     backbone = training.ensure_backbone(small_config("resnet_compact", dataset=TOY), cache=str(toy_cache),
                                         progress=False)
     split = toy.load(toy.eval_split)
-    logit_store = pipeline.ensure_logits(backbone, pipeline.AttackConfig("pgd"), split, toy.eval_split, limit=50,
-                                         batch_size=50, cache=str(toy_cache), progress=False)
+    logit_store = pipeline.ensure_logits(backbone, pipeline.AttackConfig("pgd"), split, toy.eval_split,
+                                         limit=50, batch_size=50, cache=str(toy_cache), progress=False)
     clean, adv = np.asarray(logit_store["clean_logits"]), np.asarray(logit_store["adv_logits"])
     labels = np.asarray(logit_store["labels"])
     assert clean.shape == adv.shape == (50, toy.num_classes)
@@ -168,7 +172,8 @@ def test_cli_rejects_an_unknown_dataset_in_one_line(capsys):
 
 def test_cli_rejects_a_split_the_dataset_lacks(toy, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["logits", "--dataset", TOY, "--arch", "resnet_compact", "--attack", "pgd", "--split", "validation"])
+        main(["logits", "--dataset", TOY, "--arch", "resnet_compact", "--attack", "pgd",
+              "--split", "validation"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(lines) == 1 and "train, test" in lines[0]
 

@@ -110,7 +110,8 @@ def register(spec: DatasetSpec) -> DatasetSpec:
       JaxlogitError: the name is taken or the spec is inconsistent.
     """
     if spec.name in _DATASETS:
-        raise JaxlogitError(f"dataset {spec.name!r} is already registered; pick another name or unregister it first")
+        raise JaxlogitError(f"dataset {spec.name!r} is already registered; "
+                            "pick another name or unregister it first")
     problems = _problems(spec)
     if problems:
         raise JaxlogitError(f"dataset {spec.name!r} not registered: {'; '.join(problems)}")
@@ -171,5 +172,6 @@ register(DatasetSpec(
     name="imagenet", loader=_imagenet.load_imagenet, train_split="train", eval_split="validation",
     image_shape=(CROP, CROP, 3), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
     class_names=imagenet_class_names, backbones=IMAGENET,
-    description="ImageNet (ILSVRC 2012) from --data-dir: TFDS imagenet2012 or val/<wnid>/*.JPEG, 224x224 crops",
+    description="ImageNet (ILSVRC 2012) from --data-dir: TFDS imagenet2012 or val/<wnid>/*.JPEG, "
+                "224x224 crops",
 ))
