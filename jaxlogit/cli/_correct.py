@@ -6,7 +6,7 @@ import click
 import numpy as np
 
 from jaxlogit import data, pipeline
-from jaxlogit.cli._app import cli, common_options, dataset_option, trained_backbone
+from jaxlogit.cli._app import AttackName, cli, common_options, dataset_option, trained_backbone
 from jaxlogit.errors import JaxlogitError
 
 
@@ -23,8 +23,10 @@ def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_d
 def attack_options(fn):
     """--arch, --attack, --eps, --dataset shared by the logit and corrector commands."""
     fn = dataset_option(fn)
-    fn = click.option("--eps", type=float, default=16 / 255, show_default="16/255", help="L-inf budget of pgd/mim.")(fn)
-    fn = click.option("--attack", "attack_name", required=True, help="pgd, mim, deepfool or cw.")(fn)
+    fn = click.option("--eps", type=float, default=16 / 255, show_default="16/255",
+                      help="Budget of the attacks that take one (pgd, mim: L-inf).")(fn)
+    fn = click.option("--attack", "attack_name", required=True, type=AttackName(),
+                      help="A registered attack (jaxlogit.attacks), with the paper's settings.")(fn)
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
@@ -83,7 +85,8 @@ def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, 
 @correct.command("eval")
 @attack_options
 @corrector_options
-@click.option("--eval-attack", default=None, help="Evaluate on another attack's logits (transfer).")
+@click.option("--eval-attack", default=None, type=AttackName(),
+              help="Evaluate on another attack's logits (transfer).")
 @common_options
 def eval_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, eval_attack, data_dir,
              cache_dir) -> None:
