@@ -35,12 +35,26 @@ def common_options(fn):
     return wrapper
 
 
+class DatasetName(click.ParamType):
+    """A registered dataset's name (``jaxlogit.data``), read when parsing, so datasets registered
+    after import are accepted too; an unknown name is a one-line usage error listing them."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(data.names())}]"
+
+    def convert(self, value, param, ctx) -> str:
+        try:
+            return data.get(value).name
+        except JaxlogitError as err:
+            self.fail(str(err), param, ctx)
+
+
 def dataset_option(fn):
-    """Adds --dataset: a name registered in ``jaxlogit.data`` (checked when parsed; unknown: one line)."""
-    return click.option("--dataset", default=data.DEFAULT_DATASET, show_default=True,
-                        callback=lambda ctx, param, value: data.get(value).name,
-                        help=f"A registered dataset: {', '.join(data.names())} "
-                             "(or one added with jaxlogit.data.register).")(fn)
+    """Adds --dataset (default ``data.DEFAULT_DATASET``): a name registered in ``jaxlogit.data``."""
+    return click.option("--dataset", type=DatasetName(), default=data.DEFAULT_DATASET, show_default=True,
+                        help="A registered dataset (see jaxlogit.data.names()).")(fn)
 
 
 def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
