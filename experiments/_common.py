@@ -30,7 +30,7 @@ class Setup:
     """Dataset, backbones and sizes shared by the experiments.
 
     Attributes:
-      dataset: ``fashion_mnist`` (embedded default) or ``imagenet``.
+      dataset: a ``jaxlogit.data`` name: ``fashion_mnist`` (embedded default), ``imagenet``, ...
       backbones: the archs of Table 1; ``backbones[1]`` is the ResNet used by Tables 2-3.
       train_limit: training images whose logits train the corrector (None: all).
       test_limit: evaluation images ("full" set; None: all).
@@ -39,7 +39,7 @@ class Setup:
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
     """
 
-    dataset: str = "fashion_mnist"
+    dataset: str = data.DEFAULT_DATASET
     backbones: tuple[str, ...] = COMPACT
     train_limit: int | None = pipeline.DEFAULT_TRAIN_LIMIT
     test_limit: int | None = None
@@ -55,28 +55,40 @@ class Setup:
         return next(b for b in self.backbones if "resnet" in b)
 
     @property
+    def train_split_name(self) -> str:
+        """The dataset's training split."""
+        return data.get(self.dataset).train_split
+
+    @property
     def test_split_name(self) -> str:
-        return "test" if self.dataset == "fashion_mnist" else "validation"
+        """The dataset's evaluation split (``test``, ImageNet ``validation``)."""
+        return data.get(self.dataset).eval_split
+
+    @property
+    def trains_backbones(self) -> bool:
+        """Whether the backbones are compact ones trained here (else converted ImageNet weights)."""
+        return data.get(self.dataset).backbones == data.COMPACT
 
 
 def default_setup(dataset: str, **overrides) -> Setup:
-    """The setup of ``dataset``: the compact models on Fashion-MNIST, or the paper's on ImageNet."""
-    if dataset == "fashion_mnist":
-        return Setup(**overrides)
-    if dataset == "imagenet":
-        paper = dict(dataset="imagenet", backbones=IMAGENET, train_limit=None, per_class=1,
-                     corrector=pipeline.CorrectorConfig())
-        return Setup(**{**paper, **overrides})
-    raise JaxlogitError(f"unknown dataset {dataset!r}: use fashion_mnist or imagenet")
+    """The setup of ``dataset``: the compact models on a compact dataset (Fashion-MNIST), or the
+    paper's models and settings on one that uses the ImageNet backbones."""
+    if data.get(dataset).backbones == data.COMPACT:
+        return Setup(**{"dataset": dataset, **overrides})
+    paper = dict(dataset=dataset, backbones=IMAGENET, train_limit=None, per_class=1,
+                 corrector=pipeline.CorrectorConfig())
+    return Setup(**{**paper, **overrides})
 
 
 def load_backbone(setup: Setup, arch: str, *, progress: bool = True) -> training.Backbone:
     """The trained compact backbone (cached) or the converted ImageNet checkpoint."""
-    if setup.dataset == "fashion_mnist":
-        return training.ensure_backbone(training.default_config(arch), data_dir=setup.data_dir,
-                                        cache=setup.cache_dir, progress=progress)
+    if setup.trains_backbones:
+        config = training.default_config(arch, dataset=setup.dataset)
+        return training.ensure_backbone(config, data_dir=setup.data_dir, cache=setup.cache_dir,
+                                        progress=progress)
     if not setup.weights_dir:
-        raise JaxlogitError("--dataset imagenet needs --weights-dir DIR holding one `jaxlogit convert` output per arch (DIR/resnet50, ...)")
+        raise JaxlogitError(f"--dataset {setup.dataset} needs --weights-dir DIR holding one "
+                            "`jaxlogit convert` output per arch (DIR/resnet50, ...)")
     return training.load_backbone(pathlib.Path(setup.weights_dir) / arch)
 
 
@@ -89,7 +101,7 @@ def load_split(setup: Setup, name: str):
 def logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig, which: str,
            *, progress: bool = True) -> store.LogitStore:
     """The cached logit store of ``backbone`` x ``attack`` on ``which`` ('train' or 'test')."""
-    name = "train" if which == "train" else setup.test_split_name
+    name = setup.train_split_name if which == "train" else setup.test_split_name
     limit = setup.train_limit if which == "train" else setup.test_limit
     return pipeline.ensure_logits(backbone, attack, load_split(setup, name), name, limit=limit,
                                   cache=setup.cache_dir, progress=progress)
@@ -98,7 +110,8 @@ def logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackCon
 def corrector_for(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig,
                   config: pipeline.CorrectorConfig | None = None, *, progress: bool = True) -> pipeline.TrainedCorrector:
     """The corrector trained on ``attack``'s training logits of ``backbone`` (cached)."""
-    return pipeline.corrector_for_attack(backbone, attack, load_split(setup, "train"), config or setup.corrector,
+    train_split = load_split(setup, setup.train_split_name)
+    return pipeline.corrector_for_attack(backbone, attack, train_split, config or setup.corrector,
                                          limit=setup.train_limit, cache=setup.cache_dir, progress=progress)
 
 
@@ -157,7 +170,10 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
     """
 
     @click.command(help=doc)
-    @click.option("--dataset", type=click.Choice(["fashion_mnist", "imagenet"]), default="fashion_mnist", show_default=True)
+    @click.option("--dataset", default=data.DEFAULT_DATASET, show_default=True,
+                  callback=lambda ctx, param, value: data.get(value).name,
+                  help=f"A registered dataset: {', '.join(data.names())} "
+                       "(or one added with jaxlogit.data.register).")
     @click.option("--data-dir", envvar="JAXLOGIT_DATA", default=None, help="Dataset folder (ImageNet: TFDS data dir or image folders).")
     @click.option("--weights-dir", default=None, help="ImageNet only: folder of `jaxlogit convert` outputs, one per arch.")
     @click.option("--cache-dir", envvar="JAXLOGIT_CACHE", default=None, help="Artifact cache (default ~/.cache/jaxlogit).")

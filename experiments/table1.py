@@ -76,8 +76,8 @@ def strong_eps(setup: _common.Setup, arch: str, config: Table1Config) -> float |
 
 def stronger_rows(setup: _common.Setup, rows: list[dict], selected: np.ndarray, config: Table1Config) -> list[dict]:
     """For each backbone that keeps more than ``max_accuracy``% under the paper's epsilon, its
-    row at the smallest grid epsilon that does not (Fashion-MNIST only: ImageNet needs none)."""
-    if setup.dataset != "fashion_mnist":
+    row at the smallest grid epsilon that does not (compact backbones only: ImageNet needs none)."""
+    if not setup.trains_backbones:
         return []
     weak = [r["arch"] for r in rows if r["full"]["adv"] > config.max_accuracy]
     chosen = {arch: strong_eps(setup, arch, config) for arch in weak}

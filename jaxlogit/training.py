@@ -31,7 +31,7 @@ class BackboneConfig:
 
     Attributes:
       arch: a name from ``models.names()``.
-      dataset: the dataset it is trained on (``data.load`` name).
+      dataset: the dataset it is trained on (a ``data.names()`` name that uses compact backbones).
       epochs: passes over the training split.
       batch_size: images per step.
       learning_rate: peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay to 0).
@@ -40,7 +40,7 @@ class BackboneConfig:
     """
 
     arch: str
-    dataset: str = "fashion_mnist"
+    dataset: str = data.DEFAULT_DATASET
     epochs: int = 2
     batch_size: int = 128
     learning_rate: float = 3e-3
@@ -154,7 +154,7 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
     Checkpoints the full training state in ``workdir`` after each epoch and, if ``workdir``
     already holds one, resumes after its last epoch (a crash loses at most one epoch).
     """
-    spec = models.spec(config.arch)
+    spec = models.spec(config.arch, dataset=config.dataset)
     module = models.create(config.arch, num_classes=split.num_classes)
     steps_per_epoch = len(split) // config.batch_size
     state = create_state(config, module, split.image_shape, steps_per_epoch)
@@ -215,13 +215,14 @@ def ensure_backbone(
     directory = backbone_dir(config, cache)
     if (directory / "meta.json").exists():
         return load_backbone(directory)
-    train_split = data.load(config.dataset, "train", data_dir=data_dir)
-    test_split = data.load(config.dataset, "test", data_dir=data_dir)
+    spec = models.spec(config.arch, dataset=config.dataset)
+    dataset = data.get(config.dataset)
+    train_split = dataset.load(dataset.train_split, data_dir)
+    test_split = dataset.load(dataset.eval_split, data_dir)
     workdir = directory.with_name(directory.name + ".train")
     start = time.perf_counter()
     variables = train(config, train_split, workdir, progress=progress)
     seconds = time.perf_counter() - start
-    spec = models.spec(config.arch)
     module = models.create(config.arch, num_classes=train_split.num_classes)
     test_accuracy = accuracy(
         models.logits_fn(module, variables, mean=spec.mean, std=spec.std), test_split
@@ -231,6 +232,7 @@ def ensure_backbone(
         "num_classes": train_split.num_classes,
         "mean": list(spec.mean),
         "std": list(spec.std),
+        "input_shape": list(spec.input_shape),
         "dataset": config.dataset,
         "config": dataclasses.asdict(config),
         "train_seconds": round(seconds, 1),

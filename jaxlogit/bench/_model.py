@@ -105,7 +105,8 @@ def _images(arch: str, batch: int, *, data_dir: str | None, seed: int) -> tuple[
     shape = models.spec(arch).input_shape
     if not is_imagenet(arch):
         try:
-            split = data.load("fashion_mnist", "test", data_dir=data_dir)
+            default = data.get(data.DEFAULT_DATASET)
+            split = default.load(default.eval_split, data_dir)
             x, _ = split.get_batch(np.arange(batch) % len(split))
             return x.astype(np.float32), f"the first {batch} Fashion-MNIST test images"
         except JaxlogitError:

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from jaxlogit import _xla, attacks, models, paths, progress
+from jaxlogit import _xla, attacks, data, models, paths, progress, training
 from jaxlogit.errors import JaxlogitError
 
 
@@ -59,9 +59,51 @@ def common_options(fn):
     return wrapper
 
 
+class DatasetName(click.ParamType):
+    """A registered dataset's name (``jaxlogit.data``), read when parsing, so datasets registered
+    after import are accepted too; an unknown name is a one-line usage error listing them."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(data.names())}]"
+
+    def convert(self, value, param, ctx) -> str:
+        try:
+            return data.get(value).name
+        except JaxlogitError as err:
+            self.fail(str(err), param, ctx)
+
+
+def dataset_option(fn):
+    """Adds --dataset (default ``data.DEFAULT_DATASET``): a name registered in ``jaxlogit.data``."""
+    return click.option("--dataset", type=DatasetName(), default=data.DEFAULT_DATASET, show_default=True,
+                        help="A registered dataset (see jaxlogit.data.names()).")(fn)
+
+
+def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
+                     config: training.BackboneConfig | None = None) -> training.Backbone:
+    """The compact ``arch`` trained on ``dataset`` with ``config`` (default: ``training.default_config``),
+    from the cache or trained now.
+
+    Raises:
+      JaxlogitError: unknown or non-compact ``arch``, or a dataset whose backbones come from
+        converted weights (the commands train compact backbones only).
+    """
+    spec = data.get(dataset)
+    if spec.backbones != data.COMPACT:
+        raise JaxlogitError(
+            f"--dataset {dataset} needs converted {spec.backbones} weights, which this command cannot "
+            f"load yet; run the experiments with --weights-dir, or use a dataset with compact backbones "
+            f"({', '.join(n for n in data.names() if data.get(n).backbones == data.COMPACT)})")
+    check_arch(arch, compact_only=True)
+    config = training.default_config(arch, dataset=dataset) if config is None else config
+    return training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+
+
 def check_arch(arch: str, *, compact_only: bool = False) -> str:
     """Returns ``arch`` if it names a backbone, else raises a one-line error listing them."""
-    names = [n for n in models.names() if not compact_only or models.spec(n).input_shape[0] <= 64]
+    names = [n for n in models.names() if not compact_only or models.spec(n).kind == data.COMPACT]
     if arch not in names:
         raise JaxlogitError(f"unknown arch {arch!r}: choose one of {', '.join(names)} (see `jaxlogit models`)")
     return arch

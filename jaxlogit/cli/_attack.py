@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxlogit import adaptive as adaptive_eval
 from jaxlogit import _xla, batching, data, pipeline, training
-from jaxlogit.cli._app import AttackName, check_arch, cli, common_options
+from jaxlogit.cli._app import AttackName, cli, common_options, dataset_option, trained_backbone
 
 
 def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray,
@@ -42,18 +42,20 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Adaptive: steps per restart.")
 @click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
+@dataset_option
 @common_options
-def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, data_dir, cache_dir) -> None:
-    """Attack the first N test images of Fashion-MNIST and report accuracy, success and norms.
+def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, dataset, data_dir,
+           cache_dir) -> None:
+    """Attack the first N evaluation images of --dataset (default Fashion-MNIST's test set) and
+    report accuracy, success and norms.
 
     With --adaptive, the corrector trained on this attack's logits of 4,000 training images
     (cached, as `jaxlogit correct train` makes it) defends the backbone, and the attacks that
     know it (jaxlogit.adaptive) run on g∘f.
     """
-    check_arch(arch, compact_only=True)
     config = pipeline.AttackConfig(attack_name, eps=eps, seed=seed)
-    backbone = training.ensure_backbone(training.default_config(arch), data_dir=data_dir, cache=cache_dir)
-    split = data.load("fashion_mnist", "test", data_dir=data_dir)
+    backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
+    split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
     x, y = split.get_batch(np.arange(min(n, len(split))))
     logits_fn = backbone.logits_fn()
     key = jax.random.key(seed)
@@ -77,13 +79,14 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     click.echo(f"wall time:            {seconds:.1f} s (including compilation)")
     if adaptive_:
         config = adaptive_eval.AdaptiveConfig(eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size)
-        report_adaptive(backbone, config, x, y, adv_logits, attack_name, data_dir, cache_dir)
+        report_adaptive(backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir)
 
 
 def report_adaptive(backbone: training.Backbone, config: adaptive_eval.AdaptiveConfig, x: np.ndarray, y: np.ndarray,
-                    oblivious_logits: np.ndarray, attack_name: str, data_dir, cache_dir) -> None:
+                    oblivious_logits: np.ndarray, attack_name: str, dataset: str, data_dir,
+                    cache_dir) -> None:
     """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs."""
-    train_split = data.load("fashion_mnist", "train", data_dir=data_dir)
+    train_split = data.load(dataset, data.get(dataset).train_split, data_dir=data_dir)
     trained = pipeline.corrector_for_attack(backbone, pipeline.AttackConfig(attack_name), train_split, pipeline.DEFAULT_CORRECTOR,
                                             limit=pipeline.DEFAULT_TRAIN_LIMIT, cache=cache_dir)
     g = adaptive_eval.corrector_fn(trained.module, trained.params)

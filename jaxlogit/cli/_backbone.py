@@ -5,39 +5,36 @@ from __future__ import annotations
 import click
 
 from jaxlogit import data, training
-from jaxlogit.cli._app import check_arch, cli, common_options
+from jaxlogit.cli._app import cli, common_options, dataset_option, trained_backbone
 
 
 @cli.group()
 def backbone() -> None:
-    """Train and evaluate the compact backbones on Fashion-MNIST (cached)."""
-
-
-def _config(arch: str, epochs: int | None, seed: int) -> training.BackboneConfig:
-    check_arch(arch, compact_only=True)
-    overrides = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
-    return training.default_config(arch, **overrides)
+    """Train and evaluate the compact backbones on Fashion-MNIST or another --dataset (cached)."""
 
 
 def backbone_options(fn):
-    """--arch, --epochs, --seed (which trained config) plus the common options."""
+    """--arch, --epochs, --seed, --dataset (which trained config) plus the common options."""
     fn = common_options(fn)
+    fn = dataset_option(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
     fn = click.option("--epochs", type=click.IntRange(min=1), default=None,
                       help="Training epochs (default: the arch's, see training.DEFAULT_EPOCHS).")(fn)
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
-def _ensure(arch, epochs, seed, data_dir, cache_dir) -> tuple[training.BackboneConfig, training.Backbone]:
-    config = _config(arch, epochs, seed)
-    return config, training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+def _ensure(arch, epochs, seed, dataset, data_dir,
+            cache_dir) -> tuple[training.BackboneConfig, training.Backbone]:
+    overrides = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
+    config = training.default_config(arch, dataset=dataset, **overrides)
+    return config, trained_backbone(arch, dataset, data_dir, cache_dir, config=config)
 
 
 @backbone.command("train")
 @backbone_options
-def train_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
+def train_cmd(arch, epochs, seed, dataset, data_dir, cache_dir) -> None:
     """Train ARCH (or reuse its cached checkpoint) and print its test accuracy."""
-    _, model = _ensure(arch, epochs, seed, data_dir, cache_dir)
+    _, model = _ensure(arch, epochs, seed, dataset, data_dir, cache_dir)
     click.echo(f"checkpoint: {model.directory}")
     click.echo(f"train seconds: {model.meta['train_seconds']}")
     click.echo(f"accuracy: {model.meta['test_accuracy']:.4f}")
@@ -45,10 +42,11 @@ def train_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
 
 @backbone.command("eval")
 @backbone_options
-def eval_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
-    """Evaluate ARCH on the 10,000 test images (trains it first if it is not cached)."""
-    config, model = _ensure(arch, epochs, seed, data_dir, cache_dir)
-    split = data.load(config.dataset, "test", data_dir=data_dir)
+def eval_cmd(arch, epochs, seed, dataset, data_dir, cache_dir) -> None:
+    """Evaluate ARCH on the dataset's evaluation split (Fashion-MNIST: the 10,000 test images;
+    trains it first if it is not cached)."""
+    config, model = _ensure(arch, epochs, seed, dataset, data_dir, cache_dir)
+    split = data.load(config.dataset, data.get(config.dataset).eval_split, data_dir=data_dir)
     acc = training.accuracy(model.logits_fn(), split)
     click.echo(f"checkpoint: {model.directory}")
     click.echo(f"accuracy: {acc:.4f}")

@@ -5,24 +5,24 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from jaxlogit import data, pipeline, training
-from jaxlogit.cli._app import AttackName, check_arch, cli, common_options
+from jaxlogit import data, pipeline
+from jaxlogit.cli._app import AttackName, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.errors import JaxlogitError
 
 
-def _backbone(arch: str, data_dir, cache_dir) -> training.Backbone:
-    check_arch(arch, compact_only=True)
-    return training.ensure_backbone(training.default_config(arch), data_dir=data_dir, cache=cache_dir)
-
-
-def _store(arch, attack_name, split_name, limit, eps, data_dir, cache_dir):
+def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir):
+    splits = data.get(dataset).splits
+    if split_name not in splits:
+        raise JaxlogitError(f"--split {split_name!r}: {dataset} has the splits {', '.join(splits)}")
     attack = pipeline.AttackConfig(attack_name, eps=eps)
-    backbone = _backbone(arch, data_dir, cache_dir)
-    split = data.load("fashion_mnist", split_name, data_dir=data_dir)
+    backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
+    split = data.load(dataset, split_name, data_dir=data_dir)
     return pipeline.ensure_logits(backbone, attack, split, split_name, limit=limit, cache=cache_dir)
 
 
 def attack_options(fn):
-    """--arch, --attack, --eps shared by the logit and corrector commands."""
+    """--arch, --attack, --eps, --dataset shared by the logit and corrector commands."""
+    fn = dataset_option(fn)
     fn = click.option("--eps", type=float, default=16 / 255, show_default="16/255",
                       help="Budget of the attacks that take one (pgd, mim: L-inf).")(fn)
     fn = click.option("--attack", "attack_name", required=True, type=AttackName(),
@@ -32,12 +32,13 @@ def attack_options(fn):
 
 @cli.command()
 @attack_options
-@click.option("--split", "split_name", type=click.Choice(["train", "test"]), required=True)
+@click.option("--split", "split_name", required=True,
+              help="The dataset's training or evaluation split (fashion_mnist: train or test).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (default: all).")
 @common_options
-def logits(arch, attack_name, eps, split_name, limit, data_dir, cache_dir) -> None:
+def logits(arch, attack_name, eps, dataset, split_name, limit, data_dir, cache_dir) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
-    s = _store(arch, attack_name, split_name, limit, eps, data_dir, cache_dir)
+    s = _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir)
     labels = np.asarray(s["labels"])
     click.echo(f"store: {s.directory}")
     click.echo(f"images: {len(s)}")
@@ -62,8 +63,9 @@ def corrector_options(fn):
                         help="Training images whose logits train the corrector.")(fn)
 
 
-def _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir):
-    train_store = _store(arch, attack_name, "train", limit, eps, data_dir, cache_dir)
+def _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir):
+    train_split = data.get(dataset).train_split
+    train_store = _store(arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir)
     config = pipeline.CorrectorConfig(hidden=hidden or None, epochs=epochs, lr=lr, seed=seed)
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir)
 
@@ -72,9 +74,10 @@ def _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir
 @attack_options
 @corrector_options
 @common_options
-def train_cmd(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir) -> None:
+def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir) -> None:
     """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached)."""
-    trained = _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir)
+    trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
+                         cache_dir)
     click.echo(f"corrector: {trained.directory}")
     click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
 
@@ -85,10 +88,13 @@ def train_cmd(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir,
 @click.option("--eval-attack", default=None, type=AttackName(),
               help="Evaluate on another attack's logits (transfer).")
 @common_options
-def eval_cmd(arch, attack_name, eps, limit, epochs, hidden, lr, seed, eval_attack, data_dir, cache_dir) -> None:
-    """Accuracy on the test set, clean and adversarial, without and with correction."""
-    trained = _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir)
-    test = _store(arch, eval_attack or attack_name, "test", None, eps, data_dir, cache_dir)
+def eval_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, eval_attack, data_dir,
+             cache_dir) -> None:
+    """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
+    trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
+                         cache_dir)
+    eval_split = data.get(dataset).eval_split
+    test = _store(arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir)
     labels = np.asarray(test["labels"])
     for kind in ("clean", "adv"):
         z = np.asarray(test[f"{kind}_logits"])

@@ -6,8 +6,8 @@ import click
 import numpy as np
 
 from jaxlogit import data, explain, pipeline
-from jaxlogit.cli._app import cli, common_options
-from jaxlogit.cli._correct import _backbone, _corrector, attack_options, corrector_options
+from jaxlogit.cli._app import cli, common_options, trained_backbone
+from jaxlogit.cli._correct import _corrector, attack_options, corrector_options
 
 SELECTING_ARCH = "resnet_compact"
 """The backbone whose correct predictions define the selected set (the paper's ResNet-50)."""
@@ -41,20 +41,23 @@ def _check_k(name: str, value: int | None, num_classes: int) -> int:
               help="Images per class in the selected set (correctly classified by resnet_compact).")
 @corrector_options
 @common_options
-def explain_cmd(arch, attack_name, eps, per_example, top, per_class, limit, epochs, hidden, lr, seed,
+def explain_cmd(arch, attack_name, eps, dataset, per_example, top, per_class, limit, epochs, hidden, lr, seed,
                 data_dir, cache_dir) -> None:
     """Supporting classes of the corrector trained on ATTACK: votes of the largest S_k over the
     selected test set's adversarial logits (the paper's Figures 2-3)."""
-    backbone = _backbone(arch, data_dir, cache_dir)
+    backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     num_classes = int(backbone.meta["num_classes"])
     per_example = _check_k("--per-example", per_example, num_classes)
     top = _check_k("--top", top, num_classes)
-    trained = _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir)
-    split = data.load("fashion_mnist", "test", data_dir=data_dir)
-    selector = _backbone(SELECTING_ARCH, data_dir, cache_dir) if arch != SELECTING_ARCH else backbone
+    trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
+                         cache_dir)
+    split_name = data.get(dataset).eval_split
+    split = data.load(dataset, split_name, data_dir=data_dir)
+    selector = backbone if arch == SELECTING_ARCH else trained_backbone(SELECTING_ARCH, dataset, data_dir,
+                                                                        cache_dir)
     indices = pipeline.selected_indices(selector, split, per_class=per_class, cache=cache_dir)
-    rows = pipeline.selected_logits(backbone, pipeline.AttackConfig(attack_name, eps=eps), split, "test", indices,
-                                    cache=cache_dir)
+    rows = pipeline.selected_logits(backbone, pipeline.AttackConfig(attack_name, eps=eps), split, split_name,
+                                    indices, cache=cache_dir)
     scores = explain.supporting_scores(trained.g_fn(), rows["adv_logits"], rows["labels"])
     classes, counts = explain.supporting_classes(scores, per_example=per_example, top=top)
     click.echo(f"supporting classes of the {attack_name} corrector on {arch}: {len(indices)} selected test images, "

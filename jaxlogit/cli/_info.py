@@ -57,9 +57,10 @@ def _cached_artifacts(root: pathlib.Path) -> dict[str, list[tuple[str, int]]]:
 
 def _echo_datasets(data_dir) -> None:
     if data_dir is None:
-        fmnist = data.find_fashion_mnist(None)
-        missing = "not found (apt-get install -y dataset-fashion-mnist, or --data-dir)"
-        click.echo(f"fashion_mnist: {fmnist if fmnist else missing}")
+        for spec in (data.get(name) for name in data.names()):
+            if spec.find is not None:
+                found = spec.find(None)
+                click.echo(f"{spec.name}: {found if found else f'not found ({spec.install_hint})'}")
         click.echo("imagenet: no --data-dir given "
                    "(a TFDS data dir or a folder with val/<wnid>/ and train/<wnid>/)")
         return

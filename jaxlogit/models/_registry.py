@@ -1,4 +1,10 @@
-"""The model zoo: names, their specs (input shape, classes, normalisation) and constructors."""
+"""The model zoo: names, their specs (input shape, classes, normalisation) and constructors.
+
+A backbone is either ``data.IMAGENET`` (torchvision's, 224x224x3) or ``data.COMPACT`` (trained here
+on whichever dataset uses compact backbones); its input shape, classes and normalisation come
+from a dataset in ``jaxlogit.data``'s registry: ``spec(name)`` from its default dataset,
+``spec(name, dataset=...)`` from another one.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlogit import data
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.models import _densenet, _resnet, _vgg
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
-IMAGENET_SHAPE = (224, 224, 3)
-FASHION_MNIST_SHAPE = (28, 28, 1)
+# The dataset whose images and classes a backbone kind takes by default (``spec(name)``).
+_KIND_DEFAULT_DATASET = {data.COMPACT: data.DEFAULT_DATASET, data.IMAGENET: "imagenet"}
 
 
 class ModelSpec(NamedTuple):
@@ -31,6 +34,8 @@ class ModelSpec(NamedTuple):
         mean: per-channel mean (C,) subtracted from [0, 1] images.
         std: per-channel std (C,) dividing them.
         description: one line for humans.
+        kind: ``data.COMPACT`` or ``data.IMAGENET``: the datasets it takes are those whose
+            ``DatasetSpec.backbones`` equals it.
     """
 
     name: str
@@ -40,15 +45,28 @@ class ModelSpec(NamedTuple):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     description: str
+    kind: str = data.COMPACT
+
+
+def _for_dataset(model_spec: ModelSpec, dataset: str) -> ModelSpec:
+    """``model_spec`` taking ``dataset``'s images (shape, normalisation) and predicting its classes."""
+    ds = data.get(dataset)
+    return model_spec._replace(input_shape=tuple(ds.image_shape), num_classes=ds.num_classes,
+                               mean=tuple(ds.mean), std=tuple(ds.std))
+
+
+def _of_kind(name: str, family: str, description: str, kind: str) -> ModelSpec:
+    """The spec of a ``kind`` backbone on its kind's default dataset."""
+    model_spec = ModelSpec(name, family, (0, 0, 0), 0, (), (), description, kind)
+    return _for_dataset(model_spec, _KIND_DEFAULT_DATASET[kind])
 
 
 def _imagenet(name: str, family: str, description: str) -> ModelSpec:
-    return ModelSpec(name, family, IMAGENET_SHAPE, 1000, IMAGENET_MEAN, IMAGENET_STD, description)
+    return _of_kind(name, family, description, data.IMAGENET)
 
 
 def _fashion(name: str, family: str, description: str) -> ModelSpec:
-    return ModelSpec(name, family, FASHION_MNIST_SHAPE, 10, FASHION_MNIST_MEAN,
-                     FASHION_MNIST_STD, description)
+    return _of_kind(name, family, description, data.COMPACT)
 
 
 _ZOO: dict[str, tuple[ModelSpec, Callable[..., nn.Module]]] = {
@@ -77,10 +95,18 @@ _TEST_ONLY: dict[str, tuple[ModelSpec, Callable[..., nn.Module]]] = {
 }
 
 
-def names(*, include_test_only: bool = False) -> list[str]:
-    """The registered model names (the ``*_tiny`` test models only if asked)."""
-    listed = list(_ZOO)
-    return listed + list(_TEST_ONLY) if include_test_only else listed
+def names(*, include_test_only: bool = False, dataset: str | None = None) -> list[str]:
+    """The registered model names (the ``*_tiny`` test models only if asked).
+
+    Args:
+      include_test_only: also list the ``*_tiny`` test models.
+      dataset: only the backbones that take this dataset (``data.get(dataset).backbones``).
+    """
+    listed = list(_ZOO) + (list(_TEST_ONLY) if include_test_only else [])
+    if dataset is None:
+        return listed
+    kind = data.get(dataset).backbones
+    return [name for name in listed if _entry(name)[0].kind == kind]
 
 
 def _entry(name: str) -> tuple[ModelSpec, Callable[..., nn.Module]]:
@@ -90,9 +116,25 @@ def _entry(name: str) -> tuple[ModelSpec, Callable[..., nn.Module]]:
     return entry
 
 
-def spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of model ``name``; unknown names raise ``JaxlogitError``."""
-    return _entry(name)[0]
+def spec(name: str, dataset: str | None = None) -> ModelSpec:
+    """The :class:`ModelSpec` of model ``name``, on ``dataset`` if given.
+
+    Args:
+      name: a name from ``names()``.
+      dataset: a registered dataset the backbone takes: the spec's input shape, classes and
+        normalisation are then that dataset's. ``None``: the backbone's default dataset
+        (Fashion-MNIST for the compact archs, ImageNet for the others).
+
+    Raises:
+      JaxlogitError: unknown model or dataset, or a dataset that uses the other kind of backbone.
+    """
+    model_spec = _entry(name)[0]
+    if dataset is None:
+        return model_spec
+    if data.get(dataset).backbones != model_spec.kind:
+        raise JaxlogitError(f"model {name!r} does not take {dataset} images: choose one of "
+                            f"{', '.join(names(dataset=dataset))}")
+    return _for_dataset(model_spec, dataset)
 
 
 def create(name: str, num_classes: int | None = None) -> nn.Module:
