@@ -55,7 +55,8 @@ def test_idx_round_trip(tmp_path, name):
     back = data.read_idx(tmp_path / name, ndim=3)
     assert back.dtype == np.uint8
     np.testing.assert_array_equal(back, images)
-    raw = (gzip.open if name.endswith(".gz") else open)(tmp_path / name, "rb").read()
+    with (gzip.open if name.endswith(".gz") else open)(tmp_path / name, "rb") as handle:
+        raw = handle.read()
     assert raw[:4] == b"\x00\x00\x08\x03"
 
 
