@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shutil
+import sys
 import typing
 from typing import Callable
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import _xla, attacks, batching, corrector, data, paths, store, training
+from jaxlogit import _lock, _xla, attacks, batching, corrector, data, paths, store, training
 from jaxlogit.errors import JaxlogitError
 
 ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
@@ -176,13 +177,40 @@ class TrainedCorrector(typing.NamedTuple):
 
 
 def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *, cache: str | None = None,
-                     progress: bool = True) -> TrainedCorrector:
-    """The corrector trained with ``config`` on ``train_logits`` (cached; resumes after a crash)."""
+                     progress: bool = True, rebuild: bool = False) -> TrainedCorrector:
+    """The corrector trained with ``config`` on ``train_logits`` (cached; resumes after a crash).
+
+    One process trains it; another that asks for it meanwhile waits, then loads it. With
+    ``rebuild``, a damaged cached corrector is trained again (else it is a ``JaxlogitError``).
+    """
     key_config = {"logits": train_logits.directory.name, "corrector": dataclasses.asdict(config)}
     directory = paths.artifact_dir("correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache)
-    if (directory / "meta.json").exists():
+    cached = _cached_corrector(directory, rebuild)
+    if cached is not None:
+        return cached
+    paths.check_writable(directory.parent)
+    with _lock.exclusive(directory):
+        cached = _cached_corrector(directory, rebuild)  # made by the process we waited for
+        return cached if cached is not None else _train_corrector(train_logits, config, directory, progress)
+
+
+def _cached_corrector(directory: pathlib.Path, rebuild: bool) -> TrainedCorrector | None:
+    """The corrector saved in ``directory``; None if there is none, or if it is damaged and ``rebuild``."""
+    if not (directory / "meta.json").exists():
+        return None
+    try:
         module, params, meta = corrector.load(directory)
-        return TrainedCorrector(module, params, meta, directory)
+    except JaxlogitError as err:
+        if not rebuild:
+            raise
+        print(f"warning: {str(err).split(';')[0]}; training it again", file=sys.stderr)
+        return None
+    return TrainedCorrector(module, params, meta, directory)
+
+
+def _train_corrector(train_logits: store.LogitStore, config: CorrectorConfig, directory: pathlib.Path,
+                     progress: bool) -> TrainedCorrector:
+    """Trains the corrector of ``config`` and saves it in ``directory``."""
     num_classes = int(train_logits["clean_logits"].shape[1])
     result = corrector.train(
         train_logits, num_classes=num_classes, hidden=config.hidden, epochs=config.epochs,

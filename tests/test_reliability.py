@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pathlib
 
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlogit import _digest, _lock, models, paths
+from jaxlogit import _digest, _lock, models, paths, pipeline, store, training
 from jaxlogit.cli import _info, main
 from jaxlogit.errors import JaxlogitError
 
@@ -110,3 +111,115 @@ def test_convert_into_a_read_only_folder_fails_at_once(capsys, tmp_path, monkeyp
     code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(parent / "ckpt"))
     assert_one_line(code, err, "read-only", str(parent))
     assert list(parent.iterdir()) == []
+
+
+# 3. checksums: damage is an error naming the file, and the builder repairs it -----------------------------------
+
+def flip_byte(path: pathlib.Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if offset is None else offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def produce(start: int, stop: int) -> dict:
+    rows = np.arange(start, stop)
+    logits = np.stack([np.sin(rows * (c + 1.0)) for c in range(10)], axis=1).astype(np.float32)
+    return {"clean_logits": logits, "adv_logits": -logits, "labels": (rows % 10).astype(np.int32),
+            "success": rows % 2 == 0, "norm": rows.astype(np.float32) / 100}
+
+
+def build_store(directory: pathlib.Path, produce_fn=produce) -> "store.LogitStore":
+    return store.build(directory, 50, produce_fn, shard_size=16, config={"test": 1}, progress=False)
+
+
+def files_of(directory: pathlib.Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_a_flipped_byte_in_a_shard_is_an_error_naming_it_and_build_repairs_it(tmp_path):
+    directory = tmp_path / "store"
+    build_store(directory)
+    original = files_of(directory)
+    shard = directory / "shard-00001.adv_logits.npy"
+    flip_byte(shard, offset=len(shard.read_bytes()) - 3)  # inside the data, not the header
+    opened = store.open(directory)
+    np.asarray(opened.shard("adv_logits", 0))  # an intact shard still reads
+    with pytest.raises(store.DamagedStore, match=r"shard-00001\.adv_logits\.npy is damaged.*jaxlogit logits"):
+        opened["adv_logits"]
+    calls = []
+    rebuilt = build_store(directory, lambda a, b: calls.append(a) or produce(a, b))
+    assert calls == [16, 32, 48]  # from the damaged shard on, not from scratch
+    assert files_of(directory) == original
+    np.testing.assert_array_equal(rebuilt["adv_logits"], produce(0, 50)["adv_logits"])
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_manifest_or_truncated_shard_is_one_line_and_build_repairs_it(tmp_path, damage):
+    directory = tmp_path / "store"
+    build_store(directory)
+    original = files_of(directory)
+    target = directory / ("manifest.json" if damage == "flip" else "shard-00002.labels.npy")
+    if damage == "flip":
+        target.write_text(target.read_text().replace('"shard_size": 16', '"shard_size": 17'))
+    else:
+        target.write_bytes(target.read_bytes()[:-7])
+    with pytest.raises(store.DamagedStore, match=target.name) as err:
+        opened = store.open(directory)
+        opened["labels"]
+    assert "\n" not in str(err.value)
+    build_store(directory)
+    assert files_of(directory) == original
+
+
+def test_stores_written_before_digests_are_read_unverified(tmp_path):
+    directory = tmp_path / "store"
+    build_store(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for field in ("digests", "sha256"):
+        manifest.pop(field)
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    np.testing.assert_array_equal(store.open(directory)["norm"], produce(0, 50)["norm"])
+
+
+def test_a_run_that_fails_before_its_first_shard_leaves_nothing(tmp_path):
+    def failing(start, stop):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        build_store(tmp_path / "store", failing)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_backbone_is_an_error_and_backbone_train_replaces_it(tmp_path, monkeypatch):
+    config = training.default_config(ARCH)
+    directory = training.backbone_dir(config, tmp_path)
+    models.save_checkpoint(directory, ARCH, random_variables(0))
+    state_files = sorted((p for p in (directory / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    flip_byte(state_files[-1])
+    with pytest.raises(JaxlogitError, match=r"corrupt checkpoint .*SHA-256.*backbone train") as err:
+        training.ensure_backbone(config, cache=tmp_path)
+    assert "\n" not in str(err.value)
+
+    def retrain(config, target, data_dir, progress):  # stands in for the real training
+        models.save_checkpoint(target, ARCH, random_variables(2))
+        return training.load_backbone(target)
+
+    monkeypatch.setattr(training, "_train_and_save", retrain)
+    rebuilt = training.ensure_backbone(config, cache=tmp_path, rebuild=True)
+    assert leaves_equal(rebuilt.variables, random_variables(2))
+    assert leaves_equal(training.ensure_backbone(config, cache=tmp_path).variables, random_variables(2))
+
+
+def test_a_damaged_corrector_is_an_error_and_correct_train_replaces_it(tmp_path):
+    logits = build_store(tmp_path / "store")
+    config = pipeline.CorrectorConfig(hidden=None, epochs=1, batch_size=8, holdout_fraction=0.0)
+    trained = pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False)
+    kernel = np.asarray(trained.params["output"]["kernel"])
+    params_files = sorted((p for p in (trained.directory / "params").rglob("*") if p.is_file()),
+                          key=lambda p: p.stat().st_size)
+    flip_byte(params_files[-1])
+    with pytest.raises(JaxlogitError, match=r"damaged corrector .*SHA-256.*correct train"):
+        pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False)
+    again = pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False, rebuild=True)
+    np.testing.assert_array_equal(np.asarray(again.params["output"]["kernel"]), kernel)
+    pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False)  # intact again
