@@ -8,6 +8,7 @@ through their configs; the attack functions know no model and the corrector no i
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import shutil
 import sys
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import _lock, _xla, attacks, batching, corrector, data, paths, store, training
+from jaxlogit import _lock, _validate, _xla, attacks, batching, corrector, data, paths, store, training
 from jaxlogit.errors import JaxlogitError
 
 ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
@@ -43,6 +44,9 @@ class AttackConfig:
     def __post_init__(self):
         if self.name not in ATTACK_NAMES:
             raise JaxlogitError(f"unknown attack {self.name!r}: choose one of {', '.join(ATTACK_NAMES)}")
+        _validate.eps(self.eps, "--eps" if self.name in ("pgd", "mim") else "eps")
+        if self.steps is not None:
+            _validate.positive_int("steps", self.steps)
 
     @property
     def label(self) -> str:
@@ -149,6 +153,17 @@ class CorrectorConfig:
     p_clean: float = 0.3
     holdout_fraction: float = 0.1
     seed: int = 0
+
+    def __post_init__(self):
+        if self.hidden is not None and (isinstance(self.hidden, bool) or not isinstance(self.hidden, int)
+                                        or self.hidden < 1):
+            raise JaxlogitError(f"--hidden={self.hidden!r}: pass a width >= 1, or 0 for the single-layer corrector")
+        _validate.positive_int("--epochs", self.epochs)
+        _validate.positive_int("batch_size", self.batch_size)
+        _validate.positive_number("--lr", self.lr)
+        _validate.number_in("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
+        _validate.number_in("p_clean", self.p_clean, 0.0, 1.0)
+        _validate.number_in("holdout_fraction", self.holdout_fraction, 0.0, 1.0, high_open=True)
 
 
 # The embedded default (Fashion-MNIST): the corrector learns from the logits of the first

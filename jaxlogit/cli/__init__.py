@@ -25,12 +25,6 @@ def main(argv: list[str] | None = None) -> None:
     except JaxlogitError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except OSError as err:
-        fault = paths.filesystem_fault(err)
-        if fault is None:
-            raise
-        click.echo(f"error: {fault}", err=True)
-        sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt):  # a prompt aborted, or SIGINT off the main thread
         click.echo(_interrupt.MESSAGE, err=True)
         sys.exit(130)
@@ -39,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as exit_:
         sys.exit(exit_.exit_code)
+    except Exception as err:  # a disk fault, however a library wrapped it, is one line; anything else a bug
+        fault = paths.filesystem_fault(err)
+        if fault is None:
+            raise
+        click.echo(f"error: {fault}", err=True)
+        sys.exit(2)
     finally:
         _interrupt.restore(previous)
 
