@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from jaxlogit import bench, paths
+from jaxlogit import attacks, bench, paths
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compact-arch", nargs="+", default=["resnet_compact"],
                         help="compact backbones, each timed at batch 256")
-    parser.add_argument("--compact-attacks", nargs="+", default=list(bench.ATTACKS),
-                        choices=bench.ATTACKS)
-    parser.add_argument("--imagenet-attacks", nargs="+", default=list(bench.ATTACKS),
-                        choices=bench.ATTACKS)
+    parser.add_argument("--compact-attacks", nargs="+", default=list(attacks.names()),
+                        choices=attacks.names())
+    parser.add_argument("--imagenet-attacks", nargs="+", default=list(attacks.names()),
+                        choices=attacks.names())
     parser.add_argument("--repeats", type=int, default=3, help="steady-state calls (best kept)")
     parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
     parser.add_argument("--seed", type=int, default=0)

@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from benchmarks import _results
-from jaxlogit import _xla, models
+from jaxlogit import _xla, attacks, models
 from jaxlogit.bench import _attacks, _flops, _model, _timing
 from jaxlogit.models import _conv, _registry
 
@@ -201,7 +201,7 @@ def arch_report(arch: str, repeats: int, cache: str | None, peak: float) -> list
               flush=True)
         seconds[layer] = layer_seconds(layer, repeats)
     timings, _ = _timing.interleaved(step_calls(model), repeats)
-    steps = {name: timing.best / _attacks.STEPS for name, timing in timings.items()}
+    steps = {name: timing.best / attacks.get("pgd").settings["steps"] for name, timing in timings.items()}
     return ([f"## {arch}, batch {len(model.y)} ({model.weights})", "",
              "Each convolution alone, ms per call (x = calls per forward pass):", ""]
             + layer_rows(layers, seconds, peak) + summary_rows(layers, seconds, steps) + [""])

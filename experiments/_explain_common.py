@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import _common  # noqa: E402
+from experiments import _common, _paper  # noqa: E402
 from jaxlogit import explain, pipeline  # noqa: E402
 
 
@@ -33,10 +33,10 @@ class AttackLogits(NamedTuple):
 
 
 def load_attacks(setup: _common.Setup) -> dict[str, AttackLogits]:
-    """Every attack of ``pipeline.ATTACK_NAMES`` with its corrector and selected-set logits (cached)."""
+    """Every attack of ``_paper.PAPER_ATTACKS`` with its corrector and selected-set logits (cached)."""
     backbone = _common.load_backbone(setup, setup.resnet)
     out = {}
-    for name in pipeline.ATTACK_NAMES:
+    for name in _paper.PAPER_ATTACKS:
         attack = pipeline.AttackConfig(name)
         corrector = _common.corrector_for(setup, backbone, attack)
         out[name] = AttackLogits(name, corrector.g_fn(), _common.selected_logits(setup, backbone, attack))

@@ -9,6 +9,10 @@ TABLE1 = {
 # Our backbone -> the paper's row it stands in for.
 FAMILY_ROW = {"vgg": "VGG-16", "resnet": "ResNet-50", "densenet": "DenseNet-121"}
 
+# The paper's attacks, in the order of its columns (Tables 2 and 3). The experiments iterate over
+# these, not over every registered attack, so registering another attack changes no experiment.
+PAPER_ATTACKS = ("pgd", "mim", "deepfool", "cw")
+
 # Table 2 (ResNet-50, selected set): attack -> (clean, clean corrected, adv, adv corrected)
 TABLE2 = {
     "pgd": (100.0, 96.5, 0.0, 75.4),

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _common
+from experiments import _common, _paper
 from experiments import _explain_common as ec
-from jaxlogit import explain, pipeline
+from jaxlogit import explain
 
 AMOUNT = 20.0
 CONTROL_SEED = 0
@@ -109,7 +109,7 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     print(markdown)
     _common.write_report(out_dir, "ablation_supporting", markdown,
                          {"setup": dataclasses.asdict(setup), "k": k, "amount": AMOUNT, "control_seed": CONTROL_SEED,
-                          "attacks": results, "attack_order": list(pipeline.ATTACK_NAMES)})
+                          "attacks": results, "attack_order": list(_paper.PAPER_ATTACKS)})
     return markdown
 
 

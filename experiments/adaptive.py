@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from experiments import _common
+from experiments import _common, _paper
 from jaxlogit import adaptive, pipeline
 from jaxlogit.errors import JaxlogitError
 
@@ -218,7 +218,7 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Config = Config()) 
     """Runs the adaptive evaluation (cached logits and correctors), prints and writes the report."""
     start = time.perf_counter()
     images = load_images(setup)
-    rows = [{**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in pipeline.ATTACK_NAMES]
+    rows = [{**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in _paper.PAPER_ATTACKS]
     pgd_row = next(r for r in rows if r["attack"] == "pgd")
     sweep = eps_sweep(setup, images, config, pgd_row["accuracy"])
     unbounded = unbounded_check(setup, images, config)

@@ -28,9 +28,9 @@ import numpy as np
 
 from experiments import _common, _paper, table3
 from experiments import _explain_common as ec
-from jaxlogit import explain, pipeline
+from jaxlogit import explain
 
-NAMES = pipeline.ATTACK_NAMES
+NAMES = _paper.PAPER_ATTACKS
 
 
 def coefficient_matrix(counts: list[np.ndarray]) -> np.ndarray:

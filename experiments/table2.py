@@ -36,7 +36,7 @@ def attack_row(setup: _common.Setup, attack: pipeline.AttackConfig) -> dict:
 
 def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     """Computes Table 2 (cached steps), prints it and writes ``table2.md``/``.json``."""
-    results = [attack_row(setup, pipeline.AttackConfig(name)) for name in pipeline.ATTACK_NAMES]
+    results = [attack_row(setup, pipeline.AttackConfig(name)) for name in _paper.PAPER_ATTACKS]
     rows = [[r["attack"], r["clean"], r["clean_corrected"], r["adv"], r["adv_corrected"], *_paper.TABLE2[r["attack"]]]
             for r in results]
     markdown = "\n\n".join([

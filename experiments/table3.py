@@ -26,7 +26,7 @@ from jaxlogit import pipeline
 def transfer_matrix(setup: _common.Setup) -> np.ndarray:
     """(4, 4) percent accuracy: [evaluated attack, training attack]."""
     backbone = _common.load_backbone(setup, setup.resnet)
-    attacks = [pipeline.AttackConfig(name) for name in pipeline.ATTACK_NAMES]
+    attacks = [pipeline.AttackConfig(name) for name in _paper.PAPER_ATTACKS]
     correctors = [_common.corrector_for(setup, backbone, a) for a in attacks]
     matrix = np.zeros((len(attacks), len(attacks)))
     for i, evaluated in enumerate(attacks):
@@ -39,7 +39,7 @@ def transfer_matrix(setup: _common.Setup) -> np.ndarray:
 def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     """Computes Table 3, prints it next to the paper's, writes ``table3.md``/``.json``."""
     matrix = transfer_matrix(setup)
-    names = list(pipeline.ATTACK_NAMES)
+    names = list(_paper.PAPER_ATTACKS)
     header = ["evaluated \\ trained on", *names]
     ours = [[name, *[round(float(v), 2) for v in matrix[i]]] for i, name in enumerate(names)]
     paper = [[name, *_paper.TABLE3[name]] for name in names]

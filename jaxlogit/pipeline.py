@@ -16,22 +16,19 @@ import typing
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxlogit import _lock, _validate, _xla, attacks, batching, corrector, data, paths, store, training
 from jaxlogit.errors import JaxlogitError
 
-ATTACK_NAMES = ("pgd", "mim", "deepfool", "cw")
-
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
-    """One attack with the paper's settings unless overridden (see SPEC.md).
+    """One registered attack (``jaxlogit.attacks.names()``) with its settings unless overridden.
 
     Attributes:
-      name: pgd, mim, deepfool or cw.
-      eps: L-inf budget of pgd/mim (ignored by the L2 attacks).
+      name: a registered attack: pgd, mim, deepfool, cw or one added with ``attacks.register``.
+      eps: budget of the attacks that take one (pgd, mim; ignored by the others).
       steps: iterations of pgd/mim/cw (None: the paper's 10/10/25).
       seed: root key of random starts.
     """
@@ -42,34 +39,28 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.name not in ATTACK_NAMES:
-            raise JaxlogitError(f"unknown attack {self.name!r}: choose one of {', '.join(ATTACK_NAMES)}")
-        _validate.eps(self.eps, "--eps" if self.name in ("pgd", "mim") else "eps")
+        spec = attacks.get(self.name)  # an unknown name is a one-line error listing the registered ones
+        if spec.takes_eps and spec.norm == "linf":
+            _validate.eps(self.eps, "--eps")
+        elif spec.takes_eps:
+            _validate.positive_number("--eps", self.eps)
         if self.steps is not None:
             _validate.positive_int("steps", self.steps)
 
     @property
+    def spec(self) -> attacks.AttackSpec:
+        """The registry's entry of this attack."""
+        return attacks.get(self.name)
+
+    @property
     def label(self) -> str:
         """Short name for tables: ``pgd@16/255``, ``cw``."""
-        if self.name in ("pgd", "mim"):
-            return f"{self.name}@{round(self.eps * 255, 2):g}/255"
-        return self.name
+        return self.spec.label(self.eps)
 
 
 def run_attack(config: AttackConfig, logits_fn: Callable, x, y, *, key) -> attacks.AttackResult:
-    """Runs ``config``'s attack on a batch with the paper's settings (SPEC.md)."""
-    steps = {} if config.steps is None else {"steps": config.steps}
-    if config.name == "pgd":
-        return attacks.pgd(logits_fn, x, y, key=key, eps=config.eps, step_size=config.eps / 8, **steps)
-    if config.name == "mim":
-        return attacks.mim(logits_fn, x, y, eps=config.eps, **steps)
-    if config.name == "deepfool":
-        return attacks.deepfool(logits_fn, x, y, candidates=min(10, _num_classes(logits_fn, x)))
-    return attacks.cw_l2(logits_fn, x, y, **steps)
-
-
-def _num_classes(logits_fn, x) -> int:
-    return int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, jnp.float32)).shape[-1])
+    """Runs ``config``'s attack on a batch with its registered settings (the paper's: SPEC.md)."""
+    return config.spec.run(logits_fn, x, y, key=key, eps=config.eps, steps=config.steps)
 
 
 def store_dir(backbone: training.Backbone, attack: AttackConfig, split_name: str, subset: int | str | None,

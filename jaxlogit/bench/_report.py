@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxlogit.bench import _attacks, _memory, _model
+from jaxlogit import attacks
+from jaxlogit.bench import _memory, _model
 from jaxlogit.bench._run import AttackBench, AttackRun, BenchReport
 
 # The issue's goals: speed-up over torchattacks measured in the same run (C&W: per step).
@@ -61,9 +62,16 @@ def run_metrics(run: AttackRun, report: BenchReport) -> dict:
     }
 
 
+def compared_per_step(attack: str) -> bool:
+    """Whether ``attack``'s speed-up compares time per gradient step rather than per image
+    (its torchattacks counterpart does different work, e.g. C&W's has no binary search)."""
+    counterpart = attacks.get(attack).torch
+    return counterpart is not None and counterpart.per_step
+
+
 def _work_units(bench: AttackBench, run: AttackRun) -> float:
     """What a speed-up divides time by: images (C&W: gradient steps, per image)."""
-    if bench.attack == "cw":
+    if compared_per_step(bench.attack):
         return run.work.gradients * run.images
     return run.images
 
@@ -181,7 +189,7 @@ def table(report: BenchReport) -> str:
     for bench in report.attacks:
         ratio, spread = speed_up(bench), speed_up_range(bench)
         target = goal(bench.attack, report)
-        per = " /step" if bench.attack == "cw" else ""
+        per = " /step" if compared_per_step(bench.attack) else ""
         shown = "—" if ratio is None else \
             f"**{ratio:.2f}x**{per} ({spread[0]:.2f}-{spread[1]:.2f})"
         memory = memory_ratio(bench)
@@ -239,7 +247,7 @@ def notes(report: BenchReport) -> list[str]:
     """How to read the table."""
     out = ["Notes: steady = best of the later calls; compile = first call - steady (JAX only). "
            "A gradient step is one forward+input-gradient pass over the batch; DeepFool counts "
-           f"one per candidate class per iteration ({_attacks.DEEPFOOL_CANDIDATES - 1} "
+           f"one per candidate class per iteration ({attacks.get('deepfool').settings['candidates'] - 1} "
            "candidates for jaxlogit, every class for torchattacks), averaged over the samples "
            "(jaxlogit runs each iteration on the samples not yet fooled only). GFLOP/s use "
            "XLA's FLOP count of the forward and of forward+gradient for both implementations. Speed-up = images/s ratio (C&W: "

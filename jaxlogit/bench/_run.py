@@ -24,7 +24,7 @@ class BenchConfig:
 
     Attributes:
       arch: a registry name (compact or ImageNet).
-      attacks: names from ``ATTACKS``.
+      attacks: registered attack names (``jaxlogit.attacks.names()``, the default: all).
       batch: images per attack call (None: 256 compact, 8 ImageNet).
       repeats: steady-state calls per measurement (the best counts).
       seed: seed of random weights, images and PGD's start.
@@ -41,7 +41,7 @@ class BenchConfig:
     """
 
     arch: str = "resnet_compact"
-    attacks: tuple[str, ...] = _attacks.ATTACKS
+    attacks: tuple[str, ...] = dataclasses.field(default_factory=attacks.names)
     batch: int | None = None
     repeats: int = 3
     seed: int = 0
@@ -53,10 +53,10 @@ class BenchConfig:
     weights_as_constants: bool = False
 
     def __post_init__(self):
-        unknown = [name for name in self.attacks if name not in _attacks.ATTACKS]
-        if unknown or not self.attacks:
-            raise JaxlogitError(f"unknown attack {unknown}: choose from "
-                                f"{', '.join(_attacks.ATTACKS)} or all")
+        if not self.attacks:
+            raise JaxlogitError(f"no attack to time: pass one of {', '.join(attacks.names())} or all")
+        for name in self.attacks:
+            _attacks.bench_spec(name)  # unknown, or no work model: a one-line error
         if self.repeats < 1 or (self.batch is not None and self.batch < 1):
             raise JaxlogitError("repeats and batch must be >= 1: pass --repeats 3 --batch 256")
 
@@ -145,8 +145,12 @@ def measure_baseline(model: _model.BenchModel, repeats: int) -> tuple[Baseline, 
 
 
 def torch_images(config: BenchConfig, name: str, batch: int) -> int:
-    """How many images torchattacks' ``name`` runs on (DeepFool: a few, extrapolated)."""
-    if name != "deepfool":
+    """How many images torchattacks' ``name`` runs on: none without a counterpart, a few
+    (extrapolated) for one that loops over the images in Python (DeepFool), else the batch."""
+    counterpart = attacks.get(name).torch
+    if counterpart is None:
+        return 0
+    if not counterpart.per_image_loop:
         return batch
     wanted = config.torch_deepfool_images
     if wanted is None:

@@ -9,13 +9,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torchattacks
 
+from jaxlogit import attacks
 from jaxlogit.bench import _attacks
 from jaxlogit.bench._attacks import Work
 from jaxlogit.bench._model import to_nchw
-
-TORCH_DEEPFOOL_STEPS = 100
+from jaxlogit.errors import JaxlogitError
 
 
 class WorkCounter:
@@ -53,23 +52,12 @@ class WorkCounter:
 
 
 def torchattacks_attack(name: str, model: Any) -> Any:
-    """torchattacks' counterpart of jaxlogit's ``name`` attack, with the same settings.
-
-    torchattacks' CW has no binary search on c (one constant, ``steps`` Adam steps, and it
-    stops early when the loss stops falling): compare it per step. Its DeepFool loops over the
-    images in Python and takes the gradient of every class at every iteration.
-    """
-    if name == "pgd":
-        return torchattacks.PGD(model, eps=_attacks.EPS, alpha=_attacks.PGD_STEP_SIZE,
-                                steps=_attacks.STEPS, random_start=True)
-    if name == "mim":
-        return torchattacks.MIFGSM(model, eps=_attacks.EPS, alpha=_attacks.MIM_STEP_SIZE,
-                                   steps=_attacks.STEPS, decay=1.0)
-    if name == "deepfool":
-        return torchattacks.DeepFool(model, steps=TORCH_DEEPFOOL_STEPS,
-                                     overshoot=_attacks.DEEPFOOL_OVERSHOOT)
-    return torchattacks.CW(model, c=_attacks.CW_CONST, kappa=0, steps=_attacks.CW_STEPS,
-                           lr=_attacks.CW_LR)
+    """torchattacks' counterpart of jaxlogit's ``name`` attack, with the same settings
+    (``AttackSpec.torch``; an attack without one is an error)."""
+    counterpart = attacks.get(name).torch
+    if counterpart is None:
+        raise JaxlogitError(f"attack {name!r} has no torchattacks counterpart: time it with --no-torch")
+    return counterpart.build(model, eps=_attacks.EPS)
 
 
 def attack_call(name: str, model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], Any]:

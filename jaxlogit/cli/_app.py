@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from jaxlogit import models
+from jaxlogit import attacks, models
 from jaxlogit.errors import JaxlogitError
 
 
@@ -41,3 +41,33 @@ def check_arch(arch: str, *, compact_only: bool = False) -> str:
     if arch not in names:
         raise JaxlogitError(f"unknown arch {arch!r}: choose one of {', '.join(names)} (see `jaxlogit models`)")
     return arch
+
+
+class AttackName(click.ParamType):
+    """A registered attack's name (``jaxlogit.attacks``), read when parsing, so attacks registered
+    after import are accepted too; an unknown name is a one-line usage error listing them.
+
+    Args:
+      extra: other accepted words (``all`` for ``jaxlogit bench``).
+    """
+
+    name = "attack"
+
+    def __init__(self, *extra: str):
+        self.extra = extra
+
+    def choices(self) -> tuple[str, ...]:
+        """The accepted names: the registered attacks, then ``extra``."""
+        return (*attacks.names(), *self.extra)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(self.choices())}]"
+
+    def convert(self, value, param, ctx) -> str:
+        if value in self.extra:
+            return value
+        try:
+            return attacks.get(value).name
+        except JaxlogitError as err:
+            tail = f" or {' or '.join(self.extra)}" if self.extra else ""
+            self.fail(f"{err}{tail}", param, ctx)

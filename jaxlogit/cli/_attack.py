@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxlogit import adaptive as adaptive_eval
 from jaxlogit import _xla, batching, data, pipeline, training
-from jaxlogit.cli._app import check_arch, cli, common_options
+from jaxlogit.cli._app import AttackName, check_arch, cli, common_options
 
 
 def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray,
@@ -29,9 +29,11 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 
 @cli.command()
 @click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
-@click.option("--attack", "attack_name", required=True, help="pgd, mim, deepfool or cw.")
+@click.option("--attack", "attack_name", required=True, type=AttackName(),
+              help="A registered attack (jaxlogit.attacks), with the paper's settings.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Test images to attack.")
-@click.option("--eps", type=float, default=16 / 255, show_default="16/255", help="L-inf budget of pgd/mim.")
+@click.option("--eps", type=float, default=16 / 255, show_default="16/255",
+              help="Budget of the attacks that take one (pgd, mim: L-inf).")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--adaptive", "adaptive_", is_flag=True,
@@ -67,12 +69,12 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     adv_pred = adv_logits.argmax(-1)
     seconds = time.perf_counter() - start
     stats = summarize(y, clean_pred, adv_pred, success, norm)
-    norm_name = "Linf" if attack_name in ("pgd", "mim") else "L2"
     click.echo(f"{config.label} on {arch}, {stats['n']} test images")
     click.echo(f"clean accuracy:       {stats['clean_accuracy']:.4f}")
     click.echo(f"adversarial accuracy: {stats['adversarial_accuracy']:.4f}")
     click.echo(f"success rate:         {stats['success_rate']:.4f}")
-    click.echo(f"{norm_name} norm (fooled): mean {stats['mean_norm']:.4f}, median {stats['median_norm']:.4f}")
+    click.echo(f"{config.spec.norm_label} norm (fooled): mean {stats['mean_norm']:.4f}, "
+               f"median {stats['median_norm']:.4f}")
     click.echo(f"wall time:            {seconds:.1f} s (including compilation)")
     if adaptive_:
         config = adaptive_eval.AdaptiveConfig(eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from jaxlogit import bench, paths
-from jaxlogit.cli._app import check_arch, cli, common_options
+from jaxlogit import attacks, bench, paths
+from jaxlogit.cli._app import AttackName, check_arch, cli, common_options
 
 
 @cli.command("bench")
 @click.option("--attack", "attack_name", default="all", show_default=True,
-              type=click.Choice([*bench.ATTACKS, "all"]), help="Attack to time.")
+              type=AttackName("all"), help="A registered attack to time, or all of them.")
 @click.option("--arch", default="resnet_compact", show_default=True,
               help="Backbone (compact, or resnet50 etc. at 224x224 with random weights).")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
@@ -36,7 +36,7 @@ def bench_command(attack_name, arch, batch, repeats, checkpoint, torch_deepfool_
     with torchattacks' speed on the same weights and batch measured in the same run."""
     check_arch(arch)
     config = bench.BenchConfig(
-        arch=arch, attacks=bench.ATTACKS if attack_name == "all" else (attack_name,),
+        arch=arch, attacks=attacks.names() if attack_name == "all" else (attack_name,),
         batch=batch, repeats=repeats, seed=seed, checkpoint=checkpoint, cache=cache_dir,
         data_dir=data_dir, torch=not no_torch, torch_deepfool_images=torch_deepfool_images,
         weights_as_constants=weights_as_constants)

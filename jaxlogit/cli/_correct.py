@@ -6,7 +6,7 @@ import click
 import numpy as np
 
 from jaxlogit import data, pipeline, training
-from jaxlogit.cli._app import check_arch, cli, common_options
+from jaxlogit.cli._app import AttackName, check_arch, cli, common_options
 
 
 def _backbone(arch: str, data_dir, cache_dir) -> training.Backbone:
@@ -23,8 +23,10 @@ def _store(arch, attack_name, split_name, limit, eps, data_dir, cache_dir):
 
 def attack_options(fn):
     """--arch, --attack, --eps shared by the logit and corrector commands."""
-    fn = click.option("--eps", type=float, default=16 / 255, show_default="16/255", help="L-inf budget of pgd/mim.")(fn)
-    fn = click.option("--attack", "attack_name", required=True, help="pgd, mim, deepfool or cw.")(fn)
+    fn = click.option("--eps", type=float, default=16 / 255, show_default="16/255",
+                      help="Budget of the attacks that take one (pgd, mim: L-inf).")(fn)
+    fn = click.option("--attack", "attack_name", required=True, type=AttackName(),
+                      help="A registered attack (jaxlogit.attacks), with the paper's settings.")(fn)
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
@@ -80,7 +82,8 @@ def train_cmd(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir,
 @correct.command("eval")
 @attack_options
 @corrector_options
-@click.option("--eval-attack", default=None, help="Evaluate on another attack's logits (transfer).")
+@click.option("--eval-attack", default=None, type=AttackName(),
+              help="Evaluate on another attack's logits (transfer).")
 @common_options
 def eval_cmd(arch, attack_name, eps, limit, epochs, hidden, lr, seed, eval_attack, data_dir, cache_dir) -> None:
     """Accuracy on the test set, clean and adversarial, without and with correction."""
