@@ -13,7 +13,7 @@ import fcntl
 import os
 import pathlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def lock_path(artifact: str | os.PathLike) -> pathlib.Path:

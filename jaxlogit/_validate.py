@@ -45,7 +45,8 @@ def eps(value: Any, name: str = "eps") -> float:
         raise JaxlogitError(f"{name}={value:g} is outside (0, 1] (images are in [0, 1]); it looks like "
                             f"{value:g}/255: pass {value / 255:.4g}")
     if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise JaxlogitError(f"{name}={value!r} is outside (0, 1] (images are in [0, 1]): pass e.g. 16/255 = 0.0627")
+        raise JaxlogitError(f"{name}={value!r} is outside (0, 1] (images are in [0, 1]): "
+                            "pass e.g. 16/255 = 0.0627")
     return value
 
 
@@ -59,10 +60,12 @@ def positive_number(name: str, value: Any) -> float:
 
 def number_in(name: str, value: Any, low: float, high: float, *, high_open: bool = False) -> float:
     """Checks a finite number in ``[low, high]`` (or ``[low, high)``)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(float(value)) and low <= float(value) and (float(value) < high if high_open else float(value) <= high)
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = number and math.isfinite(float(value)) and low <= float(value)
+    ok = ok and (float(value) < high if high_open else float(value) <= high)
     if not ok:
-        raise JaxlogitError(f"{name}={value!r}: pass a number in [{low:g}, {high:g}{')' if high_open else ']'}")
+        closing = ")" if high_open else "]"
+        raise JaxlogitError(f"{name}={value!r}: pass a number in [{low:g}, {high:g}{closing}")
     return float(value)
 
 
@@ -92,6 +95,7 @@ def class_labels(name: str, y: Any, num_classes: int, batch: int | None = None) 
         want = f"({batch},)" if batch is not None else "(N,)"
         raise JaxlogitError(f"{name} must be integer class labels of shape {want}, got {y.dtype} {y.shape}")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise JaxlogitError(f"{name} holds labels in [{y.min()}, {y.max()}] but there are {num_classes} classes: "
+        raise JaxlogitError(f"{name} holds labels in [{y.min()}, {y.max()}] but there are {num_classes} "
+                            "classes: "
                             f"pass labels in [0, {num_classes})")
     return y.astype(np.int32)

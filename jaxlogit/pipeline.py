@@ -148,7 +148,8 @@ class CorrectorConfig:
     def __post_init__(self):
         if self.hidden is not None and (isinstance(self.hidden, bool) or not isinstance(self.hidden, int)
                                         or self.hidden < 1):
-            raise JaxlogitError(f"--hidden={self.hidden!r}: pass a width >= 1, or 0 for the single-layer corrector")
+            raise JaxlogitError(f"--hidden={self.hidden!r}: pass a width >= 1, "
+                                "or 0 for the single-layer corrector")
         _validate.positive_int("--epochs", self.epochs)
         _validate.positive_int("batch_size", self.batch_size)
         _validate.positive_number("--lr", self.lr)
@@ -251,8 +252,10 @@ def selected_indices(backbone: training.Backbone, split: data.ArraySplit, *, per
         preds, labels = preds[:limit], labels[:limit]
     indices = data.selected_indices(preds, labels, per_class)
     directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "indices.tmp.npy", indices)
-    (directory / "indices.tmp.npy").replace(cached)
+    tmp = paths.temporary_sibling(cached)  # a name of this writer's own
+    with open(tmp, "wb") as f:
+        np.save(f, indices)
+    tmp.replace(cached)
     return indices
 
 

@@ -47,7 +47,8 @@ def random_variables(seed: int) -> dict:
 
 
 def leaves_equal(a, b) -> bool:
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs)
 
 
 @pytest.fixture
@@ -59,12 +60,16 @@ def fake_weights(monkeypatch, tmp_path):
     return variables
 
 
-# 1. convert --out never deletes what it did not write -------------------------------------------------------------
+# 1. convert --out never deletes what it did not write
+
+def convert(capsys, out, *extra) -> tuple[int, str, str]:
+    return run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", out, *extra)
+
 
 def test_convert_refuses_the_current_folder_and_keeps_its_files(capsys, tmp_path, monkeypatch, fake_weights):
     (tmp_path / "thesis.tex").write_text("years of work")
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", ".", "--force")
+    code, _, err = convert(capsys, ".", "--force")
     assert_one_line(code, err, "not empty", "new or empty folder")
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
@@ -73,7 +78,7 @@ def test_convert_refuses_the_current_folder_and_keeps_its_files(capsys, tmp_path
 def test_convert_refuses_a_file(capsys, tmp_path, fake_weights):
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
-    code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(target), "--force")
+    code, _, err = convert(capsys, str(target), "--force")
     assert_one_line(code, err, "is a file")
     assert target.read_text() == "keep me"
 
@@ -81,10 +86,10 @@ def test_convert_refuses_a_file(capsys, tmp_path, fake_weights):
 def test_convert_replaces_a_checkpoint_of_the_same_arch_only_with_force(capsys, tmp_path, fake_weights):
     target = tmp_path / "ckpt"
     models.save_checkpoint(target, ARCH, random_variables(0))
-    code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(target))
+    code, _, err = convert(capsys, str(target))
     assert_one_line(code, err, "--force")
     assert leaves_equal(models.load_checkpoint(target)[1], random_variables(0))
-    code, out, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(target), "--force")
+    code, out, err = convert(capsys, str(target), "--force")
     assert code == 0, err
     assert leaves_equal(models.load_checkpoint(target)[1], fake_weights)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary or old folder left
@@ -94,7 +99,7 @@ def test_convert_never_replaces_another_arch(capsys, tmp_path, fake_weights):
     target = tmp_path / "ckpt"
     models.save_checkpoint(target, "vgg_compact", models.init(models.create("vgg_compact"), jax.random.key(0),
                                                                models.spec("vgg_compact").input_shape))
-    code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(target), "--force")
+    code, _, err = convert(capsys, str(target), "--force")
     assert_one_line(code, err, "vgg_compact")
     assert models.load_checkpoint(target)[2]["arch"] == "vgg_compact"
 
@@ -102,7 +107,7 @@ def test_convert_never_replaces_another_arch(capsys, tmp_path, fake_weights):
 def test_convert_into_an_empty_folder_writes_the_checkpoint(capsys, tmp_path, fake_weights):
     target = tmp_path / "empty"
     target.mkdir()
-    code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(target))
+    code, _, err = convert(capsys, str(target))
     assert code == 0, err
     assert leaves_equal(models.load_checkpoint(target)[1], fake_weights)
 
@@ -113,12 +118,12 @@ def test_convert_into_a_read_only_folder_fails_at_once(capsys, tmp_path, monkeyp
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: not (pathlib.Path(p) == parent and mode & os.W_OK)
                         and real_access(p, mode))
-    code, _, err = run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", str(parent / "ckpt"))
+    code, _, err = convert(capsys, str(parent / "ckpt"))
     assert_one_line(code, err, "read-only", str(parent))
     assert list(parent.iterdir()) == []
 
 
-# 3. checksums: damage is an error naming the file, and the builder repairs it -----------------------------------
+# 3. checksums: damage is an error naming the file, and the builder repairs it
 
 def flip_byte(path: pathlib.Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
@@ -133,7 +138,7 @@ def produce(start: int, stop: int) -> dict:
             "success": rows % 2 == 0, "norm": rows.astype(np.float32) / 100}
 
 
-def build_store(directory: pathlib.Path, produce_fn=produce) -> "store.LogitStore":
+def build_store(directory: pathlib.Path, produce_fn=produce) -> store.LogitStore:
     return store.build(directory, 50, produce_fn, shard_size=16, config={"test": 1}, progress=False)
 
 
@@ -199,7 +204,8 @@ def test_a_damaged_backbone_is_an_error_and_backbone_train_replaces_it(tmp_path,
     config = training.default_config(ARCH)
     directory = training.backbone_dir(config, tmp_path)
     models.save_checkpoint(directory, ARCH, random_variables(0))
-    state_files = sorted((p for p in (directory / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    state_files = sorted((p for p in (directory / "state").rglob("*") if p.is_file()),
+                         key=lambda p: p.stat().st_size)
     flip_byte(state_files[-1])
     with pytest.raises(JaxlogitError, match=r"corrupt checkpoint .*SHA-256.*backbone train") as err:
         training.ensure_backbone(config, cache=tmp_path)
@@ -230,7 +236,7 @@ def test_a_damaged_corrector_is_an_error_and_correct_train_replaces_it(tmp_path)
     pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False)  # intact again
 
 
-# 4. inputs checked at the boundary ------------------------------------------------------------------------------
+# 4. inputs checked at the boundary
 
 def linear_logits(x):
     """A fixed linear model on 4x4x1 images with 3 classes."""
@@ -243,7 +249,8 @@ def test_nan_pixels_are_rejected_by_every_attack():
     x[1, 2, 2, 0] = np.nan
     y = np.zeros(2, np.int32)
     for run in (lambda: attacks.pgd(linear_logits, x, y, key=jax.random.key(0)),
-                lambda: attacks.mim(linear_logits, x, y), lambda: attacks.deepfool(linear_logits, x, y, candidates=3),
+                lambda: attacks.mim(linear_logits, x, y),
+                lambda: attacks.deepfool(linear_logits, x, y, candidates=3),
                 lambda: attacks.cw_l2(linear_logits, x, y, steps=2, search_steps=1)):
         with pytest.raises(JaxlogitError, match="NaN pixels"):
             run()
@@ -260,8 +267,8 @@ def test_eps_outside_zero_one_is_refused_with_a_hint(eps, words):
 
 
 def test_cli_eps_16_is_one_line_before_any_work(capsys, tmp_path):
-    code, _, err = run_main(capsys, "logits", "--arch", ARCH, "--attack", "pgd", "--split", "test", "--eps", "16",
-                            "--cache-dir", str(tmp_path))
+    code, _, err = run_main(capsys, "logits", "--arch", ARCH, "--attack", "pgd", "--split", "test",
+                            "--eps", "16", "--cache-dir", str(tmp_path))
     assert_one_line(code, err, "16/255", "0.06275")
     assert list(tmp_path.iterdir()) == []
 
@@ -322,8 +329,8 @@ def test_attack_batch_is_clamped_to_the_data(capsys, tmp_path, monkeypatch):
         raise JaxlogitError("stop here")
 
     monkeypatch.setattr(_attack.batching, "map_batches", spy)
-    code, _, err = run_main(capsys, "attack", "--arch", ARCH, "--attack", "pgd", "--n", "10", "--batch", "100000",
-                            "--cache-dir", str(tmp_path))
+    code, _, err = run_main(capsys, "attack", "--arch", ARCH, "--attack", "pgd", "--n", "10",
+                            "--batch", "100000", "--cache-dir", str(tmp_path))
     assert_one_line(code, err, "stop here")
     assert seen == [(10, 10)]
 
@@ -331,10 +338,11 @@ def test_attack_batch_is_clamped_to_the_data(capsys, tmp_path, monkeypatch):
 def cache_with_random_backbone(root: pathlib.Path) -> None:
     spec = models.spec(ARCH)
     target = training.backbone_dir(training.default_config(ARCH), root)
-    models.save_checkpoint(target, ARCH, random_variables(0), {"mean": list(spec.mean), "std": list(spec.std)})
+    meta = {"mean": list(spec.mean), "std": list(spec.std)}
+    models.save_checkpoint(target, ARCH, random_variables(0), meta)
 
 
-# 5. filesystem faults are one line; --cache-dir "" is an error ---------------------------------------------------
+# 5. filesystem faults are one line; --cache-dir "" is an error
 
 def test_empty_cache_dir_is_an_error(capsys):
     code, _, err = run_main(capsys, "backbone", "eval", "--arch", ARCH, "--cache-dir", "")
@@ -385,7 +393,7 @@ def test_a_full_disk_while_writing_a_store_leaves_no_partial_files(tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
-# 6. one writer per artifact; temporary names never shared ------------------------------------------------------
+# 6. one writer per artifact; temporary names never shared
 
 BUILDER = """
 import sys, time, numpy as np

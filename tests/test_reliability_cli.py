@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlogit import models, training
+from jaxlogit import _interrupt, models, training
 
 ARCH = "resnet_compact"
 LOGITS = ("logits", "--arch", ARCH, "--attack", "pgd", "--split", "test", "--limit", "12")
@@ -61,7 +61,7 @@ def test_ctrl_c_at_random_moments_exits_130_and_the_rerun_equals_an_uninterrupte
         assert proc.returncode in (130, 0), (moment, proc.returncode, err)
         assert "Traceback" not in err, err
         if proc.returncode == 130:
-            assert err.strip().splitlines() == ["interrupted: rerun the same command to resume where it stopped"]
+            assert err.strip().splitlines() == [_interrupt.MESSAGE]
     proc = start(interrupted, jax_cache)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

@@ -136,6 +136,7 @@ def test_kill_9_mid_build_then_resume_equals_uninterrupted(tmp_path):
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
+        child.stderr.close()
     assert child.returncode == -signal.SIGKILL
     interrupted = store.open(directory, allow_incomplete=True)
     assert not interrupted.complete and 3 <= interrupted.num_shards < NUM_ITEMS // SHARD_SIZE

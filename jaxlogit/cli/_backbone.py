@@ -28,7 +28,8 @@ def backbone_options(fn):
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
-def _ensure(arch, epochs, seed, data_dir, cache_dir, rebuild=False) -> tuple[training.BackboneConfig, training.Backbone]:
+def _ensure(arch, epochs, seed, data_dir, cache_dir,
+            rebuild=False) -> tuple[training.BackboneConfig, training.Backbone]:
     config = _config(arch, epochs, seed)
     return config, training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir, rebuild=rebuild)
 
@@ -36,7 +37,8 @@ def _ensure(arch, epochs, seed, data_dir, cache_dir, rebuild=False) -> tuple[tra
 @backbone.command("train")
 @backbone_options
 def train_cmd(arch, epochs, seed, data_dir, cache_dir) -> None:
-    """Train ARCH (or reuse its cached checkpoint; a damaged one is trained again) and print its test accuracy."""
+    """Train ARCH (or reuse its cached checkpoint; a damaged one is trained again) and print its
+    test accuracy."""
     _, model = _ensure(arch, epochs, seed, data_dir, cache_dir, rebuild=True)
     click.echo(f"checkpoint: {model.directory}")
     click.echo(f"train seconds: {model.meta['train_seconds']}")

@@ -73,8 +73,10 @@ def _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir
 @corrector_options
 @common_options
 def train_cmd(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir) -> None:
-    """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged one is retrained)."""
-    trained = _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir, rebuild=True)
+    """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
+    one is retrained)."""
+    trained = _corrector(arch, attack_name, eps, limit, epochs, hidden, lr, seed, data_dir, cache_dir,
+                         rebuild=True)
     click.echo(f"corrector: {trained.directory}")
     click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
 

@@ -38,7 +38,8 @@ def save(directory: str | os.PathLike, params: Any, meta: dict | None = None, *,
     checkpointer.save(directory / PARAMS, jax.device_get(params), force=True)
     checkpointer.wait_until_finished()
     architecture = {"num_classes": module.num_classes, "hidden": module.hidden, "keep_prob": module.keep_prob}
-    record = {"architecture": architecture, "meta": meta or {}, "params_sha256": _digest.tree_sha256(directory / PARAMS)}
+    record = {"architecture": architecture, "meta": meta or {},
+              "params_sha256": _digest.tree_sha256(directory / PARAMS)}
     paths.write_json_atomic(directory / META, _digest.with_json_sha256(record))
 
 

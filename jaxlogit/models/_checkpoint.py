@@ -133,17 +133,19 @@ def check_target(directory: str | os.PathLike, name: str, *, force: bool) -> Non
     if not directory.exists() and not directory.is_symlink():
         return
     if not directory.is_dir():
-        raise JaxlogitError(f"{directory} is a file: choose a folder path for the checkpoint (the file is kept)")
+        raise JaxlogitError(f"{directory} is a file: choose a folder path for the checkpoint "
+                            "(the file is kept)")
     if not any(directory.iterdir()):
         return
     if not _holds_checkpoint(directory):
-        raise JaxlogitError(f"{directory} is not empty and holds no jaxlogit checkpoint: choose a new or empty "
-                            "folder (nothing in it is deleted)")
+        raise JaxlogitError(f"{directory} is not empty and holds no jaxlogit checkpoint: choose a new or "
+                            "empty folder (nothing in it is deleted)")
     arch = _stored_arch(directory)
     if arch not in (None, name):
         raise JaxlogitError(f"{directory} holds a {arch} checkpoint, not {name}: choose another folder")
     if not force:
-        raise JaxlogitError(f"{directory} already holds a {arch or 'damaged'} checkpoint: pass --force to replace it")
+        raise JaxlogitError(f"{directory} already holds a {arch or 'damaged'} checkpoint: "
+                            "pass --force to replace it")
 
 
 def _check_fits(variables: dict, expected: dict, name: str) -> None:

@@ -39,4 +39,5 @@ from jaxlogit.store._reader import LogitStore, is_complete
 from jaxlogit.store._reader import open_store as open  # noqa: A001  (the module's reader)
 from jaxlogit.store._writer import DEFAULT_SHARD_SIZE, build
 
-__all__ = ["DEFAULT_SHARD_SIZE", "REQUIRED_DTYPES", "DamagedStore", "LogitStore", "build", "is_complete", "open"]
+__all__ = ["DEFAULT_SHARD_SIZE", "REQUIRED_DTYPES", "DamagedStore", "LogitStore", "build", "is_complete",
+           "open"]

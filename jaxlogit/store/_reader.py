@@ -67,7 +67,8 @@ class LogitStore:
         except (OSError, ValueError, EOFError) as err:
             if paths.filesystem_fault(err):
                 raise
-            raise _layout.DamagedStore(f"the logit store shard {path} cannot be read ({err}); {_layout.REBUILD}") from None
+            raise _layout.DamagedStore(
+                f"the logit store shard {path} cannot be read ({err}); {_layout.REBUILD}") from None
 
     def __getitem__(self, key: str) -> np.ndarray:
         """Array ``key`` over all complete shards: (len(self), ...)."""

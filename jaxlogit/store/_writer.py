@@ -86,7 +86,8 @@ def _complete_and_intact(directory: pathlib.Path, config: dict, num_items: int, 
     return True
 
 
-def _write_missing_shards(directory: pathlib.Path, manifest: dict, produce_fn: ProduceFn, progress: bool) -> None:
+def _write_missing_shards(directory: pathlib.Path, manifest: dict, produce_fn: ProduceFn,
+                          progress: bool) -> None:
     """Produces and commits the shards after ``manifest["shards_done"]``. A run that fails before
     its first shard is committed removes the store folder it created."""
     paths.check_writable(directory)
@@ -140,8 +141,8 @@ def _cut_at_damage(directory: pathlib.Path, manifest: dict) -> dict:
                 _layout.check_shard_file(directory, manifest, index, key)
             except _layout.DamagedStore as err:
                 print(f"warning: {str(err).split(';')[0]}; rewriting shards {index}+", file=sys.stderr)
-                names = {_layout.shard_path(directory, i, k).name for i in range(index, manifest["num_shards"])
-                         for k in manifest["arrays"]}
+                names = {_layout.shard_path(directory, i, k).name
+                         for i in range(index, manifest["num_shards"]) for k in manifest["arrays"]}
                 digests = {n: d for n, d in (manifest.get("digests") or {}).items() if n not in names}
                 manifest = {**manifest, "shards_done": index, "complete": False, "digests": digests}
                 paths.check_writable(directory)
@@ -160,7 +161,8 @@ def _discard_damaged(directory: pathlib.Path, err: Exception) -> None:
 
 
 def _is_store_file(name: str) -> bool:
-    return name == _layout.MANIFEST or name.endswith(".tmp") or (name.startswith("shard-") and name.endswith(".npy"))
+    shard = name.startswith("shard-") and name.endswith(".npy")
+    return name == _layout.MANIFEST or name.endswith(".tmp") or shard
 
 
 def _remove_temporaries(directory: pathlib.Path) -> None:
