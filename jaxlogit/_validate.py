@@ -2,7 +2,7 @@
 that names the value and the fix. Arrays are checked only when concrete (not inside ``jit``).
 
 The attacks' array checks live in ``jaxlogit.attacks._checks`` and the explain functions' in
-``jaxlogit.explain._validate``; both use the shared checks here.
+``jaxlogit.explain._validate`` (which uses ``finite`` from here).
 """
 
 from __future__ import annotations
@@ -76,13 +76,14 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def logits(name: str, z: Any, num_classes: int | None = None) -> np.ndarray | jax.Array:
-    """Checks logits ``(B, C)``: two axes, ``C == num_classes`` if given, finite when concrete."""
+def logits(name: str, z: Any, num_classes: int | None = None, *, batched: bool = True) -> Any:
+    """Checks logits ``(B, C)`` (``(..., C)`` unless ``batched``): ``C == num_classes`` if given,
+    finite when concrete."""
     shape = np.shape(z)
-    if len(shape) != 2:
+    if (len(shape) != 2) if batched else (len(shape) == 0):
         raise JaxlogitError(f"{name} must be logits of shape (B, C), got shape {shape}; add a batch axis")
-    if num_classes is not None and shape[1] != num_classes:
-        raise JaxlogitError(f"{name} has {shape[1]} logits per row but the corrector takes {num_classes}: "
+    if num_classes is not None and shape[-1] != num_classes:
+        raise JaxlogitError(f"{name} has {shape[-1]} logits per row but the corrector takes {num_classes}: "
                             "pass the logits of the backbone it was trained on")
     finite(name, z, "logits")
     return z

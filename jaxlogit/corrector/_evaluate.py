@@ -20,7 +20,7 @@ def g_fn(module: Corrector, params: Any) -> Callable[[jax.Array], jax.Array]:
     """
 
     def g(z: jax.Array) -> jax.Array:
-        _validate.logits("z", z, module.num_classes)
+        _validate.logits("z", z, module.num_classes, batched=False)
         return module.apply({"params": params}, z, deterministic=True)
 
     return g
