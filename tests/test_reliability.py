@@ -177,6 +177,7 @@ def test_a_damaged_manifest_or_truncated_shard_is_one_line_and_build_repairs_it(
         opened = store.open(directory)
         opened["labels"]
     assert "\n" not in str(err.value)
+    assert store.is_complete(directory) == (damage == "truncate")  # a damaged manifest: not complete
     build_store(directory)
     assert files_of(directory) == original
 

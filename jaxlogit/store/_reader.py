@@ -108,7 +108,11 @@ def open_store(directory: str | os.PathLike, *, allow_incomplete: bool = False) 
 
 
 def is_complete(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` holds a complete logit store (a cheap check for caches)."""
+    """Whether ``directory`` holds a complete logit store (a cheap check for caches; a damaged
+    manifest counts as incomplete: ``build`` repairs it)."""
     directory = pathlib.Path(directory)
-    manifest = _layout.read_manifest(directory) if directory.is_dir() else None
+    try:
+        manifest = _layout.read_manifest(directory) if directory.is_dir() else None
+    except _layout.DamagedStore:
+        return False
     return bool(manifest and manifest["complete"])
