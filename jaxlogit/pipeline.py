@@ -10,17 +10,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import math
 import pathlib
 import shutil
+import sys
 import typing
 from typing import Callable
 
 import jax
 import numpy as np
 
-from jaxlogit import _xla, attacks, batching, corrector, data, paths, store, training
+from jaxlogit import _lock, _validate, _xla, attacks, batching, corrector, data, paths, store, training
 from jaxlogit import progress as progress_log
 from jaxlogit.attacks._compile import split_logits_fn
+from jaxlogit.errors import JaxlogitError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +43,13 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self):
-        attacks.get(self.name)  # an unknown name is a one-line error listing the registered ones
+        spec = attacks.get(self.name)  # an unknown name is a one-line error listing the registered ones
+        if spec.takes_eps and spec.norm == "linf":
+            _validate.eps(self.eps, "--eps")
+        elif spec.takes_eps:
+            _validate.positive_number("--eps", self.eps)
+        if self.steps is not None:
+            _validate.positive_int("steps", self.steps)
 
     @property
     def spec(self) -> attacks.AttackSpec:
@@ -180,6 +189,18 @@ class CorrectorConfig:
     holdout_fraction: float = 0.1
     seed: int = 0
 
+    def __post_init__(self):
+        if self.hidden is not None and (isinstance(self.hidden, bool) or not isinstance(self.hidden, int)
+                                        or self.hidden < 1):
+            raise JaxlogitError(f"--hidden={self.hidden!r}: pass a width >= 1, "
+                                "or 0 for the single-layer corrector")
+        _validate.positive_int("--epochs", self.epochs)
+        _validate.positive_int("batch_size", self.batch_size)
+        _validate.positive_number("--lr", self.lr)
+        _validate.number_in("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
+        _validate.number_in("p_clean", self.p_clean, 0.0, 1.0)
+        _validate.number_in("holdout_fraction", self.holdout_fraction, 0.0, 1.0, high_open=True)
+
 
 # The embedded default (Fashion-MNIST): the corrector learns from the logits of the first
 # 4,000 training images, Adam lr 1e-3 for 150 epochs, the best epoch picked on held-out
@@ -207,13 +228,40 @@ class TrainedCorrector(typing.NamedTuple):
 
 
 def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *, cache: str | None = None,
-                     progress: bool = True) -> TrainedCorrector:
-    """The corrector trained with ``config`` on ``train_logits`` (cached; resumes after a crash)."""
+                     progress: bool = True, rebuild: bool = False) -> TrainedCorrector:
+    """The corrector trained with ``config`` on ``train_logits`` (cached; resumes after a crash).
+
+    One process trains it; another that asks for it meanwhile waits, then loads it. With
+    ``rebuild``, a damaged cached corrector is trained again (else it is a ``JaxlogitError``).
+    """
     key_config = {"logits": train_logits.directory.name, "corrector": dataclasses.asdict(config)}
     directory = paths.artifact_dir("correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache)
-    if (directory / "meta.json").exists():
+    cached = _cached_corrector(directory, rebuild)
+    if cached is not None:
+        return cached
+    paths.check_writable(directory.parent)
+    with _lock.exclusive(directory):
+        cached = _cached_corrector(directory, rebuild)  # made by the process we waited for
+        return cached if cached is not None else _train_corrector(train_logits, config, directory, progress)
+
+
+def _cached_corrector(directory: pathlib.Path, rebuild: bool) -> TrainedCorrector | None:
+    """The corrector saved in ``directory``; None if there is none, or if it is damaged and ``rebuild``."""
+    if not (directory / "meta.json").exists():
+        return None
+    try:
         module, params, meta = corrector.load(directory)
-        return TrainedCorrector(module, params, meta, directory)
+    except JaxlogitError as err:
+        if not rebuild:
+            raise
+        print(f"warning: {str(err).split(';')[0]}; training it again", file=sys.stderr)
+        return None
+    return TrainedCorrector(module, params, meta, directory)
+
+
+def _train_corrector(train_logits: store.LogitStore, config: CorrectorConfig, directory: pathlib.Path,
+                     progress: bool) -> TrainedCorrector:
+    """Trains the corrector of ``config`` and saves it in ``directory``."""
     num_classes = int(train_logits["clean_logits"].shape[1])
     result = corrector.train(
         train_logits, num_classes=num_classes, hidden=config.hidden, epochs=config.epochs,
@@ -248,8 +296,10 @@ def selected_indices(backbone: training.Backbone, split: data.ArraySplit, *, per
         preds, labels = preds[:limit], labels[:limit]
     indices = data.selected_indices(preds, labels, per_class)
     directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "indices.tmp.npy", indices)
-    (directory / "indices.tmp.npy").replace(cached)
+    tmp = paths.temporary_sibling(cached)  # a name of this writer's own
+    with open(tmp, "wb") as f:
+        np.save(f, indices)
+    tmp.replace(cached)
     return indices
 
 

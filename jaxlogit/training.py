@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shutil
+import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -21,7 +22,8 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from jaxlogit import _xla, batching, data, models, paths
+from jaxlogit import _lock, _xla, batching, data, models, paths
+from jaxlogit.errors import JaxlogitError
 from jaxlogit.progress import EVENTS_FILE, progress_bar
 
 
@@ -209,13 +211,42 @@ def load_backbone(directory: pathlib.Path) -> Backbone:
 
 
 def ensure_backbone(
-    config: BackboneConfig, *, data_dir: str | None = None, cache: str | None = None, progress: bool = True
+    config: BackboneConfig, *, data_dir: str | None = None, cache: str | None = None, progress: bool = True,
+    rebuild: bool = False,
 ) -> Backbone:
-    """The backbone trained with ``config``: from the cache, or trained (and cached) now."""
+    """The backbone trained with ``config``: from the cache, or trained (and cached) now.
+
+    One process trains it; another that asks for it meanwhile waits, then loads it.
+
+    Args:
+      rebuild: retrain when the cached checkpoint is damaged (it is replaced when the new one
+        is complete); without it a damaged checkpoint is a ``JaxlogitError`` that says so.
+    """
     directory = backbone_dir(config, cache)
-    if (directory / "meta.json").exists():
+    cached = _load_cached(directory, rebuild)
+    if cached is not None:
+        return cached
+    paths.check_writable(directory.parent)
+    with _lock.exclusive(directory):
+        cached = _load_cached(directory, rebuild)  # made by the process we waited for
+        return cached if cached is not None else _train_and_save(config, directory, data_dir, progress)
+
+
+def _load_cached(directory: pathlib.Path, rebuild: bool) -> Backbone | None:
+    """The checkpoint in ``directory``; None if there is none, or if it is damaged and ``rebuild``."""
+    if not (directory / "meta.json").exists():
+        return None
+    try:
         return load_backbone(directory)
-    spec = models.spec(config.arch, dataset=config.dataset)
+    except JaxlogitError as err:
+        if not rebuild:
+            raise
+        print(f"warning: {str(err).split(';')[0]}; training it again", file=sys.stderr)
+        return None
+
+
+def _train_and_save(config: BackboneConfig, directory: pathlib.Path, data_dir, progress: bool) -> Backbone:
+    """Trains ``config`` and writes its checkpoint to ``directory`` (replacing a damaged one)."""
     dataset = data.get(config.dataset)
     train_split = dataset.load(dataset.train_split, data_dir)
     test_split = dataset.load(dataset.eval_split, data_dir)

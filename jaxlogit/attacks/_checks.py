@@ -62,6 +62,9 @@ def images(x: Any) -> jax.Array:
     x = jnp.asarray(x, jnp.float32)
     if _is_concrete(x) and x.size:
         low, high = _extremes(x)
+        if np.isnan(low) or np.isnan(high):
+            raise JaxlogitError("x contains NaN pixels: pass finite images in [0, 1] "
+                                "(check how they were loaded)")
         if low < 0.0 or high > 1.0:
             raise JaxlogitError(
                 f"x has values in [{low:.3g}, {high:.3g}]: pass images in [0, 1] and put the "

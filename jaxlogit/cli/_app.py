@@ -82,7 +82,7 @@ def dataset_option(fn):
 
 
 def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
-                     config: training.BackboneConfig | None = None) -> training.Backbone:
+                     config: training.BackboneConfig | None = None, rebuild: bool = False) -> training.Backbone:
     """The compact ``arch`` trained on ``dataset`` with ``config`` (default: ``training.default_config``),
     from the cache or trained now.
 
@@ -98,7 +98,7 @@ def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
             f"({', '.join(n for n in data.names() if data.get(n).backbones == data.COMPACT)})")
     check_arch(arch, compact_only=True)
     config = training.default_config(arch, dataset=dataset) if config is None else config
-    return training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir)
+    return training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir, rebuild=rebuild)
 
 
 def check_arch(arch: str, *, compact_only: bool = False) -> str:

@@ -57,6 +57,7 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
     x, y = split.get_batch(np.arange(min(n, len(split))))
+    batch_size = min(batch_size, len(y))  # never pad a few images to a huge batch
     logits_fn = backbone.logits_fn()
     key = jax.random.key(seed)
 

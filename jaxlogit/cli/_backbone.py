@@ -23,18 +23,19 @@ def backbone_options(fn):
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
-def _ensure(arch, epochs, seed, dataset, data_dir,
-            cache_dir) -> tuple[training.BackboneConfig, training.Backbone]:
+def _ensure(arch, epochs, seed, dataset, data_dir, cache_dir,
+            rebuild=False) -> tuple[training.BackboneConfig, training.Backbone]:
     overrides = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
     config = training.default_config(arch, dataset=dataset, **overrides)
-    return config, trained_backbone(arch, dataset, data_dir, cache_dir, config=config)
+    return config, trained_backbone(arch, dataset, data_dir, cache_dir, config=config, rebuild=rebuild)
 
 
 @backbone.command("train")
 @backbone_options
 def train_cmd(arch, epochs, seed, dataset, data_dir, cache_dir) -> None:
-    """Train ARCH (or reuse its cached checkpoint) and print its test accuracy."""
-    _, model = _ensure(arch, epochs, seed, dataset, data_dir, cache_dir)
+    """Train ARCH (or reuse its cached checkpoint; a damaged one is trained again) and print its
+    test accuracy."""
+    _, model = _ensure(arch, epochs, seed, dataset, data_dir, cache_dir, rebuild=True)
     click.echo(f"checkpoint: {model.directory}")
     click.echo(f"train seconds: {model.meta['train_seconds']}")
     click.echo(f"accuracy: {model.meta['test_accuracy']:.4f}")

@@ -63,11 +63,12 @@ def corrector_options(fn):
                         help="Training images whose logits train the corrector.")(fn)
 
 
-def _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir):
+def _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir,
+               rebuild=False):
+    config = pipeline.CorrectorConfig(hidden=hidden or None, epochs=epochs, lr=lr, seed=seed)
     train_split = data.get(dataset).train_split
     train_store = _store(arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir)
-    config = pipeline.CorrectorConfig(hidden=hidden or None, epochs=epochs, lr=lr, seed=seed)
-    return pipeline.ensure_corrector(train_store, config, cache=cache_dir)
+    return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
 @correct.command("train")
@@ -75,9 +76,10 @@ def _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed,
 @corrector_options
 @common_options
 def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir) -> None:
-    """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached)."""
+    """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
+    one is retrained)."""
     trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
-                         cache_dir)
+                         cache_dir, rebuild=True)
     click.echo(f"corrector: {trained.directory}")
     click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
 

@@ -8,7 +8,7 @@ import pathlib
 
 import click
 
-from jaxlogit import data, models, paths
+from jaxlogit import _lock, data, models, paths
 from jaxlogit.cli._app import check_arch, cli, common_options
 from jaxlogit.data import _inventory
 from jaxlogit.errors import JaxlogitError
@@ -158,14 +158,24 @@ def _load_state_dict(weights: str) -> dict:
 @cli.command()
 @click.option("--arch", required=True, help="vgg16, vgg16_bn, resnet50 or densenet121.")
 @click.option("--weights", required=True, type=click.Path(), help="A torchvision state_dict (.pth).")
-@click.option("--out", required=True, type=click.Path(), help="Folder for the orbax checkpoint.")
-def convert(arch, weights, out) -> None:
-    """Convert torchvision weights to an orbax checkpoint that every command loads."""
+@click.option("--out", required=True, type=click.Path(),
+              help="Folder for the orbax checkpoint: new or empty (nothing else is ever overwritten).")
+@click.option("--force", is_flag=True, help="Replace a checkpoint of the same --arch already at --out.")
+def convert(arch, weights, out, force) -> None:
+    """Convert torchvision weights to an orbax checkpoint that every command loads.
+
+    The checkpoint is written beside --out and renamed into place when complete.
+    """
     check_arch(arch)
-    state_dict = _load_state_dict(weights)
-    variables = models.from_torchvision(arch, state_dict)
-    spec = models.spec(arch)
-    meta = {"arch": arch, "num_classes": spec.num_classes, "mean": list(spec.mean), "std": list(spec.std),
-            "source": str(pathlib.Path(weights).absolute())}
-    models.save_checkpoint(pathlib.Path(out), arch, variables, meta)
+    target = pathlib.Path(out).expanduser().absolute()
+    models.check_checkpoint_target(target, arch, force=force)
+    paths.check_writable(target.parent, "--out")
+    with _lock.exclusive(target):
+        models.check_checkpoint_target(target, arch, force=force)
+        state_dict = _load_state_dict(weights)
+        variables = models.from_torchvision(arch, state_dict)
+        spec = models.spec(arch)
+        meta = {"arch": arch, "num_classes": spec.num_classes, "mean": list(spec.mean), "std": list(spec.std),
+                "source": str(pathlib.Path(weights).absolute())}
+        models.save_checkpoint(target, arch, variables, meta)
     click.echo(f"wrote {out}")

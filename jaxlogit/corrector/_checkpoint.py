@@ -11,15 +11,18 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxlogit import paths
+from jaxlogit import _digest, paths
 from jaxlogit.corrector._module import Corrector, init_params, module_from_params
 from jaxlogit.errors import JaxlogitError
 
 META = "meta.json"
+PARAMS = "params"
+_REBUILD = "rebuild it with `jaxlogit correct train ...` (it replaces the damaged one)"
 
 
 def save(directory: str | os.PathLike, params: Any, meta: dict | None = None, *, module: Corrector | None = None) -> None:
-    """Saves a trained corrector: params with orbax, then ``meta.json`` (written last, atomically).
+    """Saves a trained corrector: params with orbax, then ``meta.json`` (written last, atomically)
+    with SHA-256 digests of the params files and of itself, which ``load`` verifies.
 
     Args:
       directory: where to save (created; an earlier corrector there is replaced).
@@ -29,27 +32,48 @@ def save(directory: str | os.PathLike, params: Any, meta: dict | None = None, *,
     """
     directory = pathlib.Path(directory).absolute()
     module = module or module_from_params(params)
+    paths.check_writable(directory)
+    (directory / META).unlink(missing_ok=True)  # no meta (= no corrector) until the new params are whole
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / "params", jax.device_get(params), force=True)
+    checkpointer.save(directory / PARAMS, jax.device_get(params), force=True)
     checkpointer.wait_until_finished()
     architecture = {"num_classes": module.num_classes, "hidden": module.hidden, "keep_prob": module.keep_prob}
-    paths.write_json_atomic(directory / META, {"architecture": architecture, "meta": meta or {}})
+    record = {"architecture": architecture, "meta": meta or {},
+              "params_sha256": _digest.tree_sha256(directory / PARAMS)}
+    paths.write_json_atomic(directory / META, _digest.with_json_sha256(record))
 
 
 def load(directory: str | os.PathLike) -> tuple[Corrector, Any, dict]:
     """Loads what ``save`` wrote: ``(module, params, meta)``, params as numpy arrays.
 
     Raises:
-      JaxlogitError: no saved corrector in ``directory``.
+      JaxlogitError: no saved corrector in ``directory``, or a damaged one (its files fail their
+        SHA-256 check or cannot be read).
     """
     directory = pathlib.Path(directory).absolute()
     if not (directory / META).is_file():
         raise JaxlogitError(f"no corrector saved in {directory}; train one first (jaxlogit correct train ...)")
-    record = json.loads((directory / META).read_text())
-    module = Corrector(**record["architecture"])
+    try:
+        record = json.loads((directory / META).read_text())
+        module = Corrector(**record["architecture"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise _damaged(directory, f"{META} unreadable: {type(err).__name__}") from None
+    if not _digest.json_intact(record):
+        raise _damaged(directory, f"{META} fails its SHA-256 check")
+    if "params_sha256" in record and _digest.tree_sha256(directory / PARAMS) != record["params_sha256"]:
+        raise _damaged(directory, f"the files in {PARAMS}/ fail their SHA-256 check")
     target = jax.tree.map(np.asarray, init_params(module, key=jax.random.key(0)))
-    params = ocp.StandardCheckpointer().restore(directory / "params", target)
+    try:
+        params = ocp.StandardCheckpointer().restore(directory / PARAMS, target)
+    except Exception as err:  # orbax raises many types; all mean "unusable checkpoint"
+        if paths.filesystem_fault(err):
+            raise
+        raise _damaged(directory, type(err).__name__) from None
     return module, params, record["meta"]
+
+
+def _damaged(directory: pathlib.Path, reason: str) -> JaxlogitError:
+    return JaxlogitError(f"damaged corrector in {directory} ({reason}); {_REBUILD}")
 
 
 class EpochCheckpoints:

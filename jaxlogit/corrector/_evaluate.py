@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxlogit import batching
+from jaxlogit import _validate, batching
 from jaxlogit.corrector._module import Corrector
 
 
@@ -20,6 +20,7 @@ def g_fn(module: Corrector, params: Any) -> Callable[[jax.Array], jax.Array]:
     """
 
     def g(z: jax.Array) -> jax.Array:
+        _validate.logits("z", z, module.num_classes, batched=False)
         return module.apply({"params": params}, z, deterministic=True)
 
     return g
@@ -38,6 +39,7 @@ def predict(
 
     ``put`` places each batch (e.g. ``jax.device_put`` with a batch sharding).
     """
+    logits = _validate.logits("logits", np.asarray(logits, np.float32), module.num_classes)
     apply = _jitted_apply(module)
     return batching.map_batches(lambda z: apply(params, put(z)), np.asarray(logits, np.float32), batch_size=batch_size)
 
@@ -53,5 +55,6 @@ def evaluate(
       logits: (N, C) logits to correct.
       labels: (N,) true labels.
     """
+    labels = _validate.class_labels("labels", labels, module.num_classes, batch=np.shape(logits)[0])
     corrected = predict(params, module, logits, batch_size=batch_size, put=put)
     return float(np.mean(np.argmax(corrected, axis=-1) == np.asarray(labels)))

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlogit import _validate
 from jaxlogit.corrector import _parallel
 from jaxlogit.corrector._checkpoint import EpochCheckpoints
 from jaxlogit.corrector._evaluate import evaluate
@@ -108,6 +109,7 @@ def train(
     Raises:
       JaxlogitError: bad shapes or sizes, or checkpoints that do not belong to this run.
     """
+    _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p_clean, keep_prob)
     clean, adv, labels = _training_arrays(data, num_classes)
     mesh = _parallel.data_mesh()
     _parallel.check_batch_size(batch_size, mesh)
@@ -217,7 +219,23 @@ def _training_arrays(data: Mapping[str, np.ndarray], num_classes: int) -> tuple[
             f"training logits have shapes clean {clean.shape}, adv {adv.shape}, labels {labels.shape}; "
             f"expected (N, {num_classes}), (N, {num_classes}), (N,): check num_classes"
         )
+    _validate.finite("clean_logits", clean, "logits")
+    _validate.finite("adv_logits", adv, "logits")
+    _validate.class_labels("labels", labels, num_classes)
     return clean, adv, labels
+
+
+def _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p_clean, keep_prob) -> None:
+    """Raises a one-line error for a setting that would train garbage or crash (NaN lr, hidden -1)."""
+    _validate.positive_int("num_classes", num_classes)
+    if hidden is not None:
+        _validate.positive_int("hidden", hidden)
+    _validate.positive_int("epochs", epochs)
+    _validate.positive_int("batch_size", batch_size)
+    _validate.positive_number("lr", lr)
+    _validate.number_in("weight_decay", weight_decay, 0.0, float("inf"), high_open=True)
+    _validate.number_in("p_clean", p_clean, 0.0, 1.0)
+    _validate.number_in("keep_prob", keep_prob, 1 / 256, 1.0)
 
 
 def _holdout_logits(clean, adv, labels, rows) -> tuple[np.ndarray, np.ndarray]:

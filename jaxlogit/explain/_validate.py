@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlogit import _validate
 from jaxlogit.errors import JaxlogitError
 
 
@@ -27,6 +28,7 @@ def check_logits(z: jax.Array, name: str = "z") -> jax.Array:
         raise JaxlogitError(f"{name} must be logits of shape (B, C), got shape {z.shape}; add a batch axis with {name}[None]")
     if not jnp.issubdtype(z.dtype, jnp.floating):
         raise JaxlogitError(f"{name} must be floating point to differentiate, got {z.dtype}; cast it with .astype(jnp.float32)")
+    _validate.finite(name, z, "logits")
     return z
 
 

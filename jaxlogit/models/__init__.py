@@ -13,6 +13,7 @@ Example:
     (2, 10)
 """
 
+from jaxlogit.models._checkpoint import check_target as check_checkpoint_target
 from jaxlogit.models._checkpoint import load_checkpoint, save_checkpoint
 from jaxlogit.models._densenet import DenseNet
 from jaxlogit.models._logits import logits_fn
@@ -27,6 +28,7 @@ __all__ = [
     "ModelSpec",
     "ResNet",
     "VGG",
+    "check_checkpoint_target",
     "create",
     "from_torchvision",
     "init",

@@ -14,14 +14,15 @@ import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
-from jaxlogit import paths
+from jaxlogit import _digest, paths
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.models import _registry
 
 STATE_DIR = "state"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
-_RECREATE = "re-run `jaxlogit convert` or `jaxlogit backbone train` to recreate it"
+_RECREATE = ("rebuild it with `jaxlogit backbone train` (a cached backbone; it replaces the damaged one) "
+             "or `jaxlogit convert --force` (a converted one)")
 
 
 def save_checkpoint(directory: str | os.PathLike, name: str, variables: dict,
@@ -30,11 +31,14 @@ def save_checkpoint(directory: str | os.PathLike, name: str, variables: dict,
 
     ``directory/state`` is an orbax ``StandardCheckpointer`` checkpoint; ``directory/meta.json``
     holds ``arch``, ``num_classes``, ``mean``, ``std``, ``input_shape`` (the spec's unless
-    ``meta`` overrides them) and everything else in ``meta``. Both are written to a temporary
-    sibling folder first, then renamed into place: readers never see half a checkpoint.
+    ``meta`` overrides them) and everything else in ``meta``, plus SHA-256 digests of the state
+    files and of meta itself that ``load_checkpoint`` verifies. Both are written to a temporary
+    sibling folder first, then renamed into place: readers never see half a checkpoint. An
+    existing ``directory`` is replaced only if it holds a checkpoint of the same model.
 
     Raises:
-        JaxlogitError: ``name`` is unknown or ``variables`` do not fit its architecture.
+        JaxlogitError: ``name`` is unknown, ``variables`` do not fit its architecture, or
+          ``directory`` is a file, a folder holding other things, or not writable.
 
     Returns:
         The checkpoint directory.
@@ -46,13 +50,16 @@ def save_checkpoint(directory: str | os.PathLike, name: str, variables: dict,
                  **(meta or {}), "arch": name, "format_version": FORMAT_VERSION}
     module = _registry.create(name, full_meta["num_classes"])
     _check_fits(variables, _registry.variable_shapes(module, tuple(full_meta["input_shape"])), name)
+    check_target(directory, name, force=True)
+    paths.check_writable(directory.parent, "folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(tmp / STATE_DIR, variables)
             checkpointer.wait_until_finished()
-        paths.write_json_atomic(tmp / META_FILE, full_meta)
+        full_meta["state_sha256"] = _digest.tree_sha256(tmp / STATE_DIR)
+        paths.write_json_atomic(tmp / META_FILE, _digest.with_json_sha256(full_meta))
         _replace_dir(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -70,6 +77,8 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, dict, dict
     """
     directory = pathlib.Path(directory).expanduser().absolute()
     meta = _read_meta(directory)
+    if "state_sha256" in meta and _digest.tree_sha256(directory / STATE_DIR) != meta["state_sha256"]:
+        raise _corrupt(directory, f"the files in {STATE_DIR}/ fail their SHA-256 check")
     try:
         module = _registry.create(meta["arch"], int(meta["num_classes"]))
         target = _registry.variable_shapes(module, tuple(meta["input_shape"]))
@@ -89,6 +98,8 @@ def _read_meta(directory: pathlib.Path) -> dict:
         missing = {"arch", "num_classes", "input_shape"} - set(meta)
     except (ValueError, TypeError) as err:
         raise _corrupt(directory, err) from err
+    if not _digest.json_intact(meta):
+        raise _corrupt(directory, f"{META_FILE} fails its SHA-256 check")
     if missing:
         raise _corrupt(directory, f"{META_FILE} lacks {sorted(missing)}")
     return meta
@@ -97,6 +108,46 @@ def _read_meta(directory: pathlib.Path) -> dict:
 def _corrupt(directory: pathlib.Path, reason: object) -> JaxlogitError:
     first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0][:200]
     return JaxlogitError(f"corrupt checkpoint in {directory} ({first_line}); {_RECREATE}")
+
+
+def _holds_checkpoint(directory: pathlib.Path) -> bool:
+    """Whether ``directory`` holds nothing but a checkpoint's ``meta.json`` and ``state/``."""
+    names = {p.name for p in directory.iterdir()}
+    return bool(names) and names <= {META_FILE, STATE_DIR}
+
+
+def _stored_arch(directory: pathlib.Path) -> str | None:
+    """The ``arch`` in ``directory/meta.json``, or None when it cannot be read (damaged)."""
+    try:
+        return json.loads((directory / META_FILE).read_text()).get("arch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_target(directory: str | os.PathLike, name: str, *, force: bool) -> None:
+    """Raises unless a checkpoint of model ``name`` may be written to ``directory``.
+
+    Allowed: a missing path, an empty folder, or (only with ``force``) a folder holding a
+    checkpoint of ``name`` or a damaged one. Never a file, a folder holding anything else, or
+    another model's checkpoint: nothing that jaxlogit did not write is ever replaced.
+    """
+    directory = pathlib.Path(directory).expanduser().absolute()
+    if not directory.exists() and not directory.is_symlink():
+        return
+    if not directory.is_dir():
+        raise JaxlogitError(f"{directory} is a file: choose a folder path for the checkpoint "
+                            "(the file is kept)")
+    if not any(directory.iterdir()):
+        return
+    if not _holds_checkpoint(directory):
+        raise JaxlogitError(f"{directory} is not empty and holds no jaxlogit checkpoint: choose a new or "
+                            "empty folder (nothing in it is deleted)")
+    arch = _stored_arch(directory)
+    if arch not in (None, name):
+        raise JaxlogitError(f"{directory} holds a {arch} checkpoint, not {name}: choose another folder")
+    if not force:
+        raise JaxlogitError(f"{directory} already holds a {arch or 'damaged'} checkpoint: "
+                            "pass --force to replace it")
 
 
 def _check_fits(variables: dict, expected: dict, name: str) -> None:

@@ -13,6 +13,12 @@ complete. Why this format rather than array_record or tensorstore/zarr:
   into place with ``os.replace``; the manifest, also replaced atomically, is updated only
   after a shard's files are all in place, so it is the commit record. A crash or ``kill -9``
   loses at most the shard being written, and a rerun resumes after the last committed shard.
+* **checked**: the manifest records the SHA-256 of every shard file and of itself; reads
+  verify them (``DamagedStore``, one line naming the file), and ``build`` rewrites a damaged
+  store from its first damaged shard on. Stores written before digests (manifest version 1)
+  are read unverified.
+* **one writer**: ``build`` holds an exclusive lock (``.<store>.lock`` beside it) while it
+  writes; a second builder of the same store waits, then finds it complete.
 
 Rows are produced deterministically by the caller's ``produce_fn(start, stop)``, so a resumed
 build ends byte-identical to an uninterrupted one.
@@ -28,9 +34,10 @@ Example::
     logits.config                 # the dict given to build
 """
 
-from jaxlogit.store._layout import REQUIRED_DTYPES
+from jaxlogit.store._layout import REQUIRED_DTYPES, DamagedStore
 from jaxlogit.store._reader import LogitStore, is_complete
 from jaxlogit.store._reader import open_store as open  # noqa: A001  (the module's reader)
 from jaxlogit.store._writer import DEFAULT_SHARD_SIZE, build
 
-__all__ = ["DEFAULT_SHARD_SIZE", "REQUIRED_DTYPES", "LogitStore", "build", "is_complete", "open"]
+__all__ = ["DEFAULT_SHARD_SIZE", "REQUIRED_DTYPES", "DamagedStore", "LogitStore", "build", "is_complete",
+           "open"]

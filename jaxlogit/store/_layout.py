@@ -8,12 +8,15 @@ import re
 
 import numpy as np
 
-from jaxlogit import paths
+from jaxlogit import _digest, paths
 from jaxlogit.errors import JaxlogitError
 
 FORMAT = "jaxlogit.logit_store"
-VERSION = 1
+#: 2 adds SHA-256 digests: ``digests`` (shard file name -> digest) and ``sha256`` (of the
+#: manifest itself). Version 1 stores, which have neither, are still read, unverified.
+VERSION = 2
 MANIFEST = "manifest.json"
+REBUILD = "rerun the command that made it (e.g. `jaxlogit logits ...`) to rebuild it"
 
 #: The arrays every store holds, with the dtype they are stored in. Rows are images.
 REQUIRED_DTYPES = {
@@ -60,23 +63,55 @@ def new_manifest(config: dict, num_items: int, shard_size: int) -> dict:
         "arrays": None,  # {key: {"dtype": str, "shape": [trailing dims]}}, set by the first shard
         "shards_done": 0,
         "complete": False,
+        "digests": {},  # {shard file name: SHA-256 hex}, one entry per committed file
     }
 
 
 def read_manifest(directory: pathlib.Path) -> dict | None:
-    """The manifest in ``directory``, or ``None`` when there is none."""
+    """The manifest in ``directory``, or ``None`` when there is none.
+
+    Raises:
+      DamagedStore: the manifest cannot be parsed or fails its SHA-256 check.
+      JaxlogitError: it is some other program's JSON file.
+    """
     path = directory / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(path.read_text())
+        fmt = manifest.get("format")
+    except (ValueError, AttributeError):
+        raise DamagedStore(f"the logit store manifest {path} is damaged (not JSON); {REBUILD}") from None
+    if fmt != FORMAT:
         raise JaxlogitError(f"{directory} is not a logit store (bad manifest); delete it or choose another directory")
+    if not _digest.json_intact(manifest):
+        raise DamagedStore(f"the logit store manifest {path} is damaged (SHA-256 mismatch); {REBUILD}")
     return manifest
 
 
 def write_manifest(directory: pathlib.Path, manifest: dict) -> None:
-    """Writes the manifest atomically (temporary file + ``os.replace``)."""
-    paths.write_json_atomic(directory / MANIFEST, manifest)
+    """Writes the manifest with its own digest, atomically (temporary file + ``os.replace``)."""
+    paths.write_json_atomic(directory / MANIFEST, _digest.with_json_sha256(manifest))
+
+
+class DamagedStore(JaxlogitError):
+    """A store file fails its SHA-256 check or cannot be read; ``store.build`` repairs it."""
+
+
+def check_shard_file(directory: pathlib.Path, manifest: dict, index: int, key: str) -> pathlib.Path:
+    """The path of shard ``index``'s ``key`` file, after checking it against its digest (when the
+    manifest records one: version 1 stores have none).
+
+    Raises:
+      DamagedStore: the file is missing or its bytes changed since it was written.
+    """
+    path = shard_path(directory, index, key)
+    expected = (manifest.get("digests") or {}).get(path.name)
+    if not path.is_file():
+        raise DamagedStore(f"the logit store shard {path} is missing; {REBUILD}")
+    if expected is not None and _digest.file_sha256(path) != expected:
+        raise DamagedStore(f"the logit store shard {path} is damaged (SHA-256 mismatch); {REBUILD}")
+    return path
 
 
 def array_layout(arrays: dict[str, np.ndarray]) -> dict:

@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 
+from jaxlogit import paths
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.store import _layout
 
@@ -16,7 +17,8 @@ class LogitStore:
 
     ``store[key]`` is the whole array (N, ...) of the complete shards: a read-only memory map
     when the store has one shard, else their concatenation (which reads them into memory).
-    ``store.shard(key, i)`` is always a memory map.
+    ``store.shard(key, i)`` is always a memory map. Each shard file is checked against the
+    SHA-256 digest in the manifest the first time it is read (``DamagedStore`` on a mismatch).
 
     Attributes:
       directory: where the store lives.
@@ -33,6 +35,7 @@ class LogitStore:
         self.complete: bool = manifest["complete"]
         self.num_items: int = manifest["num_items"]
         self.shard_size: int = manifest["shard_size"]
+        self._verified: set[tuple[str, int]] = set()
 
     @property
     def num_shards(self) -> int:
@@ -55,7 +58,17 @@ class LogitStore:
         self._check_key(key)
         if not 0 <= index < self.num_shards:
             raise IndexError(f"shard {index} out of range [0, {self.num_shards})")
-        return np.load(_layout.shard_path(self.directory, index, key), mmap_mode="r", allow_pickle=False)
+        path = _layout.shard_path(self.directory, index, key)
+        if (key, index) not in self._verified:
+            _layout.check_shard_file(self.directory, self._manifest, index, key)
+            self._verified.add((key, index))
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            if paths.filesystem_fault(err):
+                raise
+            raise _layout.DamagedStore(
+                f"the logit store shard {path} cannot be read ({err}); {_layout.REBUILD}") from None
 
     def __getitem__(self, key: str) -> np.ndarray:
         """Array ``key`` over all complete shards: (len(self), ...)."""
@@ -95,7 +108,11 @@ def open_store(directory: str | os.PathLike, *, allow_incomplete: bool = False) 
 
 
 def is_complete(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` holds a complete logit store (a cheap check for caches)."""
+    """Whether ``directory`` holds a complete logit store (a cheap check for caches; a damaged
+    manifest counts as incomplete: ``build`` repairs it)."""
     directory = pathlib.Path(directory)
-    manifest = _layout.read_manifest(directory) if directory.is_dir() else None
+    try:
+        manifest = _layout.read_manifest(directory) if directory.is_dir() else None
+    except _layout.DamagedStore:
+        return False
     return bool(manifest and manifest["complete"])

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import sys
 from typing import Callable, Mapping
 
 import numpy as np
 
+from jaxlogit import _digest, _lock, paths
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.progress import EVENTS_FILE, progress_bar
 from jaxlogit.store import _layout
@@ -16,6 +19,7 @@ from jaxlogit.store._reader import LogitStore, open_store
 DEFAULT_SHARD_SIZE = 1024
 
 ProduceFn = Callable[[int, int], Mapping[str, np.ndarray]]
+_IDENTITY = ("config", "num_items", "shard_size")  # what makes a store the one asked for
 
 
 def build(
@@ -56,42 +60,125 @@ def build(
     if num_items < 1 or shard_size < 1:
         raise JaxlogitError(f"a logit store needs num_items >= 1 and shard_size >= 1 (got {num_items}, {shard_size})")
     directory = pathlib.Path(directory)
-    manifest = _start_or_resume(directory, config, num_items, shard_size)
+    if not _complete_and_intact(directory, config, num_items, shard_size):  # else: no lock, no write
+        paths.check_writable(directory.parent)
+        with _lock.exclusive(directory):
+            manifest = _start_or_resume(directory, config, num_items, shard_size)
+            if not manifest["complete"]:
+                _write_missing_shards(directory, manifest, produce_fn, progress)
+    store = open_store(directory)
+    store._verified.update((key, i) for key in store.keys() for i in range(store.num_shards))
+    return store
+
+
+def _complete_and_intact(directory: pathlib.Path, config: dict, num_items: int, shard_size: int) -> bool:
+    """Whether ``directory`` holds the complete store asked for, every file passing its check."""
+    wanted = _layout.new_manifest(config, num_items, shard_size)
+    try:
+        manifest = _layout.read_manifest(directory) if directory.is_dir() else None
+        if not manifest or not manifest["complete"] or any(manifest[k] != wanted[k] for k in _IDENTITY):
+            return False
+        for index in range(manifest["shards_done"]):
+            for key in manifest["arrays"] or ():
+                _layout.check_shard_file(directory, manifest, index, key)
+    except _layout.DamagedStore:
+        return False
+    return True
+
+
+def _write_missing_shards(directory: pathlib.Path, manifest: dict, produce_fn: ProduceFn,
+                          progress: bool) -> None:
+    """Produces and commits the shards after ``manifest["shards_done"]``. A run that fails before
+    its first shard is committed removes the store folder it created."""
+    paths.check_writable(directory)
+    created = not directory.exists()
+    if not created:
+        _remove_temporaries(directory)
+    num_items, shard_size = manifest["num_items"], manifest["shard_size"]
     done_rows = min(manifest["shards_done"] * shard_size, num_items)
-    with progress_bar(f"logits {directory.name}", num_items, enabled=progress, completed=done_rows,
-                      unit="img", events=directory / EVENTS_FILE) as advance:
-        for index in range(manifest["shards_done"], manifest["num_shards"]):
-            start, stop = _layout.shard_bounds(index, shard_size, num_items)
-            arrays = _checked_rows(produce_fn(start, stop), stop - start, manifest["arrays"])
-            _write_shard(directory, index, arrays)
-            manifest = _commit_shard(manifest, arrays)
-            _layout.write_manifest(directory, manifest)
-            advance(stop - start)
-    return open_store(directory)
+    try:
+        with progress_bar(f"logits {directory.name}", num_items, enabled=progress, completed=done_rows,
+                          unit="img", events=directory / EVENTS_FILE) as advance:
+            for index in range(manifest["shards_done"], manifest["num_shards"]):
+                start, stop = _layout.shard_bounds(index, shard_size, num_items)
+                arrays = _checked_rows(produce_fn(start, stop), stop - start, manifest["arrays"])
+                if index == 0:  # the first data exists: only now does the store appear on disk
+                    directory.mkdir(parents=True, exist_ok=True)
+                    _layout.write_manifest(directory, manifest)
+                digests = _write_shard(directory, index, arrays)
+                manifest = _commit_shard(manifest, arrays, digests)
+                _layout.write_manifest(directory, manifest)
+                advance(stop - start)
+    except BaseException:
+        if created and manifest["shards_done"] == 0:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def _start_or_resume(directory: pathlib.Path, config: dict, num_items: int, shard_size: int) -> dict:
-    """The manifest to continue from: the existing one if it matches, else a fresh one."""
+    """The manifest to continue from: the existing one if it matches (cut back to before its
+    first damaged shard), else a fresh one (not yet written)."""
     wanted = _layout.new_manifest(config, num_items, shard_size)
-    existing = _layout.read_manifest(directory) if directory.is_dir() else None
+    try:
+        existing = _layout.read_manifest(directory) if directory.is_dir() else None
+    except _layout.DamagedStore as err:
+        _discard_damaged(directory, err)
+        existing = None
     if existing is None:
         _check_empty(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        _layout.write_manifest(directory, wanted)
         return wanted
-    identity = ("config", "num_items", "shard_size")
-    if any(existing[k] != wanted[k] for k in identity):
+    if any(existing[k] != wanted[k] for k in _IDENTITY):
         raise JaxlogitError(
             f"the logit store in {directory} was made with another configuration; delete it or choose another directory"
         )
-    return existing
+    return _cut_at_damage(directory, existing)
+
+
+def _cut_at_damage(directory: pathlib.Path, manifest: dict) -> dict:
+    """``manifest`` without its first damaged shard and those after it (rewritten on disk)."""
+    for index in range(manifest["shards_done"]):
+        for key in manifest["arrays"] or ():
+            try:
+                _layout.check_shard_file(directory, manifest, index, key)
+            except _layout.DamagedStore as err:
+                print(f"warning: {str(err).split(';')[0]}; rewriting shards {index}+", file=sys.stderr)
+                names = {_layout.shard_path(directory, i, k).name
+                         for i in range(index, manifest["num_shards"]) for k in manifest["arrays"]}
+                digests = {n: d for n, d in (manifest.get("digests") or {}).items() if n not in names}
+                manifest = {**manifest, "shards_done": index, "complete": False, "digests": digests}
+                paths.check_writable(directory)
+                _layout.write_manifest(directory, manifest)
+                return manifest
+    return manifest
+
+
+def _discard_damaged(directory: pathlib.Path, err: Exception) -> None:
+    """Removes a store whose manifest is damaged, if the folder holds only store files."""
+    if any(not _is_store_file(p.name) for p in directory.iterdir()):
+        raise err
+    print(f"warning: {str(err).split(';')[0]}; rebuilding the store", file=sys.stderr)
+    for path in directory.iterdir():
+        path.unlink()
+
+
+def _is_store_file(name: str) -> bool:
+    shard = name.startswith("shard-") and name.endswith(".npy")
+    return name == _layout.MANIFEST or name.endswith(".tmp") or shard
+
+
+def _remove_temporaries(directory: pathlib.Path) -> None:
+    """Deletes the temporary files of writers that died (the lock says none is running)."""
+    for path in directory.iterdir():
+        if path.name.endswith(".tmp") and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def _check_empty(directory: pathlib.Path) -> None:
-    """Refuses to write a store into a directory holding anything but leftover temporaries."""
+    """Refuses to write a store into a directory holding anything but leftover temporaries and
+    the event log of an earlier attempt."""
     if not directory.is_dir():
         return
-    foreign = [p.name for p in directory.iterdir() if not p.name.endswith(".tmp")]
+    foreign = [p.name for p in directory.iterdir() if not p.name.endswith(".tmp") and p.name != EVENTS_FILE]
     if foreign:
         raise JaxlogitError(f"{directory} is not empty and not a logit store; delete it or choose another directory")
 
@@ -113,24 +200,33 @@ def _checked_rows(arrays: Mapping[str, np.ndarray], rows: int, layout: dict | No
     return out
 
 
-def _write_shard(directory: pathlib.Path, index: int, arrays: dict[str, np.ndarray]) -> None:
-    """Writes every array of shard ``index``, each one atomically."""
+def _write_shard(directory: pathlib.Path, index: int, arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """Writes every array of shard ``index``, each one atomically; returns their digests by file name."""
+    digests = {}
     for key, value in arrays.items():
-        _save_npy_atomic(_layout.shard_path(directory, index, key), value)
+        path = _layout.shard_path(directory, index, key)
+        _save_npy_atomic(path, value)
+        digests[path.name] = _digest.file_sha256(path)
+    return digests
 
 
 def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file, flushed to disk, then ``os.replace``d onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``np.save`` to a temporary file (a name of this writer's own), flushed to disk, then
+    ``os.replace``d onto ``path``; the temporary file is removed if anything fails."""
+    tmp = paths.temporary_sibling(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _commit_shard(manifest: dict, arrays: dict[str, np.ndarray]) -> dict:
+def _commit_shard(manifest: dict, arrays: dict[str, np.ndarray], digests: dict[str, str]) -> dict:
     """The manifest after one more shard (a new dict; the caller writes it)."""
     done = manifest["shards_done"] + 1
     layout = manifest["arrays"] or _layout.array_layout(arrays)
-    return {**manifest, "arrays": layout, "shards_done": done, "complete": done == manifest["num_shards"]}
+    return {**manifest, "arrays": layout, "shards_done": done, "complete": done == manifest["num_shards"],
+            "digests": {**(manifest.get("digests") or {}), **digests}}
