@@ -139,7 +139,7 @@ def to_nchw(x: np.ndarray) -> Any:
 
 def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = None,
             cache: str | None = None, data_dir: str | None = None, seed: int = 0,
-            with_torch: bool = True) -> BenchModel:
+            with_torch: bool = True, compute_dtype=None) -> BenchModel:
     """Builds the :class:`BenchModel` of ``arch`` for a batch of ``batch`` images.
 
     Args:
@@ -151,13 +151,15 @@ def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = Non
       data_dir: where Fashion-MNIST is.
       seed: seed of random weights and random images.
       with_torch: build the torch twin if torch and torchattacks are importable.
+      compute_dtype: the JAX backbone's compute dtype (``models.logits_fn``; None: float32).
     """
     batch = default_batch(arch) if batch is None else batch
     with_torch = with_torch and torch_available()
     module, variables, weights = _variables(arch, checkpoint=checkpoint, cache=cache, seed=seed,
                                     torchvision_weights=with_torch and is_imagenet(arch))
     spec = models.spec(arch)
-    logits_fn = models.logits_fn(module, variables, mean=spec.mean, std=spec.std)
+    logits_fn = models.logits_fn(module, variables, mean=spec.mean, std=spec.std,
+                                 compute_dtype=compute_dtype)
     x, images = _images(arch, batch, data_dir=data_dir, seed=seed)
     logits = np.asarray(jax.jit(lambda f, images: f(images))(logits_fn, x))
     y = logits.argmax(-1).astype(np.int32)

@@ -40,8 +40,11 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Adaptive: steps per restart.")
 @click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="The backbone's compute dtype inside the attack (images, perturbation and projection stay float32).")
 @common_options
-def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, data_dir, cache_dir) -> None:
+def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, precision, data_dir,
+           cache_dir) -> None:
     """Attack the first N test images of Fashion-MNIST and report accuracy, success and norms.
 
     With --adaptive, the corrector trained on this attack's logits of 4,000 training images
@@ -53,7 +56,7 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     backbone = training.ensure_backbone(training.default_config(arch), data_dir=data_dir, cache=cache_dir)
     split = data.load("fashion_mnist", "test", data_dir=data_dir)
     x, y = split.get_batch(np.arange(min(n, len(split))))
-    logits_fn = backbone.logits_fn()
+    logits_fn = backbone.logits_fn(compute_dtype=precision)
     key = jax.random.key(seed)
 
     @_xla.jit
