@@ -114,9 +114,19 @@ def _images(arch: str, batch: int, *, data_dir: str | None, seed: int) -> tuple[
     return x, f"{batch} uniform random images (seed {seed})"
 
 
+def torch_device() -> Any:
+    """The torch device of the comparison: CUDA when JAX runs on a GPU and torch sees one (both
+    libraries on the same chip), else the CPU."""
+    import torch
+
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
 def _torch_twin(arch: str, variables: dict) -> Any:
-    """``to_torch`` with frozen weights (attacks only need input gradients)."""
-    model = models.to_torch(arch, variables)
+    """``to_torch`` with frozen weights (attacks only need input gradients), on
+    :func:`torch_device`."""
+    model = models.to_torch(arch, variables).to(torch_device())
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
@@ -127,14 +137,15 @@ def torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return model(to_nchw(x)).numpy()
+        return model(to_nchw(x)).cpu().numpy()
 
 
 def to_nchw(x: np.ndarray) -> Any:
-    """NHWC numpy images -> a contiguous NCHW torch tensor."""
+    """NHWC numpy images -> a contiguous NCHW torch tensor on :func:`torch_device`."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+    images = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+    return images.to(torch_device())
 
 
 def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = None,
