@@ -60,32 +60,35 @@ stage() {
   log "stage $name: exit $rc"
 }
 
-setup_env() {
-  if [ "$MODE" = dry ]; then
-    PY=${PYTHON:-python3}; export JAX_PLATFORMS=cpu; return 0
+setup_env() {  # prints the interpreter to use as its last line
+  if [ "$MODE" = dry ]; then echo "${PYTHON:-python3}"; return 0; fi
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >&2 || true
+  local py=python3
+  if ! "$py" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" >&2; then
+    # A bare machine with a registry: a venv of its own with jax[cuda12] and the project.
+    echo "no GPU jax in python3: a venv with jax[cuda12] from the registry" >&2
+    python3 -m venv /tmp/jaxlogit-venv >&2 && py=/tmp/jaxlogit-venv/bin/python
+    "$py" -m pip install -q --retries 0 --timeout 10 "jax[cuda12]" -e ".[torch,test]" >&2 || \
+      echo "jax[cuda12] not installable here" >&2
   fi
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
-  python3 -m venv --system-site-packages /tmp/jaxlogit-venv && PY=/tmp/jaxlogit-venv/bin/python || PY=python3
-  if ! "$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"; then
-    echo "no GPU jax here: trying the registry for jax[cuda12]"
-    "$PY" -m pip install -q --retries 0 --timeout 10 "jax[cuda12]" || echo "jax[cuda12] not installable"
-  fi
+  # The image's python3 (no registry): carried wheels (torchattacks) into /tmp/site.
   if ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps .whl/*.whl || echo "carried wheels failed"
+    "$py" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >&2 \
+      || echo "carried wheels failed" >&2
   fi
-  "$PY" -c "import torchattacks" 2>/dev/null || \
-    "$PY" -m pip install -q --retries 0 --timeout 10 --no-deps torchattacks || \
-    echo "torchattacks unavailable: the bench times jaxlogit alone"
-  "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . || \
-    echo "editable install failed: using PYTHONPATH=$REPO"
-  "$PY" -c "import jaxlogit, jax; print(jaxlogit.__file__, jax.__version__, jax.devices())"
+  PYTHONPATH="$PYTHONPATH:/tmp/site" "$py" -c "import torchattacks" 2>/dev/null || \
+    echo "torchattacks unavailable: the bench times jaxlogit alone" >&2
+  PYTHONPATH="$PYTHONPATH:/tmp/site" "$py" -c \
+    "import jaxlogit, jax; print(jaxlogit.__file__, jax.__version__, jax.devices())" >&2
+  echo "$py"
 }
 
-PY=python3
 log "mode $MODE, repo $REPO, work $WORK"
-stage setup 75 bash -c "$(declare -f setup_env); MODE=$MODE; setup_env"
-[ "$MODE" = gpu ] && [ -x /tmp/jaxlogit-venv/bin/python ] && PY=/tmp/jaxlogit-venv/bin/python
-[ "$MODE" = dry ] && { PY=${PYTHON:-python3}; export JAX_PLATFORMS=cpu; }
+stage setup 75 bash -c "$(declare -f setup_env); MODE=$MODE; setup_env > $WORK/python"
+PY=$(tail -n 1 "$WORK/python" 2>/dev/null); PY=${PY:-python3}
+export PYTHONPATH="$PYTHONPATH:/tmp/site"
+[ "$MODE" = dry ] && export JAX_PLATFORMS=cpu
+log "python: $PY"
 
 if [ "$MODE" = gpu ]; then
   SIZE=8192; ARCH=resnet50; BATCHES="64 256"; REPEATS=2

@@ -20,7 +20,8 @@ from jaxlogit.bench._run import (PRECISIONS, AttackBench, AttackRun, Baseline, B
 from jaxlogit.bench._timing import Timing, interleaved
 
 __all__ = [
-    "ATTACKS", "PRECISIONS", "AttackBench", "AttackRun", "Baseline", "BenchConfig", "BenchModel", "BenchReport",
+    "ATTACKS", "PRECISIONS",
+    "AttackBench", "AttackRun", "Baseline", "BenchConfig", "BenchModel", "BenchReport",
     "Timing", "Work", "as_json", "compiled_flops", "cw_cost_in_steps", "default_batch",
     "interleaved", "jax_attack", "jax_work", "markdown", "matmul_peak_gflops", "prepare", "run",
     "run_many", "run_metrics", "speed_up", "speed_up_range",

@@ -41,7 +41,8 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
               help="Adaptive: steps per restart.")
 @click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
-              help="The backbone's compute dtype inside the attack (images, perturbation and projection stay float32).")
+              help="The backbone's compute dtype inside the attack "
+                   "(images, perturbation and projection stay float32).")
 @common_options
 def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, precision, data_dir,
            cache_dir) -> None:
