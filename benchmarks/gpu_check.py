@@ -119,6 +119,10 @@ def _fmt(value, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _significant(value) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
 def bench_rows(data: dict, peaks: dict) -> list[str]:
     """Table rows of one bench JSON: compile, steady, TFLOP/s and % of the measured peak."""
     config, rows = data["config"], []
@@ -135,7 +139,7 @@ def bench_rows(data: dict, peaks: dict) -> list[str]:
             compile_s = metrics["compile_s"] if side == "jaxlogit" else None
             rows.append(f"| {attack} | {side} | {data['model']['batch']} | {precision} | "
                         f"{_fmt(compile_s, 1)} | {_fmt(metrics['steady_s_per_batch'], 3)} | "
-                        f"{_fmt(metrics['images_per_s'], 0)} | {_fmt(tflops, 1)} | "
+                        f"{_fmt(metrics['images_per_s'], 0)} | {_significant(tflops)} | "
                         f"{_fmt(share, 1)} | {_fmt(metrics['success_rate'])} | "
                         f"{_fmt(side == 'jaxlogit' and sides['speed_up'] or None)} |")
     return rows
@@ -160,9 +164,9 @@ def report(work: pathlib.Path, out_dir: pathlib.Path, copy_to: pathlib.Path | No
              f"torch {info.get('torch')} ({info.get('torch_cuda')}), torchattacks "
              f"{info.get('torchattacks')}",
              f"- measured matmul peak ({peaks.get('size')}^3): bf16 "
-             f"{_fmt(peaks.get('bfloat16_tflops'), 1)} TFLOP/s, f32 default precision "
-             f"{_fmt(peaks.get('float32_default_tflops'), 1)}, f32 highest "
-             f"{_fmt(peaks.get('float32_highest_tflops'), 1)}", "",
+             f"{_significant(peaks.get('bfloat16_tflops'))} TFLOP/s, f32 default precision "
+             f"{_significant(peaks.get('float32_default_tflops'))}, f32 highest "
+             f"{_significant(peaks.get('float32_highest_tflops'))}", "",
              "| stage | exit | seconds |", "|---|---:|---:|",
              *[f"| {' | '.join(stage)} |" for stage in stages], "",
              "Attacks (compile apart; TFLOP/s from XLA's FLOP count of the jaxlogit program, "
@@ -180,6 +184,8 @@ def report(work: pathlib.Path, out_dir: pathlib.Path, copy_to: pathlib.Path | No
     written = [out_dir / f"gpu-{gpu}.md", out_dir / f"gpu-{gpu}.json"]
     written[0].write_text(text)
     _write(written[1], {"devices": info, "peak": peaks, "stages": stages, "benches": benches})
+    if copy_to:
+        copy_to.mkdir(parents=True, exist_ok=True)
     for path in written if copy_to else []:
         shutil.copy(path, copy_to / path.name)
     print(text)
