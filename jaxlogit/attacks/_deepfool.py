@@ -167,7 +167,7 @@ def deepfool(
       max_iter: maximum number of iterations.
       overshoot: the accumulated perturbation is scaled by ``1 + overshoot``.
       chunk: active samples per compacted chunk (None: ``jaxlogit.backend.deepfool_chunk()``,
-        16 on the XLA:CPU path, the whole batch on GPU/TPU). Same results for any value.
+        16 on the XLA:CPU path, the whole batch on GPU/TPU). Same results up to float rounding.
 
     Returns:
       ``AttackResult`` with L2 norms; ``iterations`` counts each sample's steps.

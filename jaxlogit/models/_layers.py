@@ -26,8 +26,8 @@ def conv(features: int, kernel: int, *, stride: int = 1, padding: int = 0, bias:
     """A torch-style ``Conv2d(in, features, kernel, stride, padding, bias)`` in NHWC, as
     ``layer`` (``FastConv`` or ``PlainConv``: same variables)."""
     return layer(features, (kernel, kernel), strides=(stride, stride),
-                    padding=((padding, padding), (padding, padding)), use_bias=bias,
-                    kernel_init=KAIMING_FAN_OUT, name=name)
+                 padding=((padding, padding), (padding, padding)), use_bias=bias,
+                 kernel_init=KAIMING_FAN_OUT, name=name)
 
 
 def conv_layers(conv_layer: type[FastConv] | None,
