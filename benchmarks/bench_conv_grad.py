@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import pathlib
 from typing import Callable, Iterator
 
@@ -73,16 +74,14 @@ def plain_convolutions(enabled: bool) -> Iterator[None]:
         _conv.forward_method, _conv.input_grad_method = saved
 
 
-@contextlib.contextmanager
-def select_and_scatter_pool(enabled: bool) -> Iterator[None]:
-    """While tracing inside, overlapping max-pools are ``nn.max_pool``."""
-    saved = _pool.max_pool_windows
-    if enabled:
-        _pool.max_pool_windows = _pool.select_and_scatter_max_pool
-    try:
-        yield
-    finally:
-        _pool.max_pool_windows = saved
+def with_max_pool(logits_fn: jax.tree_util.Partial, own_pool: bool) -> jax.tree_util.Partial:
+    """``logits_fn`` whose backbone pools with jaxlogit's ``max_pool`` or with ``nn.max_pool``
+    (``select_and_scatter``): its ``max_pool`` field, the plain path's pool of
+    ``jaxlogit.backend``."""
+    evaluate = logits_fn.func
+    pool = _pool.max_pool if own_pool else _pool.select_and_scatter_max_pool
+    module = evaluate.module.clone(max_pool=pool)
+    return jax.tree_util.Partial(dataclasses.replace(evaluate, module=module), *logits_fn.args)
 
 
 def variants(arch: str) -> tuple[tuple[str, bool, bool, bool], ...]:
@@ -105,8 +104,9 @@ def compiled_variants(model: _model.BenchModel, steps: int) -> dict[str, Callabl
     for label, tuned, per_layer, own_pool in variants(model.arch):
         jit = _xla.jit if tuned else jax.jit
         jax.clear_caches()  # attacks.pgd's jit would reuse its trace from the previous variant
-        with plain_convolutions(not per_layer), select_and_scatter_pool(not own_pool):
-            program = jit(pgd_program(model.logits_fn, steps)).lower(x, y).compile()
+        with plain_convolutions(not per_layer):
+            program = jit(pgd_program(with_max_pool(model.logits_fn, own_pool), steps)).lower(
+                x, y).compile()
         calls[label] = lambda program=program: program(x, y)
     return calls
 

@@ -4,8 +4,9 @@ On CPU, XLA (jaxlib 0.10) hands convolutions to YNNPACK by default. For the netw
 Eigen's convolutions are faster, in attacks (forward + input gradient) and in training
 (``python -m benchmarks.bench_conv_grad`` times PGD steps both ways in one run and writes
 ``benchmarks/results/conv_grad.md``). ``CONV_OPTIONS`` keeps YNNPACK for matrix products
-only. It is a debug option of every XLA backend, so GPU and TPU compilations accept it and
-ignore it. Set ``JAXLOGIT_XLA_OPTIONS=0`` to compile with XLA's defaults instead.
+only. It is an XLA:CPU choice: on other backends (``jaxlogit.backend.on_cpu``) :func:`jit`
+compiles with XLA's defaults. Set ``JAXLOGIT_XLA_OPTIONS=0`` to compile with XLA's defaults on
+CPU too.
 
 JAX refuses compiler options on a jit nested in another one (the outer program is compiled as
 one), so :func:`jit` compiles with them only when called outside any trace. A jaxlib that does
@@ -22,6 +23,8 @@ from typing import Any, Callable
 
 import jax
 
+from jaxlogit import backend
+
 CONV_OPTIONS: dict[str, str] = (
     {} if os.environ.get("JAXLOGIT_XLA_OPTIONS") == "0"
     else {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
@@ -36,7 +39,7 @@ def _traced(args: tuple, kwargs: dict) -> bool:
 
 
 def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
-    """``jax.jit(fun, **kwargs)`` compiled with ``CONV_OPTIONS``; also a decorator factory.
+    """``jax.jit(fun, **kwargs)`` compiled with ``CONV_OPTIONS`` on CPU; also a decorator factory.
 
     ``@jit``, ``@jit(static_argnames=...)`` and ``jit(f, ...)`` all work like ``jax.jit``.
     Called inside another trace it runs as a plain ``jax.jit(fun, **kwargs)``, which becomes
@@ -52,7 +55,7 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
 
     @functools.wraps(fun)
     def dispatch(*args: Any, **call_kwargs: Any) -> Any:
-        if _rejected or _traced(args, call_kwargs):
+        if _rejected or _traced(args, call_kwargs) or not backend.on_cpu():
             return plain(*args, **call_kwargs)
         try:
             return tuned(*args, **call_kwargs)

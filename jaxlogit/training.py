@@ -68,9 +68,11 @@ class Backbone(NamedTuple):
     meta: dict
     directory: pathlib.Path
 
-    def logits_fn(self) -> Callable[[jax.Array], jax.Array]:
-        """``x`` (B,H,W,C) in [0,1] -> logits (B,C), eval mode, normalisation inside."""
-        return models.logits_fn(self.module, self.variables, mean=self.meta["mean"], std=self.meta["std"])
+    def logits_fn(self, compute_dtype=None) -> Callable[[jax.Array], jax.Array]:
+        """``x`` (B,H,W,C) in [0,1] -> logits (B,C), eval mode, normalisation inside; the backbone
+        computes in ``compute_dtype`` (None: float32; see ``models.logits_fn``)."""
+        return models.logits_fn(self.module, self.variables, mean=self.meta["mean"], std=self.meta["std"],
+                                compute_dtype=compute_dtype)
 
 
 class TrainState(train_state.TrainState):

@@ -257,17 +257,19 @@ def test_xla_jit_falls_back_to_plain_jit_when_the_options_are_rejected(monkeypat
 def test_bench_conv_grad_pool_switch_traces_select_and_scatter():
     """The benchmark's baseline really differentiates the pool with select_and_scatter."""
     from benchmarks import bench_conv_grad
+    from jaxlogit import models
+    from jaxlogit.models import _resnet
 
-    def traced_pool_grad(x):  # a new function each time: make_jaxpr caches traces per function
-        return str(jax.make_jaxpr(
-            lambda a: jax.grad(lambda b: _pool.max_pool(b, 3, 2, 1).sum())(a))(x))
+    module = _resnet.resnet_tiny(small_stem=False)  # a 3x3/2 stem max-pool
+    variables = models.init(module, jax.random.key(0), (16, 16, 1))
+    f = models.logits_fn(module, variables, mean=(0.5,), std=(0.25,))
 
-    x = _random((1, 8, 8, 2), 1)
-    with bench_conv_grad.select_and_scatter_pool(True):
-        swapped = traced_pool_grad(x)
-    own = traced_pool_grad(x)
-    assert "select_and_scatter" in swapped
-    assert "select_and_scatter" not in own
+    def traced_grad(own_pool):
+        g = bench_conv_grad.with_max_pool(f, own_pool)
+        return str(jax.make_jaxpr(jax.grad(lambda b: g(b).sum()))(_random((1, 16, 16, 1), 1)))
+
+    assert "select_and_scatter" in traced_grad(False)
+    assert "select_and_scatter" not in traced_grad(True)
 
 
 def test_bench_plain_convolutions_swaps_every_formulation_and_restores_them():

@@ -9,15 +9,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxlogit import _xla
+from jaxlogit import _xla, backend
 from jaxlogit.attacks import _checks, _compaction, _norms, _result
 from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 
 _TINY = 1e-12
 _STEP_MARGIN = 1e-4  # added to the linearised distance, as in the reference implementation
-# Each iteration runs on the still active samples only, CHUNK at a time (also keeps the K - 1
-# batched vjps' activations small enough for the CPU caches; 8-16 measured fastest on CPU).
-CHUNK = 16
+# Each iteration runs on the still active samples only, CHUNK at a time on the XLA:CPU path
+# (also keeps the K - 1 batched vjps' activations small enough for the CPU caches; 8-16
+# measured fastest on CPU); other backends take the whole batch (``backend.deepfool_chunk``).
+CHUNK = backend.CPU_DEEPFOOL_CHUNK
 
 
 class _Rows(NamedTuple):
@@ -145,6 +146,7 @@ def deepfool(
     candidates: int = 10,
     max_iter: int = 100,
     overshoot: float = 0.02,
+    chunk: int | None = None,
 ) -> _result.AttackResult:
     """Untargeted L2 DeepFool over the clean input's most likely classes.
 
@@ -154,7 +156,7 @@ def deepfool(
     (its perturbation freezes) as soon as ``argmax logits_fn(x_adv) != y``; the loop ends when
     every sample has stopped or after ``max_iter`` iterations. Samples misclassified from the
     start are returned unchanged. Each iteration runs only on the samples still active,
-    gathered 16 at a time, so finished samples cost no further forward or gradient work.
+    gathered ``chunk`` at a time, so finished samples cost no further forward or gradient work.
 
     Args:
       logits_fn: images (B, H, W, C) in [0, 1] -> logits (B, C); owns any normalisation.
@@ -164,6 +166,8 @@ def deepfool(
         capped at C).
       max_iter: maximum number of iterations.
       overshoot: the accumulated perturbation is scaled by ``1 + overshoot``.
+      chunk: active samples per compacted chunk (None: ``jaxlogit.backend.deepfool_chunk()``,
+        16 on the XLA:CPU path, the whole batch on GPU/TPU). Same results up to float rounding.
 
     Returns:
       ``AttackResult`` with L2 norms; ``iterations`` counts each sample's steps.
@@ -172,8 +176,10 @@ def deepfool(
     candidates = _checks.count("candidates", candidates, minimum=2)
     max_iter = _checks.count("max_iter", max_iter)
     _checks.non_negative("overshoot", overshoot)
+    chunk = backend.deepfool_chunk() if chunk is None else _checks.count("chunk", chunk)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
     res = _program(fn_arrays, x, y, jnp.float32(overshoot), jnp.int32(max_iter),
-                   fn_static=fn_static, candidates=candidates, chunk=min(CHUNK, x.shape[0]))
+                   fn_static=fn_static, candidates=candidates,
+                   chunk=x.shape[0] if chunk is None else min(chunk, x.shape[0]))
     _checks.labels_fit(res.logits.shape[-1], y, y, False)
     return res

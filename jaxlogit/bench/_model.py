@@ -115,9 +115,19 @@ def _images(arch: str, batch: int, *, data_dir: str | None, seed: int) -> tuple[
     return x, f"{batch} uniform random images (seed {seed})"
 
 
+def torch_device() -> Any:
+    """The torch device of the comparison: CUDA when JAX runs on a GPU and torch sees one (both
+    libraries on the same chip), else the CPU."""
+    import torch
+
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
 def _torch_twin(arch: str, variables: dict) -> Any:
-    """``to_torch`` with frozen weights (attacks only need input gradients)."""
-    model = models.to_torch(arch, variables)
+    """``to_torch`` with frozen weights (attacks only need input gradients), on
+    :func:`torch_device`."""
+    model = models.to_torch(arch, variables).to(torch_device())
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
@@ -128,19 +138,20 @@ def torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return model(to_nchw(x)).numpy()
+        return model(to_nchw(x)).cpu().numpy()
 
 
 def to_nchw(x: np.ndarray) -> Any:
-    """NHWC numpy images -> a contiguous NCHW torch tensor."""
+    """NHWC numpy images -> a contiguous NCHW torch tensor on :func:`torch_device`."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+    images = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+    return images.to(torch_device())
 
 
 def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = None,
             cache: str | None = None, data_dir: str | None = None, seed: int = 0,
-            with_torch: bool = True) -> BenchModel:
+            with_torch: bool = True, compute_dtype=None) -> BenchModel:
     """Builds the :class:`BenchModel` of ``arch`` for a batch of ``batch`` images.
 
     Args:
@@ -152,13 +163,15 @@ def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = Non
       data_dir: where Fashion-MNIST is.
       seed: seed of random weights and random images.
       with_torch: build the torch twin if torch and torchattacks are importable.
+      compute_dtype: the JAX backbone's compute dtype (``models.logits_fn``; None: float32).
     """
     batch = default_batch(arch) if batch is None else batch
     with_torch = with_torch and torch_available()
     module, variables, weights = _variables(arch, checkpoint=checkpoint, cache=cache, seed=seed,
                                     torchvision_weights=with_torch and is_imagenet(arch))
     spec = models.spec(arch)
-    logits_fn = models.logits_fn(module, variables, mean=spec.mean, std=spec.std)
+    logits_fn = models.logits_fn(module, variables, mean=spec.mean, std=spec.std,
+                                 compute_dtype=compute_dtype)
     x, images = _images(arch, batch, data_dir=data_dir, seed=seed)
     logits = np.asarray(jax.jit(lambda f, images: f(images))(logits_fn, x))
     y = logits.argmax(-1).astype(np.int32)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxlogit import attacks
+import jax
+
+from jaxlogit import attacks, backend
 from jaxlogit.bench import _memory, _model
 from jaxlogit.bench._run import AttackBench, AttackRun, BenchReport
 
@@ -211,6 +213,9 @@ def markdown(report: BenchReport) -> str:
              f"input {'x'.join(map(str, model['input_shape']))}", "",
              f"- weights: {model['weights']}; jaxlogit's attacks get them as "
              f"{WEIGHTS_PASSING[report.config.weights_as_constants]}",
+             f"- jaxlogit computes in {report.config.precision} with the "
+             f"{backend.conv_path()!r} convolutions on {jax.default_backend()} "
+             f"({jax.devices()[0].device_kind})",
              f"- images: {model['images']}; labels are the "
              "model's own predictions (every sample starts correctly classified)",
              f"- machine: float32 matmul peak {report.peak_gflops:.0f} GFLOP/s (jnp.dot 2048^3, "

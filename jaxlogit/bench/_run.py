@@ -16,6 +16,7 @@ from jaxlogit.bench._timing import Timing
 from jaxlogit.errors import JaxlogitError
 
 COMPACT_TORCH_DEEPFOOL_IMAGES = 4
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,8 @@ class BenchConfig:
       weights_as_constants: give jaxlogit's attacks a plain closure over the weights, which
         bakes them into each compiled program as constants (a new program per weights, longer
         compiles), instead of the default partial whose weights are program inputs.
+      precision: ``"float32"`` or ``"bfloat16"``, jaxlogit's backbone compute dtype (its
+        baselines and attacks; torchattacks stays float32).
     """
 
     arch: str = "resnet_compact"
@@ -51,12 +54,16 @@ class BenchConfig:
     torch: bool = True
     torch_deepfool_images: int | None = None
     weights_as_constants: bool = False
+    precision: str = "float32"
 
     def __post_init__(self):
         if not self.attacks:
             raise JaxlogitError(f"no attack to time: pass one of {', '.join(attacks.names())} or all")
         for name in self.attacks:
             _attacks.bench_spec(name)  # unknown, or no work model: a one-line error
+        if self.precision not in PRECISIONS:
+            raise JaxlogitError(f"unknown precision {self.precision!r}: choose "
+                                f"{' or '.join(PRECISIONS)}")
         if self.repeats < 1 or (self.batch is not None and self.batch < 1):
             raise JaxlogitError("repeats and batch must be >= 1: pass --repeats 3 --batch 256")
 
@@ -254,7 +261,7 @@ def run_timings(config: BenchConfig, *,
     log(f"preparing {config.arch}")
     model = _model.prepare(config.arch, config.batch, checkpoint=config.checkpoint,
                            cache=config.cache, data_dir=config.data_dir, seed=config.seed,
-                           with_torch=config.torch)
+                           with_torch=config.torch, compute_dtype=config.precision)
     log("measuring the matmul peak")
     peak = _flops.matmul_peak_gflops()
     log("timing the forward and forward+gradient baselines")

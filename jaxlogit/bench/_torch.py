@@ -13,7 +13,7 @@ import torch
 from jaxlogit import attacks
 from jaxlogit.bench import _attacks
 from jaxlogit.bench._attacks import Work
-from jaxlogit.bench._model import to_nchw
+from jaxlogit.bench._model import to_nchw, torch_device
 from jaxlogit.errors import JaxlogitError
 
 
@@ -63,21 +63,37 @@ def torchattacks_attack(name: str, model: Any) -> Any:
 def attack_call(name: str, model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], Any]:
     """A no-argument function running torchattacks' ``name`` on NHWC ``x`` and labels ``y``."""
     attack = torchattacks_attack(name, model)
-    images, labels = to_nchw(x), torch.from_numpy(np.asarray(y, np.int64))
-    return lambda: attack(images, labels)
+    images, labels = to_nchw(x), _labels(y)
+    return synchronised(lambda: attack(images, labels))
+
+
+def _labels(y: np.ndarray) -> Any:
+    return torch.from_numpy(np.asarray(y, np.int64)).to(torch_device())
+
+
+def synchronised(call: Callable[[], Any]) -> Callable[[], Any]:
+    """``call`` that returns only once the GPU has finished its work (timings); as is on CPU."""
+    if torch_device().type != "cuda":
+        return call
+
+    def run():
+        result = call()
+        torch.cuda.synchronize()
+        return result
+    return run
 
 
 def success_rate(model: Any, x_adv: Any, y: np.ndarray) -> float:
     """Fraction of NCHW adversarial images ``x_adv`` the model does not label ``y``."""
     with torch.no_grad():
-        predicted = model(x_adv).argmax(1).numpy()
+        predicted = model(x_adv).argmax(1).cpu().numpy()
     return float(np.mean(predicted != np.asarray(y)))
 
 
 def baseline_calls(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[], Any]]:
     """``{"forward": ..., "gradient": ...}``: one forward (no autograd) and one
     forward + cross-entropy input gradient of the batch, as torch users write them."""
-    images, labels = to_nchw(x), torch.from_numpy(np.asarray(y, np.int64))
+    images, labels = to_nchw(x), _labels(y)
 
     def forward():
         with torch.no_grad():
@@ -88,7 +104,7 @@ def baseline_calls(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Callab
         loss = torch.nn.functional.cross_entropy(model(leaf), labels)
         return torch.autograd.grad(loss, leaf)[0]
 
-    return {"forward": forward, "gradient": gradient}
+    return {"forward": synchronised(forward), "gradient": synchronised(gradient)}
 
 
 def threads() -> int:

@@ -42,9 +42,12 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Adaptive: steps per restart.")
 @click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="The backbone's compute dtype inside the attack "
+                   "(images, perturbation and projection stay float32).")
 @dataset_option
 @common_options
-def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, dataset, data_dir,
+def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, precision, dataset, data_dir,
            cache_dir) -> None:
     """Attack the first N evaluation images of --dataset (default Fashion-MNIST's test set) and
     report accuracy, success and norms.
@@ -58,7 +61,7 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
     x, y = split.get_batch(np.arange(min(n, len(split))))
     batch_size = min(batch_size, len(y))  # never pad a few images to a huge batch
-    logits_fn = backbone.logits_fn()
+    logits_fn = backbone.logits_fn(compute_dtype=precision)
     key = jax.random.key(seed)
 
     @_xla.jit

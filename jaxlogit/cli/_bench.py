@@ -26,12 +26,14 @@ from jaxlogit.cli._app import AttackName, check_arch, cli, common_options
 @click.option("--weights-as-constants", is_flag=True,
               help="Bake the weights into jaxlogit's compiled attacks as constants (a closure "
                    "as logits_fn) instead of passing them as program inputs.")
+@click.option("--precision", type=click.Choice(bench.PRECISIONS), default="float32", show_default=True,
+              help="jaxlogit's backbone compute dtype (torchattacks stays float32).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the results as JSON to this file.")
 @common_options
 def bench_command(attack_name, arch, batch, repeats, checkpoint, torch_deepfool_images, no_torch,
-                  weights_as_constants, seed, json_path, data_dir, cache_dir) -> None:
+                  weights_as_constants, precision, seed, json_path, data_dir, cache_dir) -> None:
     """Compile time, steady state, images/s, time per gradient step and GFLOP/s of the attacks,
     with torchattacks' speed on the same weights and batch measured in the same run."""
     check_arch(arch)
@@ -39,7 +41,7 @@ def bench_command(attack_name, arch, batch, repeats, checkpoint, torch_deepfool_
         arch=arch, attacks=attacks.names() if attack_name == "all" else (attack_name,),
         batch=batch, repeats=repeats, seed=seed, checkpoint=checkpoint, cache=cache_dir,
         data_dir=data_dir, torch=not no_torch, torch_deepfool_images=torch_deepfool_images,
-        weights_as_constants=weights_as_constants)
+        weights_as_constants=weights_as_constants, precision=precision)
     report = bench.run(config, log=lambda message: click.echo(f"... {message}", err=True))
     click.echo(bench.markdown(report))
     if json_path:

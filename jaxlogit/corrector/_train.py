@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import _validate
+from jaxlogit import _validate, backend
 from jaxlogit.corrector import _parallel
 from jaxlogit.corrector._checkpoint import EpochCheckpoints
 from jaxlogit.corrector._evaluate import evaluate
@@ -253,14 +253,16 @@ def _holdout_accuracy(params, module, holdout, batch_size, put) -> float:
 def _run_epoch(step_fn, state, arrays, order, batch_size, put, key):
     """One pass over ``order`` in batches; returns the state and per-step losses, clean fractions."""
     clean, adv, labels = arrays
-    metrics = []
+    metrics, on_cpu = [], backend.on_cpu()
     for i in range(len(order) // batch_size):
         rows = order[i * batch_size : (i + 1) * batch_size]
         batch = {"clean_logits": clean[rows], "adv_logits": adv[rows], "labels": labels[rows]}
         state, step_metrics = step_fn(state, put(batch), key)
-        # One step in flight at a time: with several steps queued, XLA:CPU's all-reduce across
-        # forced host devices deadlocked here (D=10,000, 2 devices, 2 cores); waiting costs little.
-        jax.block_until_ready(step_metrics)
+        # One step in flight at a time on CPU: with several steps queued, XLA:CPU's all-reduce
+        # across forced host devices deadlocked here (D=10,000, 2 devices, 2 cores); waiting
+        # costs little there. Accelerators keep steps queued.
+        if on_cpu:
+            jax.block_until_ready(step_metrics)
         metrics.append(step_metrics)
     metrics = jax.device_get(metrics)
     return state, [float(m["loss"]) for m in metrics], [float(m["clean_fraction"]) for m in metrics]

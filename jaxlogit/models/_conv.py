@@ -328,7 +328,24 @@ class FastConv(nn.Module):
         kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
         padding = tuple(tuple(int(p) for p in pair) for pair in self.padding)
-        y = fast_conv(x, kernel.astype(x.dtype), tuple(self.strides), padding)
+        y = self.convolve(x, kernel.astype(x.dtype), tuple(self.strides), padding)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
         return y
+
+    @staticmethod
+    def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                 padding: Padding) -> jnp.ndarray:
+        """(B,H,W,I) convolved with (kh,kw,I,O) -> (B,H',W',O): :func:`fast_conv`."""
+        return fast_conv(x, kernel, strides, padding)
+
+
+class PlainConv(FastConv):
+    """``FastConv`` (same fields, same variables) as ``lax.conv_general_dilated`` with ordinary
+    autodiff: what XLA's GPU/TPU convolution rewriters recognise (``jaxlogit.backend``)."""
+
+    @staticmethod
+    def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                 padding: Padding) -> jnp.ndarray:
+        """(B,H,W,I) convolved with (kh,kw,I,O) -> (B,H',W',O): :func:`conv`."""
+        return conv(x, kernel, strides, padding)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlogit import backend
 from jaxlogit.models._conv import KAIMING_FAN_OUT, FastConv
 
 BN_EPSILON = 1e-5
@@ -20,11 +22,22 @@ BN_MOMENTUM = 0.9  # flax's decay of the running stats == torch's momentum 0.1
 
 
 def conv(features: int, kernel: int, *, stride: int = 1, padding: int = 0, bias: bool = False,
-         name: str | None = None) -> FastConv:
-    """A torch-style ``Conv2d(in, features, kernel, stride, padding, bias)`` in NHWC."""
-    return FastConv(features, (kernel, kernel), strides=(stride, stride),
-                    padding=((padding, padding), (padding, padding)), use_bias=bias,
-                    kernel_init=KAIMING_FAN_OUT, name=name)
+         name: str | None = None, layer: type[FastConv] = FastConv) -> FastConv:
+    """A torch-style ``Conv2d(in, features, kernel, stride, padding, bias)`` in NHWC, as
+    ``layer`` (``FastConv`` or ``PlainConv``: same variables)."""
+    return layer(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)), use_bias=bias,
+                 kernel_init=KAIMING_FAN_OUT, name=name)
+
+
+def conv_layers(conv_layer: type[FastConv] | None,
+                max_pool: Callable | None) -> tuple[type[FastConv], Callable]:
+    """A backbone's ``(conv, max_pool)`` fields, each None filled in by
+    :func:`jaxlogit.backend.conv_layers` (the backend's choice)."""
+    if conv_layer is None or max_pool is None:
+        chosen_conv, chosen_pool = backend.conv_layers()
+        return conv_layer or chosen_conv, max_pool or chosen_pool
+    return conv_layer, max_pool
 
 
 def batch_norm(train: bool, *, name: str | None = None) -> nn.BatchNorm:

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlogit import data
+from jaxlogit import backend, data
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.models import _densenet, _resnet, _vgg
 
@@ -137,10 +137,20 @@ def spec(name: str, dataset: str | None = None) -> ModelSpec:
     return _for_dataset(model_spec, dataset)
 
 
-def create(name: str, num_classes: int | None = None) -> nn.Module:
-    """A fresh flax module for ``name`` with ``num_classes`` logits (default: the spec's)."""
+def create(name: str, num_classes: int | None = None, *, conv: str | None = None) -> nn.Module:
+    """A fresh flax module for ``name`` with ``num_classes`` logits (default: the spec's).
+
+    Args:
+      conv: ``"cpu"`` or ``"plain"`` fixes the convolution and max-pool
+        (:func:`jaxlogit.backend.conv_path`); None leaves the choice to the backend the module
+        runs on. Either way the variables are the same.
+    """
     model_spec, factory = _entry(name)
-    return factory(num_classes=model_spec.num_classes if num_classes is None else num_classes)
+    layers = {}
+    if conv is not None:
+        layers = dict(zip(("conv", "max_pool"), backend.conv_layers(conv)))
+    return factory(num_classes=model_spec.num_classes if num_classes is None else num_classes,
+                   **layers)
 
 
 def init(module: nn.Module, key: jax.Array, input_shape: tuple[int, int, int]) -> dict:
@@ -156,15 +166,18 @@ def init(module: nn.Module, key: jax.Array, input_shape: tuple[int, int, int]) -
 
 @functools.lru_cache(maxsize=32)
 def _compiled_init(module: nn.Module, input_shape: tuple[int, ...]) -> Callable:
-    """``key -> variables``, compiled once per (module, shape) without LLVM optimisation.
+    """``key -> variables``, compiled once per (module, shape), on CPU without LLVM optimisation.
 
     Init runs once, but on CPU XLA's optimiser spends ~10 s compiling the threefry random
     bits of even a tiny model; unoptimised it takes ~1 s (values equal up to float32 ulps).
+    Other backends compile it with their defaults.
     """
     def init_fn(key):
         return module.init({"params": key}, jnp.zeros((1, *input_shape), jnp.float32))
 
     lowered = jax.jit(init_fn).lower(jax.random.key(0))
+    if not backend.on_cpu():
+        return lowered.compile()
     return lowered.compile({"xla_backend_optimization_level": 0})
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlogit.models import _layers, _pool
+from jaxlogit.models import _conv, _layers
 
 MAX_POOL = "M"
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -30,6 +30,9 @@ class VGG(nn.Module):
         pool_size: output (h, w) of the adaptive average pool before the head.
         hidden: width of the two hidden Dense layers.
         dropout: dropout rate in the head (train mode only).
+        conv: the convolution layer class (``FastConv`` or ``PlainConv``, same variables);
+            None: :func:`jaxlogit.backend.conv_layers` chooses.
+        max_pool: ``(x, kernel, stride, padding) -> pooled``; None: the backend's choice.
     """
 
     config: Sequence[int | str]
@@ -38,6 +41,8 @@ class VGG(nn.Module):
     pool_size: tuple[int, int] = (7, 7)
     hidden: int = 4096
     dropout: float = 0.5
+    conv: type[_conv.FastConv] | None = None
+    max_pool: Callable | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -52,13 +57,15 @@ class VGG(nn.Module):
         return nn.Dense(self.num_classes, name="classifier_6")(x)
 
     def _features(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        conv_layer, max_pool = _layers.conv_layers(self.conv, self.max_pool)
         index = 0  # torchvision's index in the ``features`` Sequential
         for item in self.config:
             if item == MAX_POOL:
-                x = _pool.max_pool(x, 2, 2)
+                x = max_pool(x, 2, 2)
                 index += 1
                 continue
-            x = _layers.conv(item, 3, padding=1, bias=True, name=f"features_{index}")(x)
+            x = _layers.conv(item, 3, padding=1, bias=True, name=f"features_{index}",
+                             layer=conv_layer)(x)
             index += 1
             if self.batch_norm:
                 x = _layers.batch_norm(train, name=f"features_{index}")(x)
