@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlogit import data, models
+from jaxlogit import _digest, data, models
 from jaxlogit.cli import main
 from jaxlogit.data import testing
 
@@ -106,6 +107,11 @@ def test_info_describes_converted_weights_devices_and_the_cache(tmp_path, capsys
     shutil.copytree(weights / "a", weights / "same")
     save_tiny(weights / "other", 1)
     save_tiny(weights / "recorded", 0, weights_sha256="ab" * 32)
+    save_tiny(weights / "legacy", 0)  # written before checkpoints recorded digests
+    legacy_meta = json.loads((weights / "legacy" / "meta.json").read_text())
+    for key in ("state_sha256", "sha256"):
+        del legacy_meta[key]
+    (weights / "legacy" / "meta.json").write_text(json.dumps(legacy_meta))
     (weights / "not_a_checkpoint").mkdir()
     cache = tmp_path / "cache"
     (cache / "logits" / "store-1").mkdir(parents=True)
@@ -114,14 +120,15 @@ def test_info_describes_converted_weights_devices_and_the_cache(tmp_path, capsys
 
     out = run_info(capsys, "--weights-dir", str(weights), "--cache-dir", str(cache))
     lines = dict(line.split(": ", 1) for line in section(out, "weights dir:"))
-    assert set(lines) == {"a", "same", "other", "recorded"}, out
+    assert set(lines) == {"a", "same", "other", "recorded", "legacy"}, out
     digests = {}
     for name, text in lines.items():
         assert text.startswith("arch resnet_tiny, 10 classes, sha256 "), text
         assert "source /weights/tiny" in text, text
         digests[name] = re.search(r"sha256 ([0-9a-f]{64}) \((\w+)\)", text).groups()
     assert digests["recorded"] == ("ab" * 32, "meta")
-    assert digests["a"][1] == digests["other"][1] == "computed"
+    assert digests["a"][1] == digests["other"][1] == "meta"
+    assert digests["legacy"] == (_digest.tree_sha256(weights / "legacy" / "state"), "computed")
     assert digests["a"] == digests["same"] and digests["a"][0] != digests["other"][0]
 
     devices = out.splitlines()[0]

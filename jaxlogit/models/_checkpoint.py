@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -171,7 +170,8 @@ def _replace_dir(source: pathlib.Path, target: pathlib.Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-DIGEST_KEYS = ("weights_sha256", "sha256", "digest")
+# A weight digest given at conversion wins over the digest of the saved state files.
+DIGEST_KEYS = ("weights_sha256", "state_sha256")
 
 
 class CheckpointSummary(NamedTuple):
@@ -196,18 +196,11 @@ class CheckpointSummary(NamedTuple):
 
 
 def state_sha256(directory: pathlib.Path) -> str | None:
-    """sha256 over the relative paths and bytes of every file under ``directory/state``, or None."""
+    """SHA-256 of the files under ``directory/state`` (``_digest.tree_sha256``), or None if empty."""
     state = directory / STATE_DIR
-    files = sorted(p for p in state.rglob("*") if p.is_file()) if state.is_dir() else []
-    if not files:
+    if not state.is_dir() or not any(p.is_file() for p in state.rglob("*")):
         return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(state).as_posix().encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return _digest.tree_sha256(state)
 
 
 def summarize_checkpoint(directory: str | os.PathLike) -> CheckpointSummary:
