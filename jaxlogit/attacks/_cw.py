@@ -191,6 +191,19 @@ def cw_l2(
     Returns:
       ``AttackResult`` with L2 norms; ``iterations`` is the step that found the returned
       example (0 if none).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxlogit import attacks
+      >>> w = jax.random.normal(jax.random.key(1), (16, 3))   # a linear model: 4x4x1 images, 3 classes
+      >>> logits_fn = lambda images: images.reshape(images.shape[0], -1) @ w
+      >>> x = jax.random.uniform(jax.random.key(2), (8, 4, 4, 1))
+      >>> y = logits_fn(x).argmax(-1)                          # every image starts correctly classified
+      >>> res = attacks.cw_l2(logits_fn, x, y, steps=20, search_steps=2, lr=0.05)
+      >>> res.x_adv.shape, res.norm.shape
+      ((8, 4, 4, 1), (8,))
+      >>> bool((res.norm[~res.success] == 0).all())            # an unfooled image is returned as it was
+      True
     """
     x, y, labels, targeted = _checks.attack_inputs(x, y, y_target)
     steps = _checks.count("steps", steps)

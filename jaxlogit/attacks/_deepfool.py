@@ -171,6 +171,19 @@ def deepfool(
 
     Returns:
       ``AttackResult`` with L2 norms; ``iterations`` counts each sample's steps.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxlogit import attacks
+      >>> w = jax.random.normal(jax.random.key(1), (16, 3))   # a linear model: 4x4x1 images, 3 classes
+      >>> logits_fn = lambda images: images.reshape(images.shape[0], -1) @ w
+      >>> x = jax.random.uniform(jax.random.key(2), (8, 4, 4, 1))
+      >>> y = logits_fn(x).argmax(-1)                          # every image starts correctly classified
+      >>> res = attacks.deepfool(logits_fn, x, y, candidates=3, max_iter=50)
+      >>> float(res.success.mean())                            # a linear model is always fooled
+      1.0
+      >>> bool(jnp.allclose(res.norm, jnp.sqrt(((res.x_adv - x) ** 2).sum((1, 2, 3))), atol=1e-5))
+      True
     """
     x, y, _, _ = _checks.attack_inputs(x, y, None)
     candidates = _checks.count("candidates", candidates, minimum=2)

@@ -62,6 +62,19 @@ def mim(
 
     Returns:
       ``AttackResult`` with ``norm`` norms and ``iterations == steps``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxlogit import attacks
+      >>> w = jax.random.normal(jax.random.key(1), (16, 3))   # a linear model: 4x4x1 images, 3 classes
+      >>> logits_fn = lambda images: images.reshape(images.shape[0], -1) @ w
+      >>> x = jax.random.uniform(jax.random.key(2), (8, 4, 4, 1))
+      >>> y = logits_fn(x).argmax(-1)                          # every image starts correctly classified
+      >>> res = attacks.mim(logits_fn, x, y, eps=0.1, steps=5)
+      >>> bool((res.norm <= 0.1 + 1e-6).all()), bool(((res.x_adv >= 0) & (res.x_adv <= 1)).all())
+      (True, True)
+      >>> bool((res.logits == logits_fn(res.x_adv)).all())
+      True
     """
     x, y, labels, targeted = _checks.attack_inputs(x, y, y_target)
     _checks.positive("eps", eps)

@@ -120,8 +120,17 @@ def pgd(
       ``AttackResult`` with ``norm`` norms and ``iterations == steps``.
 
     Examples:
-      >>> res = pgd(logits_fn, x, y, key=jax.random.key(0))  # doctest: +SKIP
-      >>> float(res.success.mean())  # doctest: +SKIP
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxlogit import attacks
+      >>> w = jax.random.normal(jax.random.key(1), (16, 3))   # a linear model: 4x4x1 images, 3 classes
+      >>> logits_fn = lambda images: images.reshape(images.shape[0], -1) @ w
+      >>> x = jax.random.uniform(jax.random.key(2), (8, 4, 4, 1))
+      >>> y = logits_fn(x).argmax(-1)                          # every image starts correctly classified
+      >>> res = attacks.pgd(logits_fn, x, y, key=jax.random.key(0), eps=0.1, steps=5, step_size=0.02)
+      >>> res.x_adv.shape, res.logits.shape, int(res.iterations[0])
+      ((8, 4, 4, 1), (8, 3), 5)
+      >>> bool((res.norm <= 0.1 + 1e-6).all()), bool((res.success == (res.logits.argmax(-1) != y)).all())
+      (True, True)
     """
     x, y, labels, targeted = _checks.attack_inputs(x, y, y_target)
     _checks.positive("eps", eps)
