@@ -14,7 +14,8 @@ Padding repeats the last row (inputs stay realistic) and is dropped from the out
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,7 @@ def padded_rows(rows: int, batch_size: int, pad: str = "full") -> int:
 
 def _check(batch_size: int, pad: str) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise JaxlogitError(f"batch_size must be a positive int, got {batch_size!r}; pass e.g. batch_size=256")
+        raise JaxlogitError(f"batch_size must be a positive int, got {batch_size!r}; pass e.g. batch_size=64")
     if pad not in PAD_POLICIES:
         raise JaxlogitError(f"unknown pad policy {pad!r}: choose one of {', '.join(PAD_POLICIES)}")
 
@@ -56,6 +57,11 @@ def _sliceable(a: Any) -> Any:
     return np.asarray(a)
 
 
+def _first_rows(out: Any, rows: int) -> Any:
+    """The first ``rows`` rows of every array in ``out`` (no op when nothing was padded)."""
+    return jax.tree.map(lambda o: o if o.shape[0] == rows else o[:rows], out)
+
+
 def _empty(fn: Callable, arrays: list, rows: int, on_device: bool) -> Any:
     """``fn``'s outputs for zero rows, from its output shapes on ``rows`` rows (nothing runs)."""
     shapes = jax.eval_shape(fn, *[jax.ShapeDtypeStruct((rows,) + a.shape[1:], a.dtype) for a in arrays])
@@ -63,7 +69,8 @@ def _empty(fn: Callable, arrays: list, rows: int, on_device: bool) -> Any:
     return jax.tree.map(lambda s: xp.zeros((0,) + s.shape[1:], s.dtype), shapes)
 
 
-def map_batches(fn: Callable, *arrays: Any, batch_size: int, pad: str = "full", on_device: bool = False) -> Any:
+def map_batches(fn: Callable, *arrays: Any, batch_size: int, pad: str = "full",
+                on_device: bool = False) -> Any:
     """Applies ``fn`` to aligned row batches of ``arrays`` and concatenates the outputs on axis 0.
 
     Args:
@@ -93,7 +100,9 @@ def map_batches(fn: Callable, *arrays: Any, batch_size: int, pad: str = "full", 
         out = fn(*[pad_to(a[start : start + rows], size) for a in arrays])
         if not on_device:
             out = jax.tree.map(np.asarray, jax.device_get(out))
-        outputs.append(jax.tree.map(lambda o: o if o.shape[0] == rows else o[:rows], out))
+        outputs.append(_first_rows(out, rows))
     if on_device:
-        return outputs[0] if len(outputs) == 1 else jax.tree.map(lambda *p: jnp.concatenate(p, axis=0), *outputs)
+        if len(outputs) == 1:
+            return outputs[0]
+        return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0), *outputs)
     return jax.tree.map(lambda *parts: np.concatenate(parts, axis=0), *outputs)

@@ -127,7 +127,10 @@ class MutableSetting:
 
 
 def test_an_unhashable_static_leaf_is_a_one_line_error():
-    fn = functools.partial(lambda w, x, setting: x * w * setting.scale, jnp.ones(3), setting=MutableSetting(2.0))
+    def scaled(w, x, setting):
+        return x * w * setting.scale
+
+    fn = functools.partial(scaled, jnp.ones(3), setting=MutableSetting(2.0))
     with pytest.raises(JaxlogitError, match="unhashable non-array value of type MutableSetting") as error:
         split_fn(fn, "g_fn")
     assert "\n" not in str(error.value) and str(error.value).startswith("g_fn ")
@@ -215,7 +218,8 @@ def test_every_user_gets_the_same_eval_mode_corrector(trained_corrector):
     corrected = corrector.corrected_logits(params, module, np.asarray(z), batch_size=4)
     np.testing.assert_allclose(corrected, g(z), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(trained.predict_classes(np.asarray(z)), np.argmax(corrected, axis=-1))
-    np.testing.assert_allclose(explain.jacobian(g, z), explain.two_layer_jacobian(params, z), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(explain.jacobian(g, z), explain.two_layer_jacobian(params, z),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_eval_fn_of_new_params_reuses_the_static_part(trained_corrector):

@@ -12,7 +12,7 @@ and two such functions whose weights have the same shapes and dtypes share one c
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from jaxlogit._weights import StaticFn, split_fn
 
