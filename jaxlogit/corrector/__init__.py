@@ -16,8 +16,13 @@ from jaxlogit.corrector._checkpoint import load, save
 from jaxlogit.corrector._evaluate import corrected_logits, eval_fn, evaluate
 from jaxlogit.corrector._module import Corrector, init_params, module_from_params
 from jaxlogit.corrector._parallel import data_mesh
-from jaxlogit.corrector._step import (CorrectorState, corrector_optimizer, init_state, make_train_step,
-                                      mix_batch)
+from jaxlogit.corrector._step import (
+    CorrectorState,
+    corrector_optimizer,
+    init_state,
+    make_train_step,
+    mix_batch,
+)
 from jaxlogit.corrector._train import TrainResult, holdout_split, train
 
 __all__ = [
