@@ -14,8 +14,8 @@ What is traced depends only on how the function holds its weights:
   (the recommended form; ``models.logits_fn`` and ``corrector.eval_fn`` return one): the
   array leaves of the bound arguments are traced, everything else (``apply``, the tree
   structure, non-array settings) is static. Partials nested in the bound arguments (e.g.
-  ``adaptive.compose(f, g)``) are split the same way. Two such functions whose weights have
-  the same shapes and dtypes share one compiled program.
+  ``adaptive.compose(f, g)``) or in another pytree callable are split the same way. Two
+  such functions whose weights have the same shapes and dtypes share one compiled program.
 * any other pytree callable (e.g. an equinox-style module): its array leaves are traced.
 * a plain function or closure: static as it is (jit's cache is keyed on the function
   object); arrays it closes over are constants of the program, and a new closure compiles
@@ -43,12 +43,15 @@ def _is_partial(node: Any) -> bool:
     return isinstance(node, functools.partial)
 
 
-def _as_pytree(node: Any) -> Any:
-    """``node`` with every ``functools.partial`` in it (itself included) as a pytree ``Partial``."""
-    if not _is_partial(node):
-        return node
-    args, keywords = jax.tree_util.tree_map(_as_pytree, (node.args, dict(node.keywords)), is_leaf=_is_partial)
-    return jax.tree_util.Partial(node.func, *args, **keywords)
+def _as_pytree(tree: Any) -> Any:
+    """``tree`` with every ``functools.partial`` in it (itself included) as a pytree ``Partial``."""
+
+    def convert(node: Any) -> Any:
+        if not _is_partial(node):
+            return node
+        return jax.tree_util.Partial(node.func, *_as_pytree(node.args), **_as_pytree(dict(node.keywords)))
+
+    return jax.tree_util.tree_map(convert, tree, is_leaf=_is_partial)
 
 
 def _is_array(leaf: Any) -> bool:

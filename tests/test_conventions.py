@@ -37,6 +37,16 @@ class AffineModule:
         return affine(self.weights, x, scale=self.scale)
 
 
+@flax.struct.dataclass
+class Wrapper:
+    """A pytree callable holding a plain ``functools.partial`` (a pytree leaf of its own)."""
+
+    inner: functools.partial
+
+    def __call__(self, x):
+        return self.inner(x)
+
+
 def closure(weights):
     return lambda x: affine(weights, x, scale=2.0)
 
@@ -119,6 +129,10 @@ def test_weights_of_partials_nested_in_a_partial_are_traced():
     before = TRACES["affine"]
     np.testing.assert_allclose(run(fresh, X), expected, rtol=1e-6)
     assert TRACES["affine"] == before
+    wrapped = Wrapper(HOLDERS["functools.partial"](make_weights(0)))
+    static, arrays = split_fn(wrapped)
+    assert len(arrays) == 2
+    np.testing.assert_allclose(static.bind(arrays)(X), wrapped(X), rtol=1e-6)
 
 
 @dataclasses.dataclass  # eq without frozen: __hash__ is None
