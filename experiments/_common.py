@@ -136,9 +136,9 @@ def accuracies(test_store, corrector: pipeline.TrainedCorrector,
     pct = lambda pred: round(100.0 * float(np.mean(pred == labels)), 2)  # noqa: E731
     return {
         "clean": pct(clean.argmax(-1)),
-        "clean_corrected": pct(corrector.predict(clean)),
+        "clean_corrected": pct(corrector.predict_classes(clean)),
         "adv": pct(adv.argmax(-1)),
-        "adv_corrected": pct(corrector.predict(adv)),
+        "adv_corrected": pct(corrector.predict_classes(adv)),
     }
 
 

@@ -32,7 +32,7 @@ def transfer_matrix(setup: _common.Setup) -> np.ndarray:
     for i, evaluated in enumerate(attacks):
         rows = _common.selected_logits(setup, backbone, evaluated)
         for j, corrector in enumerate(correctors):
-            matrix[i, j] = 100.0 * np.mean(corrector.predict(rows["adv_logits"]) == rows["labels"])
+            matrix[i, j] = 100.0 * np.mean(corrector.predict_classes(rows["adv_logits"]) == rows["labels"])
     return matrix
 
 

@@ -218,13 +218,13 @@ class TrainedCorrector(typing.NamedTuple):
     meta: dict
     directory: pathlib.Path
 
-    def g_fn(self) -> Callable[[jax.Array], jax.Array]:
-        """The eval-mode corrector as a pure function (dropout off)."""
-        return corrector.g_fn(self.module, self.params)
+    def g_fn(self) -> jax.tree_util.Partial:
+        """The eval-mode corrector ``corrector.eval_fn`` (dropout off, params traced)."""
+        return corrector.eval_fn(self.module, self.params)
 
-    def predict(self, logits: np.ndarray) -> np.ndarray:
+    def predict_classes(self, logits: np.ndarray) -> np.ndarray:
         """Corrected classes (N,) of logits (N, C)."""
-        return np.argmax(corrector.predict(self.params, self.module, logits), axis=-1)
+        return np.argmax(corrector.corrected_logits(self.params, self.module, logits), axis=-1)
 
 
 def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *, cache: str | None = None,
@@ -290,7 +290,7 @@ def selected_indices(backbone: training.Backbone, split: data.ArraySplit, *, per
     cached = directory / "indices.npy"
     if cached.exists():
         return np.load(cached)
-    preds = training.predict(backbone.logits_fn(), split)
+    preds = training.predict_classes(backbone.logits_fn(), split)
     labels = split.labels
     if limit is not None:
         preds, labels = preds[:limit], labels[:limit]

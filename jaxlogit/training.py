@@ -86,7 +86,7 @@ def backbone_dir(config: BackboneConfig, cache: str | None = None) -> pathlib.Pa
     return paths.artifact_dir("backbones", config.arch, dataclasses.asdict(config), cache)
 
 
-def make_optimizer(config: BackboneConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+def backbone_optimizer(config: BackboneConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """AdamW with a short linear warm-up and cosine decay over all ``epochs``."""
     total = config.epochs * steps_per_epoch
     schedule = optax.warmup_cosine_decay_schedule(
@@ -102,7 +102,7 @@ def create_state(config: BackboneConfig, module: nn.Module, input_shape, steps_p
         apply_fn=module.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
-        tx=make_optimizer(config, steps_per_epoch),
+        tx=backbone_optimizer(config, steps_per_epoch),
     )
 
 
@@ -189,7 +189,7 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def predict(logits_fn: Callable, split, *, batch_size: int = 500) -> np.ndarray:
+def predict_classes(logits_fn: Callable, split, *, batch_size: int = 500) -> np.ndarray:
     """Predicted classes (N,) int32 of every image of ``split``."""
     fn = _xla.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
     chunk = batch_size * 8
@@ -203,7 +203,7 @@ def predict(logits_fn: Callable, split, *, batch_size: int = 500) -> np.ndarray:
 
 def accuracy(logits_fn: Callable, split, *, batch_size: int = 500) -> float:
     """Top-1 accuracy of ``logits_fn`` on all of ``split``."""
-    return float(np.mean(predict(logits_fn, split, batch_size=batch_size) == split.labels))
+    return float(np.mean(predict_classes(logits_fn, split, batch_size=batch_size) == split.labels))
 
 
 def load_backbone(directory: pathlib.Path) -> Backbone:

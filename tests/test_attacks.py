@@ -337,10 +337,10 @@ def test_targeted_attacks_reach_the_target(problem, name):
 # ---------------------------------------------------------------- C&W search and best-keeping
 
 
-def test_keep_best_replaces_only_smaller_successful_examples():
+def test_keep_smallest_success_replaces_only_smaller_successful_examples():
     best = _cw.Best(jnp.array([jnp.inf, 4.0, 4.0, 4.0]), jnp.zeros((4, 1, 1, 1)), jnp.array([0, 3, 3, 3]))
     candidate = jnp.ones((4, 1, 1, 1))
-    new = _cw.keep_best(best, candidate, jnp.array([9.0, 1.0, 1.0, 5.0]),
+    new = _cw.keep_smallest_success(best, candidate, jnp.array([9.0, 1.0, 1.0, 5.0]),
                         jnp.array([True, True, False, True]), jnp.int32(7))
     np.testing.assert_array_equal(new.squared_l2, [9.0, 1.0, 4.0, 4.0])
     np.testing.assert_array_equal(new.x_adv[:, 0, 0, 0], [1.0, 1.0, 0.0, 0.0])

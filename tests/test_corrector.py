@@ -66,7 +66,7 @@ def test_dropout_only_in_training_mode():
     z = jax.random.normal(jax.random.key(1), (8, C))
     eval_a = module.apply({"params": params}, z)
     train_a, train_b = (module.apply({"params": params}, z, deterministic=False, rngs={"dropout": jax.random.key(k)}) for k in (2, 3))
-    np.testing.assert_array_equal(eval_a, corrector.g_fn(module, params)(z))
+    np.testing.assert_array_equal(eval_a, corrector.eval_fn(module, params)(z))
     assert not np.allclose(train_a, train_b) and not np.allclose(train_a, eval_a)
 
 
@@ -126,7 +126,7 @@ def test_coupled_weight_decay_matches_torch_adam():
         torch_adam.step()
     expected = {k: t.detach().numpy() for k, t in tensors.items()}
 
-    ours = run_optax(corrector.make_optimizer(5e-5, 1e-4))
+    ours = run_optax(corrector.corrector_optimizer(5e-5, 1e-4))
     decoupled = run_optax(optax.adamw(5e-5, weight_decay=1e-4))
     for k in params:
         np.testing.assert_allclose(ours[k], expected[k], rtol=0, atol=2e-7)
@@ -208,7 +208,7 @@ def test_g_fn_jacobian_of_single_layer_is_its_kernel():
     module = corrector.Corrector(C, hidden=None)
     params = corrector.init_params(module, key=jax.random.key(5))
     z = jax.random.normal(jax.random.key(6), (3, C))
-    jacobian = jax.vmap(jax.jacobian(lambda v: corrector.g_fn(module, params)(v[None])[0]))(z)
+    jacobian = jax.vmap(jax.jacobian(lambda v: corrector.eval_fn(module, params)(v[None])[0]))(z)
     np.testing.assert_allclose(jacobian, np.broadcast_to(params["output"]["kernel"].T, (3, C, C)), rtol=1e-6)
 
 

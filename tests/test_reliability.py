@@ -310,13 +310,13 @@ def test_corrector_refuses_logits_of_the_wrong_width_and_labels_out_of_range():
     params = corrector.init_params(module, key=jax.random.key(0))
     wide = np.zeros((4, 12), np.float32)
     with pytest.raises(JaxlogitError, match="12 logits per row but the corrector takes 10"):
-        corrector.predict(params, module, wide)
+        corrector.corrected_logits(params, module, wide)
     with pytest.raises(JaxlogitError, match="12 logits per row"):
-        corrector.g_fn(module, params)(wide)
+        corrector.eval_fn(module, params)(wide)
     with pytest.raises(JaxlogitError, match=r"\[0, 10\)"):
         corrector.evaluate(params, module, np.zeros((4, 10), np.float32), np.array([0, 1, 2, 10]))
     with pytest.raises(JaxlogitError, match="NaN"):
-        corrector.predict(params, module, np.full((4, 10), np.nan, np.float32))
+        corrector.corrected_logits(params, module, np.full((4, 10), np.nan, np.float32))
 
 
 def test_attack_batch_is_clamped_to_the_data(capsys, tmp_path, monkeypatch):

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
 
-import flax.linen as nn
 import jax
-
-
-@dataclasses.dataclass(frozen=True)
-class CorrectorEval:
-    """``(params, z) -> g(z)``: a corrector module in eval mode (dropout off). Hashable by value."""
-
-    module: nn.Module
-
-    def __call__(self, params: Any, z: jax.Array) -> jax.Array:
-        """Logits (B, C) -> corrected logits (B, C)."""
-        return self.module.apply({"params": params}, z, deterministic=True)
-
-
-def corrector_fn(module: nn.Module, params: Any) -> jax.tree_util.Partial:
-    """The eval-mode corrector ``g`` as a partial whose params are traced inputs of attack programs."""
-    return jax.tree_util.Partial(CorrectorEval(module), params)
 
 
 def _apply_composed(f: Callable, g: Callable, x: jax.Array) -> jax.Array:
@@ -33,7 +15,7 @@ def compose(f: Callable, g: Callable) -> jax.tree_util.Partial:
     """``g∘f``: images (B, H, W, C) in [0, 1] -> corrected logits (B, C).
 
     Both functions are bound as arguments of a ``jax.tree_util.Partial``, so when they are
-    partials themselves (``Backbone.logits_fn()``, ``corrector_fn``) their weights are traced
+    partials themselves (``Backbone.logits_fn()``, ``corrector.eval_fn``) their weights are traced
     inputs of the attack programs, and a new composition of same-shaped weights reuses the
     compiled program.
 

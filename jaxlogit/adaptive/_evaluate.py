@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from jaxlogit import _xla, batching
+from jaxlogit._weights import StaticFn, split_fn
 from jaxlogit.adaptive import _objectives
 from jaxlogit.adaptive._run import AdaptiveConfig, run_objective
 from jaxlogit.errors import JaxlogitError
@@ -49,14 +50,15 @@ class Evaluation(NamedTuple):
     budget: int
 
 
-@_xla.jit
-def _apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
-    return fn(x)
+@_xla.jit(static_argnames=("fn_static",))
+def _apply(fn_arrays: tuple, x: jax.Array, *, fn_static: StaticFn) -> jax.Array:
+    return fn_static.bind(fn_arrays)(x)
 
 
 def _map(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """``fn`` over ``x`` in fixed-size batches; a ``Partial``'s weights stay traced (no recompiles)."""
-    jitted = functools.partial(_apply, fn) if isinstance(fn, jax.tree_util.Partial) else _xla.jit(fn)
+    """``fn`` over ``x`` in fixed-size batches; a partial's weights stay traced (no recompiles)."""
+    fn_static, fn_arrays = split_fn(fn)
+    jitted = functools.partial(_apply, fn_arrays, fn_static=fn_static)
     return batching.map_batches(jitted, np.asarray(x, np.float32), batch_size=batch_size)
 
 

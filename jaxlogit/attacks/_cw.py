@@ -66,7 +66,7 @@ def confident_success(logits, labels, confidence, targeted: bool) -> jax.Array:
                               labels, targeted)
 
 
-def keep_best(best: Best, x_adv: jax.Array, squared_l2: jax.Array, success: jax.Array,
+def keep_smallest_success(best: Best, x_adv: jax.Array, squared_l2: jax.Array, success: jax.Array,
               step: jax.Array) -> Best:
     """Replaces each sample's best by ``x_adv`` where it succeeded with a smaller L2."""
     better = success & (squared_l2 < best.squared_l2)
@@ -108,7 +108,7 @@ def _search(logits_fn, x, labels, w_start, const, confidence, optimizer, best, f
         w, opt_state, best, found = carry
         (_, (x_adv, logits, squared_l2)), grad = jax.value_and_grad(objective, has_aux=True)(w)
         success = confident_success(logits, labels, confidence, targeted)
-        best = keep_best(best, x_adv, squared_l2, success, first_step + t + 1)
+        best = keep_smallest_success(best, x_adv, squared_l2, success, first_step + t + 1)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and floats
             updates, opt_state = optimizer.update(grad, opt_state, w)
         return optax.apply_updates(w, updates), opt_state, best, found | success

@@ -101,4 +101,4 @@ def eval_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, e
     for kind in ("clean", "adv"):
         z = np.asarray(test[f"{kind}_logits"])
         click.echo(f"{kind:5s} accuracy: {np.mean(z.argmax(-1) == labels):.4f}  corrected: "
-                   f"{np.mean(trained.predict(z) == labels):.4f}")
+                   f"{np.mean(trained.predict_classes(z) == labels):.4f}")

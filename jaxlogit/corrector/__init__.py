@@ -6,35 +6,41 @@ keep the clean prediction. Example::
     from jaxlogit import corrector, store
 
     result = corrector.train(store.open(train_dir), num_classes=10, epochs=50, key=jax.random.key(0))
-    g = corrector.g_fn(result.module, result.params)          # (B, C) -> (B, C), eval mode
+    g = corrector.eval_fn(result.module, result.params)       # (B, C) -> (B, C), eval mode
     corrector.evaluate(result.params, result.module, test["adv_logits"], test["labels"])
     corrector.save(out_dir, result.params, {"best_epoch": result.best_epoch})
     module, params, meta = corrector.load(out_dir)
 """
 
 from jaxlogit.corrector._checkpoint import load, save
-from jaxlogit.corrector._evaluate import evaluate, g_fn, predict
+from jaxlogit.corrector._evaluate import corrected_logits, eval_fn, evaluate
 from jaxlogit.corrector._module import Corrector, init_params, module_from_params
 from jaxlogit.corrector._parallel import data_mesh
-from jaxlogit.corrector._step import CorrectorState, init_state, make_optimizer, make_train_step, mix_batch
+from jaxlogit.corrector._step import (
+    CorrectorState,
+    corrector_optimizer,
+    init_state,
+    make_train_step,
+    mix_batch,
+)
 from jaxlogit.corrector._train import TrainResult, holdout_split, train
 
 __all__ = [
     "Corrector",
     "CorrectorState",
     "TrainResult",
+    "corrected_logits",
+    "corrector_optimizer",
     "data_mesh",
+    "eval_fn",
     "evaluate",
-    "g_fn",
     "holdout_split",
     "init_params",
     "init_state",
     "load",
-    "make_optimizer",
     "make_train_step",
     "mix_batch",
     "module_from_params",
-    "predict",
     "save",
     "train",
 ]

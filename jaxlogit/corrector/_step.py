@@ -27,7 +27,8 @@ class CorrectorState(NamedTuple):
     opt_state: Any
 
 
-def make_optimizer(learning_rate: float = 5e-5, weight_decay: float = 1e-4) -> optax.GradientTransformation:
+def corrector_optimizer(learning_rate: float = 5e-5,
+                        weight_decay: float = 1e-4) -> optax.GradientTransformation:
     """Adam with *coupled* L2 weight decay, as ``torch.optim.Adam(weight_decay=...)``.
 
     torch adds ``weight_decay * param`` to the gradient before the Adam moments, so the decay

@@ -18,7 +18,7 @@ from jaxlogit.corrector import _parallel
 from jaxlogit.corrector._checkpoint import EpochCheckpoints
 from jaxlogit.corrector._evaluate import evaluate
 from jaxlogit.corrector._module import Corrector, init_params
-from jaxlogit.corrector._step import init_state, make_optimizer, make_train_step
+from jaxlogit.corrector._step import corrector_optimizer, init_state, make_train_step
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.progress import EVENTS_FILE, progress_bar
 
@@ -164,14 +164,14 @@ def train(
 @functools.lru_cache(maxsize=8)
 def _state_initializer(module: Corrector, lr: float, weight_decay: float, mesh) -> Callable:
     """``key -> CorrectorState`` compiled once per setting, replicated over the mesh."""
-    optimizer = make_optimizer(lr, weight_decay)
+    optimizer = corrector_optimizer(lr, weight_decay)
     return jax.jit(lambda key: init_state(init_params(module, key=key), optimizer), out_shardings=_parallel.replicated(mesh))
 
 
 @functools.lru_cache(maxsize=8)
 def _sharded_train_step(module: Corrector, lr: float, weight_decay: float, p_clean: float, mesh) -> Callable:
     """The jitted data-parallel step, built once per setting (no recompiles across runs)."""
-    step = make_train_step(module, make_optimizer(lr, weight_decay), p_clean=p_clean)
+    step = make_train_step(module, corrector_optimizer(lr, weight_decay), p_clean=p_clean)
     return _parallel.shard_train_step(step, mesh)
 
 

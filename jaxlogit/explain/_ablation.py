@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxlogit import batching
+from jaxlogit._weights import StaticFn, split_fn
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.explain._chunking import LogitsFn, map_in_chunks, merge_callable, split_callable
-from jaxlogit.explain._jacobian import output_classes
-from jaxlogit.explain._validate import check_class_range, check_labels, check_logits
+from jaxlogit.explain._jacobian import LogitsFn, output_classes
+from jaxlogit.explain._validate import check_chunk_size, check_class_range, check_labels, check_logits
 
 PREDICT_CHUNK_SIZE = 1024
 """Rows per compiled chunk when predicting."""
@@ -41,8 +42,8 @@ class AblationResult(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _predict_chunk(g_static: Hashable, g_arrays: Sequence[jax.Array], z: jax.Array) -> jax.Array:
-    return jnp.argmax(merge_callable(g_static, g_arrays)(z), axis=-1).astype(jnp.int32)
+def _predict_chunk(g_static: StaticFn, g_arrays: Sequence[jax.Array], z: jax.Array) -> jax.Array:
+    return jnp.argmax(g_static.bind(g_arrays)(z), axis=-1).astype(jnp.int32)
 
 
 def _lowered(z: jax.Array, supporting: jax.Array, amount: float) -> jax.Array:
@@ -104,10 +105,12 @@ def ablate_supporting(
             "pass the classes from explain.supporting_classes"
         )
     check_class_range(supporting, num_classes, "supporting")
-    g_static, g_arrays = split_callable(g_fn)
+    check_chunk_size(chunk_size)
+    g_static, g_arrays = split_fn(g_fn, "g_fn")
     predict = functools.partial(_predict_chunk, g_static, g_arrays)
-    pred_before = map_in_chunks(predict, [z_adv], chunk_size)
-    pred_after = map_in_chunks(predict, [_lowered(z_adv, supporting, amount)], chunk_size)
+    pred_before = batching.map_batches(predict, z_adv, batch_size=chunk_size, pad="pow2", on_device=True)
+    lowered = _lowered(z_adv, supporting, amount)
+    pred_after = batching.map_batches(predict, lowered, batch_size=chunk_size, pad="pow2", on_device=True)
     corrected_before = pred_before == y
     broken = corrected_before & (pred_after != y)
     return AblationResult(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from jaxlogit import batching
+from jaxlogit._weights import StaticFn, split_fn
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.explain._chunking import LogitsFn, map_in_chunks, merge_callable, split_callable
-from jaxlogit.explain._validate import check_labels, check_logits
+from jaxlogit.explain._validate import check_chunk_size, check_labels, check_logits
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+"""A corrector-like function: logits ``(B, C)`` -> corrected logits ``(B, C_out)``."""
 
 JACOBIAN_CHUNK_SIZE = 16
 """Default rows per compiled chunk of full Jacobians (C=1000, D=10,000: ~0.7 GB of work space)."""
@@ -31,14 +35,14 @@ def output_classes(g_fn: LogitsFn, z: jax.Array) -> int:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _jacobian_chunk(g_static: Hashable, g_arrays: Sequence[jax.Array], z: jax.Array) -> jax.Array:
-    g_fn = merge_callable(g_static, g_arrays)
+def _jacobian_chunk(g_static: StaticFn, g_arrays: Sequence[jax.Array], z: jax.Array) -> jax.Array:
+    g_fn = g_static.bind(g_arrays)
     return jax.vmap(jax.jacrev(_one_example(g_fn)))(z)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _scores_chunk(g_static: Hashable, g_arrays: Sequence[jax.Array], z: jax.Array, y: jax.Array) -> jax.Array:
-    g_fn = merge_callable(g_static, g_arrays)
+def _scores_chunk(g_static: StaticFn, g_arrays: Sequence[jax.Array], z: jax.Array, y: jax.Array) -> jax.Array:
+    g_fn = g_static.bind(g_arrays)
 
     def one(z_row: jax.Array, label: jax.Array) -> jax.Array:
         out, pullback = jax.vjp(_one_example(g_fn), z_row)
@@ -83,9 +87,10 @@ def jacobian(g_fn: LogitsFn, z: jax.Array, *, chunk_size: int = JACOBIAN_CHUNK_S
       True
     """
     z = check_logits(z)
-    g_static, g_arrays = split_callable(g_fn)
+    check_chunk_size(chunk_size)
+    g_static, g_arrays = split_fn(g_fn, "g_fn")
     chunk_fn = functools.partial(_jacobian_chunk, g_static, g_arrays)
-    return map_in_chunks(chunk_fn, [z], chunk_size)
+    return batching.map_batches(chunk_fn, z, batch_size=chunk_size, pad="pow2", on_device=True)
 
 
 def supporting_scores(
@@ -120,9 +125,10 @@ def supporting_scores(
     """
     z = check_logits(z)
     y = check_labels(y, z.shape[0], output_classes(g_fn, z))
-    g_static, g_arrays = split_callable(g_fn)
+    check_chunk_size(chunk_size)
+    g_static, g_arrays = split_fn(g_fn, "g_fn")
     chunk_fn = functools.partial(_scores_chunk, g_static, g_arrays)
-    return map_in_chunks(chunk_fn, [z, y], chunk_size)
+    return batching.map_batches(chunk_fn, z, y, batch_size=chunk_size, pad="pow2", on_device=True)
 
 
 def supporting_scores_from_jacobian(H: jax.Array, y: jax.Array) -> jax.Array:

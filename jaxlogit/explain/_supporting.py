@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.explain._chunking import LogitsFn
-from jaxlogit.explain._jacobian import supporting_scores
+from jaxlogit.explain._jacobian import LogitsFn, supporting_scores
 
 PAPER_K = 10
 """The paper's k (per-example classes and reported classes), chosen for C = 1000."""

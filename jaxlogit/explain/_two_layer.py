@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlogit import batching
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.explain._chunking import map_in_chunks
 from jaxlogit.explain._jacobian import JACOBIAN_CHUNK_SIZE
-from jaxlogit.explain._validate import check_logits, is_concrete
+from jaxlogit.explain._validate import check_chunk_size, check_logits, is_concrete
 
 WIDTH_BUCKETS = 32
 """The gathered width is rounded up to a multiple of ``D / WIDTH_BUCKETS`` (bounds recompiles)."""
@@ -104,6 +104,7 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
     if "params" in params and "output" not in params:
         params = params["params"]
     z = check_logits(z)
+    check_chunk_size(chunk_size)
     w_out, _ = _layer(params, "output")
     if "hidden" not in params:
         _check_inputs(z, w_out.shape[0])
@@ -116,11 +117,12 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
         )
     width = w_in.shape[1]
     if is_concrete(z) and is_concrete(w_in) and z.shape[0] > 0:
-        counts = map_in_chunks(functools.partial(_active_counts, w_in, b_in), [z], 256)
+        count_fn = functools.partial(_active_counts, w_in, b_in)
+        counts = batching.map_batches(count_fn, z, batch_size=256, pad="pow2", on_device=True)
         if is_concrete(counts):  # not when z is a constant closed over by an outer jit
             width = _hidden_width(int(np.max(counts)), w_in.shape[1])
     chunk_fn = lambda z_chunk: _jacobian_chunk(w_in, b_in, w_out, z_chunk, width)  # noqa: E731
-    return map_in_chunks(chunk_fn, [z], chunk_size)
+    return batching.map_batches(chunk_fn, z, batch_size=chunk_size, pad="pow2", on_device=True)
 
 
 def _check_inputs(z: jax.Array, num_in: int) -> None:
