@@ -249,6 +249,7 @@ def _load_cached(directory: pathlib.Path, rebuild: bool) -> Backbone | None:
 
 def _train_and_save(config: BackboneConfig, directory: pathlib.Path, data_dir, progress: bool) -> Backbone:
     """Trains ``config`` and writes its checkpoint to ``directory`` (replacing a damaged one)."""
+    spec = models.spec(config.arch, dataset=config.dataset)
     dataset = data.get(config.dataset)
     train_split = dataset.load(dataset.train_split, data_dir)
     test_split = dataset.load(dataset.eval_split, data_dir)
