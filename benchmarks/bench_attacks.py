@@ -28,20 +28,29 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 def configs(args: argparse.Namespace) -> list[bench.BenchConfig]:
     """The compact benchmarks (one per ``--compact-arch``), then the resnet50 one."""
     common = {"repeats": args.repeats, "cache": args.cache, "seed": args.seed}
-    compact = [bench.BenchConfig(arch=arch, attacks=tuple(args.compact_attacks), batch=256,
-                                 **common) for arch in args.compact_arch]
-    return compact + [bench.BenchConfig(arch="resnet50", attacks=tuple(args.imagenet_attacks),
-                                        batch=8, **common)]
+    compact = [
+        bench.BenchConfig(arch=arch, attacks=tuple(args.compact_attacks), batch=256, **common)
+        for arch in args.compact_arch
+    ]
+    return compact + [
+        bench.BenchConfig(arch="resnet50", attacks=tuple(args.imagenet_attacks), batch=8, **common)
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compact-arch", nargs="+", default=["resnet_compact"],
-                        help="compact backbones, each timed at batch 256")
-    parser.add_argument("--compact-attacks", nargs="+", default=list(attacks.names()),
-                        choices=attacks.names())
-    parser.add_argument("--imagenet-attacks", nargs="+", default=list(attacks.names()),
-                        choices=attacks.names())
+    parser.add_argument(
+        "--compact-arch",
+        nargs="+",
+        default=["resnet_compact"],
+        help="compact backbones, each timed at batch 256",
+    )
+    parser.add_argument(
+        "--compact-attacks", nargs="+", default=list(attacks.names()), choices=attacks.names()
+    )
+    parser.add_argument(
+        "--imagenet-attacks", nargs="+", default=list(attacks.names()), choices=attacks.names()
+    )
     parser.add_argument("--repeats", type=int, default=3, help="steady-state calls (best kept)")
     parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
     parser.add_argument("--seed", type=int, default=0)
@@ -53,10 +62,11 @@ def main(argv: list[str] | None = None) -> list[bench.BenchReport]:
     reports = bench.run_many(configs(args), log=lambda message: print(f"... {message}", flush=True))
     for report in reports:
         print(bench.markdown(report), flush=True)
-    header = ("# Attack benchmarks\n\nWritten by `python -m benchmarks.bench_attacks`; ratios "
-              "are measured in the same run, absolute times depend on the machine's load.\n\n")
-    paths.write_text_atomic(args.out, header + "\n\n".join(bench.markdown(r) for r in reports)
-                            + "\n")
+    header = (
+        "# Attack benchmarks\n\nWritten by `python -m benchmarks.bench_attacks`; ratios "
+        "are measured in the same run, absolute times depend on the machine's load.\n\n"
+    )
+    paths.write_text_atomic(args.out, header + "\n\n".join(bench.markdown(r) for r in reports) + "\n")
     paths.write_json_atomic(args.out.with_suffix(".json"), [bench.as_json(r) for r in reports])
     print(f"wrote {args.out}")
     return reports

@@ -28,7 +28,7 @@ import argparse
 import contextlib
 import dataclasses
 import pathlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -46,18 +46,18 @@ VARIANTS = (
     ("Eigen convolutions, plain convolutions and VJPs", True, False, False),
     ("Eigen convolutions, per-layer formulations", True, True, False),
 )
-POOL_VARIANT = ("Eigen convolutions, per-layer formulations, max-pool gradient",
-                True, True, True)
+POOL_VARIANT = ("Eigen convolutions, per-layer formulations, max-pool gradient", True, True, True)
 POOL_LAYER = (8, 112, 112, 64)  # ResNet-50's / DenseNet-121's stem pool input at batch 8
 
 # (input shape, kernel shape, stride, padding) of the layers whose input gradient is special.
 LAYERS = {
-    "resnet_compact": [((256, 28, 28, 1), (3, 3, 1, 16), 1, 1),
-                       ((256, 28, 28, 16), (3, 3, 16, 16), 2, 1),
-                       ((256, 14, 14, 16), (3, 3, 16, 32), 2, 1),
-                       ((256, 28, 28, 16), (1, 1, 16, 16), 2, 0)],
-    "resnet50": [((8, 224, 224, 3), (7, 7, 3, 64), 2, 3),
-                 ((8, 56, 56, 256), (1, 1, 256, 512), 2, 0)],
+    "resnet_compact": [
+        ((256, 28, 28, 1), (3, 3, 1, 16), 1, 1),
+        ((256, 28, 28, 16), (3, 3, 16, 16), 2, 1),
+        ((256, 14, 14, 16), (3, 3, 16, 32), 2, 1),
+        ((256, 28, 28, 16), (1, 1, 16, 16), 2, 0),
+    ],
+    "resnet50": [((8, 224, 224, 3), (7, 7, 3, 64), 2, 3), ((8, 56, 56, 256), (1, 1, 256, 512), 2, 0)],
 }
 
 
@@ -91,9 +91,10 @@ def variants(arch: str) -> tuple[tuple[str, bool, bool, bool], ...]:
 
 def pgd_program(logits_fn: Callable, steps: int) -> Callable:
     """(x (B,H,W,C), y (B,)) -> jaxlogit's PGD images (the attack's jit nests in the caller's)."""
+
     def run(x, y):
-        return attacks.pgd(logits_fn, x, y, key=jax.random.key(0), steps=steps,
-                           random_start=False).x_adv
+        return attacks.pgd(logits_fn, x, y, key=jax.random.key(0), steps=steps, random_start=False).x_adv
+
     return run
 
 
@@ -105,8 +106,7 @@ def compiled_variants(model: _model.BenchModel, steps: int) -> dict[str, Callabl
         jit = _xla.jit if tuned else jax.jit
         jax.clear_caches()  # attacks.pgd's jit would reuse its trace from the previous variant
         with plain_convolutions(not per_layer):
-            program = jit(pgd_program(with_max_pool(model.logits_fn, own_pool), steps)).lower(
-                x, y).compile()
+            program = jit(pgd_program(with_max_pool(model.logits_fn, own_pool), steps)).lower(x, y).compile()
         calls[label] = lambda program=program: program(x, y)
     return calls
 
@@ -116,13 +116,17 @@ def layer_calls(shape, kernel_shape, stride, pad) -> dict[str, Callable[[], obje
     rng = np.random.default_rng(0)
     kernel = jnp.asarray(rng.normal(size=kernel_shape) * 0.1, jnp.float32)
     padding = ((pad, pad), (pad, pad))
-    out = jax.eval_shape(lambda a: _conv.conv(a, kernel, (stride, stride), padding),
-                         jax.ShapeDtypeStruct(shape, jnp.float32))
+    out = jax.eval_shape(
+        lambda a: _conv.conv(a, kernel, (stride, stride), padding), jax.ShapeDtypeStruct(shape, jnp.float32)
+    )
     grad = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
     calls = {}
     for method in _conv.INPUT_GRADS:
-        fn = _xla.jit(lambda g, method=method: _conv.conv_input_grad(
-            g, kernel, shape, (stride, stride), padding, method=method))
+        fn = _xla.jit(
+            lambda g, method=method: _conv.conv_input_grad(
+                g, kernel, shape, (stride, stride), padding, method=method
+            )
+        )
         calls[method] = lambda fn=fn: fn(grad)
     return calls
 
@@ -131,8 +135,12 @@ def model_table(arch: str, steps: int, repeats: int, cache: str | None) -> list[
     model = _model.prepare(arch, cache=cache, with_torch=False)
     timings, _ = _timing.interleaved(compiled_variants(model, steps), repeats)
     base = timings[VARIANTS[0][0]].best
-    rows = [f"### {arch}, batch {len(model.y)}: {steps} PGD steps ({model.weights})", "",
-            "| variant | ms per step | speed-up |", "|---|---:|---:|"]
+    rows = [
+        f"### {arch}, batch {len(model.y)}: {steps} PGD steps ({model.weights})",
+        "",
+        "| variant | ms per step | speed-up |",
+        "|---|---:|---:|",
+    ]
     chosen = variants(arch)[-1][0]
     for label, *_ in variants(arch):
         steady = timings[label].best
@@ -142,9 +150,13 @@ def model_table(arch: str, steps: int, repeats: int, cache: str | None) -> list[
 
 
 def layers_table(arch: str, repeats: int) -> list[str]:
-    rows = ["", f"Input gradient of single layers ({arch}, jaxlogit's XLA options, ms):", "",
-            "| input | kernel | stride | " + " | ".join(_conv.INPUT_GRADS) + " | chosen |",
-            "|---|---|---:|" + "---:|" * (len(_conv.INPUT_GRADS) + 1)]
+    rows = [
+        "",
+        f"Input gradient of single layers ({arch}, jaxlogit's XLA options, ms):",
+        "",
+        "| input | kernel | stride | " + " | ".join(_conv.INPUT_GRADS) + " | chosen |",
+        "|---|---|---:|" + "---:|" * (len(_conv.INPUT_GRADS) + 1),
+    ]
     for shape, kernel_shape, stride, pad in LAYERS.get(arch, []):
         timings, _ = _timing.interleaved(layer_calls(shape, kernel_shape, stride, pad), repeats)
         cells = " | ".join(f"{timings[m].best * 1e3:.1f}" for m in _conv.INPUT_GRADS)
@@ -158,34 +170,44 @@ def pool_table(repeats: int) -> list[str]:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=POOL_LAYER), jnp.float32)
     batch, height, width, channels = POOL_LAYER
-    out_shape = (batch, _pool.pooled_size(height, 3, 2, 1), _pool.pooled_size(width, 3, 2, 1),
-                 channels)
+    out_shape = (batch, _pool.pooled_size(height, 3, 2, 1), _pool.pooled_size(width, 3, 2, 1), channels)
     grad = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
     calls = {}
-    for name, pool in (("select_and_scatter", _pool.select_and_scatter_max_pool),
-                       ("jaxlogit", _pool.max_pool_windows)):
+    for name, pool in (
+        ("select_and_scatter", _pool.select_and_scatter_max_pool),
+        ("jaxlogit", _pool.max_pool_windows),
+    ):
         fn = _xla.jit(lambda a, g, pool=pool: jax.vjp(lambda b: pool(b, 3, 2, 1), a)[1](g)[0])
         calls[name] = lambda fn=fn: fn(x, grad)
     timings, _ = _timing.interleaved(calls, repeats)
     cells = " | ".join(f"{timings[name].best * 1e3:.1f}" for name in calls)
-    return ["", "Max-pool 3x3, stride 2, padding 1, forward + input gradient alone "
-            "(jaxlogit's XLA options, ms):", "",
-            "| input | " + " | ".join(calls) + " |", "|---|" + "---:|" * len(calls),
-            f"| {POOL_LAYER} | {cells} |"]
+    return [
+        "",
+        "Max-pool 3x3, stride 2, padding 1, forward + input gradient alone (jaxlogit's XLA options, ms):",
+        "",
+        "| input | " + " | ".join(calls) + " |",
+        "|---|" + "---:|" * len(calls),
+        f"| {POOL_LAYER} | {cells} |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=["resnet_compact", "resnet50"])
-    parser.add_argument("--steps", type=int, default=None,
-                        help="PGD steps per program (default 10; 2 for resnet50)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="PGD steps per program (default 10; 2 for resnet50)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="steady-state calls (best kept)")
     parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
     parser.add_argument("--out", type=pathlib.Path, default=_results.RESULTS / "conv_grad.md")
     args = parser.parse_args(argv)
-    lines = ["# Input gradients on XLA:CPU", "",
-             "Written by `python -m benchmarks.bench_conv_grad`; variants timed interleaved in "
-             "one run, best of the steady-state calls.", ""]
+    lines = [
+        "# Input gradients on XLA:CPU",
+        "",
+        "Written by `python -m benchmarks.bench_conv_grad`; variants timed interleaved in "
+        "one run, best of the steady-state calls.",
+        "",
+    ]
     for arch in args.arch:
         steps = args.steps or (2 if _model.is_imagenet(arch) else 10)
         lines += model_table(arch, steps, args.repeats, args.cache)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import argparse
 import collections
 import pathlib
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -40,8 +41,11 @@ from jaxlogit.models import _conv, _registry
 
 LIBRARIES = {
     "Eigen": _xla.CONV_OPTIONS,
-    "YNNPACK": {"xla_cpu_experimental_ynn_fusion_type":
-                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
+    "YNNPACK": {
+        "xla_cpu_experimental_ynn_fusion_type": (
+            "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+        )
+    },
 }
 LOOP = 20  # iterations of each layer's compiled loop
 PASSES = ("forward", "gradient")
@@ -59,8 +63,10 @@ class ConvLayer(NamedTuple):
         return _conv.conv(x, kernel, self.strides, self.padding)
 
     def _operands(self) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
-        return (jax.ShapeDtypeStruct(self.in_shape, jnp.float32),
-                jax.ShapeDtypeStruct(self.kernel_shape, jnp.float32))
+        return (
+            jax.ShapeDtypeStruct(self.in_shape, jnp.float32),
+            jax.ShapeDtypeStruct(self.kernel_shape, jnp.float32),
+        )
 
     def out_shape(self) -> tuple[int, ...]:
         """(B, H', W', O)."""
@@ -81,8 +87,14 @@ def conv_layers(arch: str, batch: int) -> collections.Counter:
         if isinstance(layer, _conv.FastConv) and context.method_name == "__call__":
             x = args[0]
             padding = tuple(tuple(int(p) for p in pair) for pair in layer.padding)
-            found[ConvLayer(tuple(x.shape), (*layer.kernel_size, x.shape[-1], layer.features),
-                            tuple(layer.strides), padding)] += 1
+            found[
+                ConvLayer(
+                    tuple(x.shape),
+                    (*layer.kernel_size, x.shape[-1], layer.features),
+                    tuple(layer.strides),
+                    padding,
+                )
+            ] += 1
         return next_fun(*args, **kwargs)
 
     variables = _registry.variable_shapes(module, spec.input_shape)
@@ -95,7 +107,7 @@ def conv_layers(arch: str, batch: int) -> collections.Counter:
 def fold(y: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
     """(B,H',W',O) -> (B,H,W,I) with H' <= H, W' <= W: channels tiled, then cropped; zero rows."""
     channels = y.shape[-1]
-    y = jnp.tile(y, (1, 1, 1, -(-shape[-1] // channels)))[..., :shape[-1]]
+    y = jnp.tile(y, (1, 1, 1, -(-shape[-1] // channels)))[..., : shape[-1]]
     return jnp.pad(y, [(0, 0), (0, shape[1] - y.shape[1]), (0, shape[2] - y.shape[2]), (0, 0)])
 
 
@@ -121,6 +133,7 @@ def layer_loop(layer: ConvLayer, *, gradient: bool, with_conv: bool) -> Callable
 
     def loop(x, kernel):
         return lax.fori_loop(0, LOOP, lambda _, c: c * 0.5 + 1e-3 * step(c, kernel), x)
+
     return loop
 
 
@@ -131,8 +144,9 @@ def layer_calls(layer: ConvLayer) -> dict[str, Callable[[], object]]:
     x = jnp.asarray(rng.normal(size=layer.in_shape), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=layer.kernel_shape) * 0.1, jnp.float32)
     programs = {("rest", name): (_xla.CONV_OPTIONS, False) for name in PASSES}
-    programs.update({(library, name): (options, True)
-                     for library, options in LIBRARIES.items() for name in PASSES})
+    programs.update(
+        {(library, name): (options, True) for library, options in LIBRARIES.items() for name in PASSES}
+    )
     calls = {}
     for (library, name), (options, with_conv) in programs.items():
         loop = layer_loop(layer, gradient=name == "gradient", with_conv=with_conv)
@@ -144,9 +158,11 @@ def layer_calls(layer: ConvLayer) -> dict[str, Callable[[], object]]:
 def layer_seconds(layer: ConvLayer, repeats: int) -> dict[str, float]:
     """``{"{library} {forward|gradient}": seconds of one call of the layer}``, overhead removed."""
     timings, _ = _timing.interleaved(layer_calls(layer), repeats)
-    return {f"{library} {name}":
-            max(timings[f"{library} {name}"].best - timings[f"rest {name}"].best, 0.0) / LOOP
-            for library in LIBRARIES for name in PASSES}
+    return {
+        f"{library} {name}": max(timings[f"{library} {name}"].best - timings[f"rest {name}"].best, 0.0) / LOOP
+        for library in LIBRARIES
+        for name in PASSES
+    }
 
 
 def step_calls(model: _model.BenchModel) -> dict[str, Callable[[], object]]:
@@ -154,40 +170,56 @@ def step_calls(model: _model.BenchModel) -> dict[str, Callable[[], object]]:
     calls = {"jaxlogit": _attacks.jax_attack("pgd", model.logits_fn, model.x, model.y)}
     if model.torch_model is not None:
         from jaxlogit.bench import _torch
+
         calls["torchattacks"] = _torch.attack_call("pgd", model.torch_model, model.x, model.y)
     return calls
 
 
 def layer_rows(layers: collections.Counter, seconds: dict, peak: float) -> list[str]:
     """The per-layer table: ms of each library and pass, the faster one's GFLOP/s, % of peak."""
-    rows = [("| input | kernel | stride | x | Eigen fwd | Eigen fwd+grad | YNNPACK fwd | "
-             "YNNPACK fwd+grad | best fwd+grad GFLOP/s | % peak |"),
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        (
+            "| input | kernel | stride | x | Eigen fwd | Eigen fwd+grad | YNNPACK fwd | "
+            "YNNPACK fwd+grad | best fwd+grad GFLOP/s | % peak |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for layer, count in layers.items():
         times = seconds[layer]
         best = min(times["Eigen gradient"], times["YNNPACK gradient"])
         gflops = 2 * layer.forward_flops() / best / 1e9 if best > 0 else float("nan")
-        cells = " | ".join(f"{times[f'{lib} {name}'] * 1e3:.2f}"
-                           for lib in LIBRARIES for name in PASSES)
-        rows.append(f"| {layer.in_shape} | {layer.kernel_shape} | {layer.strides[0]} | {count} "
-                    f"| {cells} | {gflops:.0f} | {100 * gflops / peak:.0f} |")
+        cells = " | ".join(f"{times[f'{lib} {name}'] * 1e3:.2f}" for lib in LIBRARIES for name in PASSES)
+        rows.append(
+            f"| {layer.in_shape} | {layer.kernel_shape} | {layer.strides[0]} | {count} "
+            f"| {cells} | {gflops:.0f} | {100 * gflops / peak:.0f} |"
+        )
     return rows
 
 
 def summary_rows(layers: collections.Counter, seconds: dict, steps: dict) -> list[str]:
     """Sums over the layers set beside the whole steps, in ms per attack step."""
+
     def total(key: str) -> float:
         return sum(count * seconds[layer][key] for layer, count in layers.items())
-    best = sum(count * min(seconds[layer]["Eigen gradient"], seconds[layer]["YNNPACK gradient"])
-               for layer, count in layers.items())
-    rows = ["", "| per attack step (forward + input gradient) | ms |", "|---|---:|",
-            f"| convolutions alone, Eigen | {total('Eigen gradient') * 1e3:.1f} |",
-            f"| convolutions alone, YNNPACK | {total('YNNPACK gradient') * 1e3:.1f} |",
-            f"| convolutions alone, faster library per layer | **{best * 1e3:.1f}** |",
-            f"| jaxlogit's PGD step (whole network, Eigen) | {steps['jaxlogit'] * 1e3:.1f} |"]
+
+    best = sum(
+        count * min(seconds[layer]["Eigen gradient"], seconds[layer]["YNNPACK gradient"])
+        for layer, count in layers.items()
+    )
+    rows = [
+        "",
+        "| per attack step (forward + input gradient) | ms |",
+        "|---|---:|",
+        f"| convolutions alone, Eigen | {total('Eigen gradient') * 1e3:.1f} |",
+        f"| convolutions alone, YNNPACK | {total('YNNPACK gradient') * 1e3:.1f} |",
+        f"| convolutions alone, faster library per layer | **{best * 1e3:.1f}** |",
+        f"| jaxlogit's PGD step (whole network, Eigen) | {steps['jaxlogit'] * 1e3:.1f} |",
+    ]
     if "torchattacks" in steps:
-        rows += [f"| torchattacks' PGD step | {steps['torchattacks'] * 1e3:.1f} |",
-                 f"| the step 3x torchattacks needs | **{steps['torchattacks'] / 3 * 1e3:.1f}** |"]
+        rows += [
+            f"| torchattacks' PGD step | {steps['torchattacks'] * 1e3:.1f} |",
+            f"| the step 3x torchattacks needs | **{steps['torchattacks'] / 3 * 1e3:.1f}** |",
+        ]
     return rows
 
 
@@ -197,29 +229,41 @@ def arch_report(arch: str, repeats: int, cache: str | None, peak: float) -> list
     layers = conv_layers(arch, len(model.y))
     seconds = {}
     for index, layer in enumerate(layers, 1):
-        print(f"{arch}: layer {index}/{len(layers)} {layer.in_shape} {layer.kernel_shape}",
-              flush=True)
+        print(f"{arch}: layer {index}/{len(layers)} {layer.in_shape} {layer.kernel_shape}", flush=True)
         seconds[layer] = layer_seconds(layer, repeats)
     timings, _ = _timing.interleaved(step_calls(model), repeats)
     steps = {name: timing.best / attacks.get("pgd").settings["steps"] for name, timing in timings.items()}
-    return ([f"## {arch}, batch {len(model.y)} ({model.weights})", "",
-             "Each convolution alone, ms per call (x = calls per forward pass):", ""]
-            + layer_rows(layers, seconds, peak) + summary_rows(layers, seconds, steps) + [""])
+    return (
+        [
+            f"## {arch}, batch {len(model.y)} ({model.weights})",
+            "",
+            "Each convolution alone, ms per call (x = calls per forward pass):",
+            "",
+        ]
+        + layer_rows(layers, seconds, peak)
+        + summary_rows(layers, seconds, steps)
+        + [""]
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+",
-                        default=["resnet_compact", "vgg_compact", "densenet_compact"])
+    parser.add_argument("--arch", nargs="+", default=["resnet_compact", "vgg_compact", "densenet_compact"])
     parser.add_argument("--repeats", type=int, default=5, help="steady-state calls (best kept)")
     parser.add_argument("--cache", default=None, help="cache root with trained checkpoints")
     parser.add_argument("--out", type=pathlib.Path, default=_results.RESULTS / "conv_layers.md")
     args = parser.parse_args(argv)
     peak = _flops.matmul_peak_gflops()
-    lines = ["# Convolutions alone on XLA:CPU", "",
-             ("Written by `python -m benchmarks.bench_conv_layers`; best of the steady-state "
-              f"calls, interleaved; float32 matmul peak {peak:.0f} GFLOP/s (jnp.dot 2048^3, "
-              "this run)."), ""]
+    lines = [
+        "# Convolutions alone on XLA:CPU",
+        "",
+        (
+            "Written by `python -m benchmarks.bench_conv_layers`; best of the steady-state "
+            f"calls, interleaved; float32 matmul peak {peak:.0f} GFLOP/s (jnp.dot 2048^3, "
+            "this run)."
+        ),
+        "",
+    ]
     for arch in args.arch:
         lines += arch_report(arch, args.repeats, args.cache, peak)
         print("\n".join(lines), flush=True)

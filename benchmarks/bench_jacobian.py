@@ -33,10 +33,19 @@ from jaxlogit import explain
 def random_corrector(num_classes: int, hidden: int, *, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """Random float32 params in the corrector layout, scaled so activations stay O(1)."""
     rng = np.random.default_rng(seed)
-    normal = lambda shape, scale: (scale * rng.standard_normal(shape)).astype(np.float32)  # noqa: E731
+
+    def normal(shape, scale):
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
     return {
-        "hidden": {"kernel": normal((num_classes, hidden), num_classes**-0.5), "bias": normal((hidden,), 0.1)},
-        "output": {"kernel": normal((hidden, num_classes), hidden**-0.5), "bias": normal((num_classes,), 0.1)},
+        "hidden": {
+            "kernel": normal((num_classes, hidden), num_classes**-0.5),
+            "bias": normal((hidden,), 0.1),
+        },
+        "output": {
+            "kernel": normal((hidden, num_classes), hidden**-0.5),
+            "bias": normal((num_classes,), 0.1),
+        },
     }
 
 
@@ -71,7 +80,9 @@ def torch_jacobians(params: dict, z: np.ndarray) -> Callable[[], np.ndarray] | N
         from torch.func import jacrev, vmap
     except ImportError:
         return None
-    w1, b1, w2, b2 = (torch.from_numpy(params[layer][name]) for layer in ("hidden", "output") for name in ("kernel", "bias"))
+    w1, b1, w2, b2 = (
+        torch.from_numpy(params[layer][name]) for layer in ("hidden", "output") for name in ("kernel", "bias")
+    )
     z_torch = torch.from_numpy(z)
     jacobians = vmap(jacrev(lambda row: torch.relu(row @ w1 + b1) @ w2 + b2))
     return lambda: jacobians(z_torch).numpy()
@@ -88,7 +99,9 @@ def closed_form_jacobians(params: dict, z: np.ndarray) -> Callable[[], np.ndarra
     """``explain.two_layer_jacobian``: the closed form over the active hidden units."""
     params_jax = jax.tree.map(jnp.asarray, params)
     z_jax = jnp.asarray(z)
-    return lambda: np.asarray(explain.two_layer_jacobian(params_jax, z_jax, chunk_size=len(z)).block_until_ready())
+    return lambda: np.asarray(
+        explain.two_layer_jacobian(params_jax, z_jax, chunk_size=len(z)).block_until_ready()
+    )
 
 
 def markdown_table(times: dict[str, float], reference: str | None) -> str:
@@ -120,8 +133,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     times, results = seconds_per_sample(methods, args.batch, args.repeats)
     reference = "torch.func vmap(jacrev)" if "torch.func vmap(jacrev)" in times else None
 
-    print(f"Full {args.classes}x{args.classes} Jacobians, D={args.hidden}, batch {args.batch}, best of {args.repeats}; "
-          f"{os.cpu_count()} CPU cores, {jax.default_backend()} backend, {active:.1%} of hidden units active.\n")
+    print(
+        f"Full {args.classes}x{args.classes} Jacobians, D={args.hidden}, batch {args.batch}, best of "
+        f"{args.repeats}; "
+        f"{os.cpu_count()} CPU cores, {jax.default_backend()} backend, {active:.1%} of hidden units active.\n"
+    )
     print(markdown_table(times, reference))
     first = next(iter(results.values()))
     spread = max(float(np.max(np.abs(result - first))) for result in results.values())

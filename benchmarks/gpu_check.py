@@ -37,10 +37,14 @@ def _write(path: pathlib.Path, data: dict) -> None:
 
 def devices(work: pathlib.Path) -> dict:
     """What JAX (and torch, if importable) sees; the convolution path the backend picks."""
-    info = {"jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
-            "device_kind": jax.devices()[0].device_kind, "conv_path": backend.conv_path(),
-            "deepfool_chunk": backend.deepfool_chunk()}
+    info = {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "conv_path": backend.conv_path(),
+        "deepfool_chunk": backend.deepfool_chunk(),
+    }
     try:
         import torch
 
@@ -70,26 +74,41 @@ def matmul_tflops(size: int, dtype, precision: str | None, repeats: int = 10) ->
 def peak(work: pathlib.Path, size: int) -> dict:
     """Measured matmul peaks: bfloat16, float32 at XLA's default precision (TF32 on NVIDIA
     GPUs) and at ``highest`` (true float32)."""
-    peaks = {"size": size,
-             "bfloat16_tflops": matmul_tflops(size, jnp.bfloat16, None),
-             "float32_default_tflops": matmul_tflops(size, jnp.float32, None),
-             "float32_highest_tflops": matmul_tflops(size, jnp.float32, "highest")}
+    peaks = {
+        "size": size,
+        "bfloat16_tflops": matmul_tflops(size, jnp.bfloat16, None),
+        "float32_default_tflops": matmul_tflops(size, jnp.float32, None),
+        "float32_highest_tflops": matmul_tflops(size, jnp.float32, "highest"),
+    }
     _write(work / "peak.json", peaks)
     return peaks
 
 
-def run_bench(work: pathlib.Path, arch: str, batch: int, precision: str, repeats: int,
-              attacks: tuple[str, ...], torch: bool) -> None:
+def run_bench(
+    work: pathlib.Path,
+    arch: str,
+    batch: int,
+    precision: str,
+    repeats: int,
+    attacks: tuple[str, ...],
+    torch: bool,
+) -> None:
     """``jaxlogit bench``'s timings (no memory: host RSS says nothing of GPU memory), its JSON
     rewritten after the baselines and after every attack."""
-    config = bench.BenchConfig(arch=arch, attacks=attacks, batch=batch, repeats=repeats,
-                               torch=torch, precision=precision)
+    config = bench.BenchConfig(
+        arch=arch, attacks=attacks, batch=batch, repeats=repeats, torch=torch, precision=precision
+    )
     path = work / f"bench-{arch}-b{batch}-{precision}.json"
-    model = _model.prepare(arch, batch, seed=config.seed, with_torch=config.torch,
-                           compute_dtype=precision)
-    info = {"arch": model.arch, "batch": len(model.y), "input_shape": list(model.x.shape[1:]),
-            "num_classes": model.num_classes, "weights": model.weights, "images": model.images,
-            "torch_logits_diff": model.torch_logits_diff}
+    model = _model.prepare(arch, batch, seed=config.seed, with_torch=config.torch, compute_dtype=precision)
+    info = {
+        "arch": model.arch,
+        "batch": len(model.y),
+        "input_shape": list(model.x.shape[1:]),
+        "num_classes": model.num_classes,
+        "weights": model.weights,
+        "images": model.images,
+        "torch_logits_diff": model.torch_logits_diff,
+    }
     matmul_peak = bench.matmul_peak_gflops()
     baseline, _ = _run.measure_baseline(model, repeats)
     threads = None
@@ -100,8 +119,9 @@ def run_bench(work: pathlib.Path, arch: str, batch: int, precision: str, repeats
     benches = []
 
     def save() -> None:
-        report = _run.BenchReport(config, info, matmul_peak, threads, baseline, benches,
-                                  tuple(os.getloadavg()[:2]))
+        report = _run.BenchReport(
+            config, info, matmul_peak, threads, baseline, benches, tuple(os.getloadavg()[:2])
+        )
         data = bench.as_json(report)
         data["markdown"] = bench.markdown(report)
         _write(path, data)
@@ -111,8 +131,7 @@ def run_bench(work: pathlib.Path, arch: str, batch: int, precision: str, repeats
         start = time.perf_counter()
         benches.append(_run.measure_attack(name, model, config)[0])
         save()
-        print(f"{arch} b{batch} {precision} {name}: {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(f"{arch} b{batch} {precision} {name}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -126,8 +145,11 @@ def _significant(value) -> str:
 def bench_rows(data: dict, peaks: dict) -> list[str]:
     """Table rows of one bench JSON: compile, steady, TFLOP/s and % of the measured peak."""
     config, rows = data["config"], []
-    reference = (peaks.get("bfloat16_tflops") if config["precision"] == "bfloat16"
-                 else peaks.get("float32_default_tflops"))
+    reference = (
+        peaks.get("bfloat16_tflops")
+        if config["precision"] == "bfloat16"
+        else peaks.get("float32_default_tflops")
+    )
     for attack, sides in data["attacks"].items():
         for side in ("jaxlogit", "torchattacks"):
             metrics = sides.get(side)
@@ -137,48 +159,61 @@ def bench_rows(data: dict, peaks: dict) -> list[str]:
             share = reference and tflops and 100 * tflops / reference
             precision = config["precision"] if side == "jaxlogit" else "float32"
             compile_s = metrics["compile_s"] if side == "jaxlogit" else None
-            rows.append(f"| {attack} | {side} | {data['model']['batch']} | {precision} | "
-                        f"{_fmt(compile_s, 1)} | {_fmt(metrics['steady_s_per_batch'], 3)} | "
-                        f"{_fmt(metrics['images_per_s'], 0)} | {_significant(tflops)} | "
-                        f"{_fmt(share, 1)} | {_fmt(metrics['success_rate'])} | "
-                        f"{_fmt(side == 'jaxlogit' and sides['speed_up'] or None)} |")
+            rows.append(
+                f"| {attack} | {side} | {data['model']['batch']} | {precision} | "
+                f"{_fmt(compile_s, 1)} | {_fmt(metrics['steady_s_per_batch'], 3)} | "
+                f"{_fmt(metrics['images_per_s'], 0)} | {_significant(tflops)} | "
+                f"{_fmt(share, 1)} | {_fmt(metrics['success_rate'])} | "
+                f"{_fmt(side == 'jaxlogit' and sides['speed_up'] or None)} |"
+            )
     return rows
 
 
 def report(work: pathlib.Path, out_dir: pathlib.Path, copy_to: pathlib.Path | None) -> str:
     """``gpu-<gpu>.md`` and ``.json`` from everything the stages left in ``work``."""
+
     def load(name: str) -> dict:
         path = work / name
         return json.loads(path.read_text()) if path.exists() else {}
 
     info, peaks = load("devices.json"), load("peak.json")
-    stages = [line.split("\t") for line in (work / "stages.tsv").read_text().splitlines()
-              ] if (work / "stages.tsv").exists() else []
-    benches = {path.stem: json.loads(path.read_text())
-               for path in sorted(work.glob("bench-*.json"))}
+    stages = (
+        [line.split("\t") for line in (work / "stages.tsv").read_text().splitlines()]
+        if (work / "stages.tsv").exists()
+        else []
+    )
+    benches = {path.stem: json.loads(path.read_text()) for path in sorted(work.glob("bench-*.json"))}
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", info.get("device_kind", "unknown")).strip("-").lower()
-    lines = [f"# jaxlogit on {info.get('device_kind', '?')}", "",
-             "Written by `bash benchmarks/gpu_check.sh` (one call on a fresh machine).", "",
-             f"- jax {info.get('jax')} on {info.get('backend')}, convolution path "
-             f"`{info.get('conv_path')}`, DeepFool chunk {info.get('deepfool_chunk') or 'batch'}; "
-             f"torch {info.get('torch')} ({info.get('torch_cuda')}), torchattacks "
-             f"{info.get('torchattacks')}",
-             f"- measured matmul peak ({peaks.get('size')}^3): bf16 "
-             f"{_significant(peaks.get('bfloat16_tflops'))} TFLOP/s, f32 default precision "
-             f"{_significant(peaks.get('float32_default_tflops'))}, f32 highest "
-             f"{_significant(peaks.get('float32_highest_tflops'))}", "",
-             "| stage | exit | seconds |", "|---|---:|---:|",
-             *[f"| {' | '.join(stage)} |" for stage in stages], "",
-             "Attacks (compile apart; TFLOP/s from XLA's FLOP count of the jaxlogit program, "
-             "the same count for torchattacks; % of the measured peak of the precision: bf16, "
-             "else f32 at XLA's default precision):", "",
-             "| attack | impl | batch | precision | compile s | steady s | images/s | TFLOP/s | "
-             "% peak | success | speed-up |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# jaxlogit on {info.get('device_kind', '?')}",
+        "",
+        "Written by `bash benchmarks/gpu_check.sh` (one call on a fresh machine).",
+        "",
+        f"- jax {info.get('jax')} on {info.get('backend')}, convolution path "
+        f"`{info.get('conv_path')}`, DeepFool chunk {info.get('deepfool_chunk') or 'batch'}; "
+        f"torch {info.get('torch')} ({info.get('torch_cuda')}), torchattacks "
+        f"{info.get('torchattacks')}",
+        f"- measured matmul peak ({peaks.get('size')}^3): bf16 "
+        f"{_significant(peaks.get('bfloat16_tflops'))} TFLOP/s, f32 default precision "
+        f"{_significant(peaks.get('float32_default_tflops'))}, f32 highest "
+        f"{_significant(peaks.get('float32_highest_tflops'))}",
+        "",
+        "| stage | exit | seconds |",
+        "|---|---:|---:|",
+        *[f"| {' | '.join(stage)} |" for stage in stages],
+        "",
+        "Attacks (compile apart; TFLOP/s from XLA's FLOP count of the jaxlogit program, "
+        "the same count for torchattacks; % of the measured peak of the precision: bf16, "
+        "else f32 at XLA's default precision):",
+        "",
+        "| attack | impl | batch | precision | compile s | steady s | images/s | TFLOP/s | "
+        "% peak | success | speed-up |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for data in benches.values():
         lines += bench_rows(data, peaks)
     for name, data in benches.items():
-        lines += ["", f"<details><summary>{name}</summary>", "", data.get("markdown", ""), "",
-                  "</details>"]
+        lines += ["", f"<details><summary>{name}</summary>", "", data.get("markdown", ""), "", "</details>"]
     text = "\n".join(lines) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / f"gpu-{gpu}.md", out_dir / f"gpu-{gpu}.json"]
@@ -211,8 +246,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage == "peak":
         print(json.dumps(peak(args.work, args.size), indent=1))
     elif args.stage == "bench":
-        run_bench(args.work, args.arch, args.batch, args.precision, args.repeats,
-                  tuple(args.attacks), not args.no_torch)
+        run_bench(
+            args.work,
+            args.arch,
+            args.batch,
+            args.precision,
+            args.repeats,
+            tuple(args.attacks),
+            not args.no_torch,
+        )
     else:
         report(args.work, args.out_dir, args.copy_to)
 

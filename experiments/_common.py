@@ -12,7 +12,7 @@ import json
 import pathlib
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import click
 import numpy as np
@@ -75,8 +75,13 @@ def default_setup(dataset: str, **overrides) -> Setup:
     paper's models and settings on one that uses the ImageNet backbones."""
     if data.get(dataset).backbones == data.COMPACT:
         return Setup(**{"dataset": dataset, **overrides})
-    paper = dict(dataset=dataset, backbones=IMAGENET, train_limit=None, per_class=1,
-                 corrector=pipeline.CorrectorConfig())
+    paper = dict(
+        dataset=dataset,
+        backbones=IMAGENET,
+        train_limit=None,
+        per_class=1,
+        corrector=pipeline.CorrectorConfig(),
+    )
     return Setup(**{**paper, **overrides})
 
 
@@ -84,11 +89,14 @@ def load_backbone(setup: Setup, arch: str, *, progress: bool = True) -> training
     """The trained compact backbone (cached) or the converted ImageNet checkpoint."""
     if setup.trains_backbones:
         config = training.default_config(arch, dataset=setup.dataset)
-        return training.ensure_backbone(config, data_dir=setup.data_dir, cache=setup.cache_dir,
-                                        progress=progress)
+        return training.ensure_backbone(
+            config, data_dir=setup.data_dir, cache=setup.cache_dir, progress=progress
+        )
     if not setup.weights_dir:
-        raise JaxlogitError(f"--dataset {setup.dataset} needs --weights-dir DIR holding one "
-                            "`jaxlogit convert` output per arch (DIR/resnet50, ...)")
+        raise JaxlogitError(
+            f"--dataset {setup.dataset} needs --weights-dir DIR holding one "
+            "`jaxlogit convert` output per arch (DIR/resnet50, ...)"
+        )
     return training.load_backbone(pathlib.Path(setup.weights_dir) / arch)
 
 
@@ -98,32 +106,58 @@ def load_split(setup: Setup, name: str):
     return data.load(setup.dataset, name, data_dir=setup.data_dir)
 
 
-def logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig, which: str,
-           *, progress: bool = True) -> store.LogitStore:
+def logits(
+    setup: Setup,
+    backbone: training.Backbone,
+    attack: pipeline.AttackConfig,
+    which: str,
+    *,
+    progress: bool = True,
+) -> store.LogitStore:
     """The cached logit store of ``backbone`` x ``attack`` on ``which`` ('train' or 'test')."""
     name = setup.train_split_name if which == "train" else setup.test_split_name
     limit = setup.train_limit if which == "train" else setup.test_limit
-    return pipeline.ensure_logits(backbone, attack, load_split(setup, name), name, limit=limit,
-                                  cache=setup.cache_dir, progress=progress)
+    return pipeline.ensure_logits(
+        backbone, attack, load_split(setup, name), name, limit=limit, cache=setup.cache_dir, progress=progress
+    )
 
 
-def corrector_for(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig,
-                  config: pipeline.CorrectorConfig | None = None, *, progress: bool = True) -> pipeline.TrainedCorrector:
+def corrector_for(
+    setup: Setup,
+    backbone: training.Backbone,
+    attack: pipeline.AttackConfig,
+    config: pipeline.CorrectorConfig | None = None,
+    *,
+    progress: bool = True,
+) -> pipeline.TrainedCorrector:
     """The corrector trained on ``attack``'s training logits of ``backbone`` (cached)."""
     train_split = load_split(setup, setup.train_split_name)
-    return pipeline.corrector_for_attack(backbone, attack, train_split, config or setup.corrector,
-                                         limit=setup.train_limit, cache=setup.cache_dir, progress=progress)
+    return pipeline.corrector_for_attack(
+        backbone,
+        attack,
+        train_split,
+        config or setup.corrector,
+        limit=setup.train_limit,
+        cache=setup.cache_dir,
+        progress=progress,
+    )
 
 
 def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
     """The paper's *selected* set: ``per_class`` evaluation images per class that the ResNet gets right."""
     backbone = load_backbone(setup, setup.resnet, progress=progress)
-    return pipeline.selected_indices(backbone, load_split(setup, setup.test_split_name), per_class=setup.per_class,
-                                     limit=setup.test_limit, cache=setup.cache_dir)
+    return pipeline.selected_indices(
+        backbone,
+        load_split(setup, setup.test_split_name),
+        per_class=setup.per_class,
+        limit=setup.test_limit,
+        cache=setup.cache_dir,
+    )
 
 
-def accuracies(test_store, corrector: pipeline.TrainedCorrector,
-               rows: np.ndarray | None = None) -> dict[str, float]:
+def accuracies(
+    test_store, corrector: pipeline.TrainedCorrector, rows: np.ndarray | None = None
+) -> dict[str, float]:
     """Percent accuracy on clean and adversarial logits, without and with correction.
 
     Args:
@@ -132,8 +166,15 @@ def accuracies(test_store, corrector: pipeline.TrainedCorrector,
       rows: a subset of rows (e.g. the selected set), or None for all.
     """
     pick = (lambda a: np.asarray(a)) if rows is None else (lambda a: np.asarray(a)[rows])
-    clean, adv, labels = pick(test_store["clean_logits"]), pick(test_store["adv_logits"]), pick(test_store["labels"])
-    pct = lambda pred: round(100.0 * float(np.mean(pred == labels)), 2)  # noqa: E731
+    clean, adv, labels = (
+        pick(test_store["clean_logits"]),
+        pick(test_store["adv_logits"]),
+        pick(test_store["labels"]),
+    )
+
+    def pct(pred):
+        return round(100.0 * float(np.mean(pred == labels)), 2)
+
     return {
         "clean": pct(clean.argmax(-1)),
         "clean_corrected": pct(corrector.predict_classes(clean)),
@@ -144,13 +185,18 @@ def accuracies(test_store, corrector: pipeline.TrainedCorrector,
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
     """A Markdown table; floats with two decimals."""
-    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+
+    def fmt(v):
+        return f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def write_report(out_dir: pathlib.Path, name: str, markdown: str, payload: dict, figures: dict | None = None) -> pathlib.Path:
+def write_report(
+    out_dir: pathlib.Path, name: str, markdown: str, payload: dict, figures: dict | None = None
+) -> pathlib.Path:
     """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"{name}.md"
@@ -170,20 +216,43 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
     """
 
     @click.command(help=doc)
-    @click.option("--dataset", default=data.DEFAULT_DATASET, show_default=True,
-                  callback=lambda ctx, param, value: data.get(value).name,
-                  help=f"A registered dataset: {', '.join(data.names())} "
-                       "(or one added with jaxlogit.data.register).")
-    @click.option("--data-dir", envvar="JAXLOGIT_DATA", default=None, help="Dataset folder (ImageNet: TFDS data dir or image folders).")
-    @click.option("--weights-dir", default=None, help="ImageNet only: folder of `jaxlogit convert` outputs, one per arch.")
-    @click.option("--cache-dir", envvar="JAXLOGIT_CACHE", default=None, help="Artifact cache (default ~/.cache/jaxlogit).")
-    @click.option("--train-limit", type=click.IntRange(min=1), default=None,
-                  help="Training images whose logits train the correctors [default: 4000 fashion_mnist, all imagenet].")
+    @click.option(
+        "--dataset",
+        default=data.DEFAULT_DATASET,
+        show_default=True,
+        callback=lambda ctx, param, value: data.get(value).name,
+        help=f"A registered dataset: {', '.join(data.names())} (or one added with jaxlogit.data.register).",
+    )
+    @click.option(
+        "--data-dir",
+        envvar="JAXLOGIT_DATA",
+        default=None,
+        help="Dataset folder (ImageNet: TFDS data dir or image folders).",
+    )
+    @click.option(
+        "--weights-dir",
+        default=None,
+        help="ImageNet only: folder of `jaxlogit convert` outputs, one per arch.",
+    )
+    @click.option(
+        "--cache-dir",
+        envvar="JAXLOGIT_CACHE",
+        default=None,
+        help="Artifact cache (default ~/.cache/jaxlogit).",
+    )
+    @click.option(
+        "--train-limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Training images whose logits train the correctors [default: 4000 fashion_mnist, all imagenet].",
+    )
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
     @progress_options
     def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out):
         limit = {} if train_limit is None else {"train_limit": train_limit}
-        setup = default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit)
+        setup = default_setup(
+            dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit
+        )
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
         start = time.perf_counter()
@@ -213,11 +282,22 @@ class Rows(dict):
     """Logit arrays of a set of evaluation images: ``clean_logits``, ``adv_logits``, ``labels``, ..."""
 
 
-def selected_logits(setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig,
-                    *, progress: bool = True) -> Rows:
+def selected_logits(
+    setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig, *, progress: bool = True
+) -> Rows:
     """Logits of the selected set under ``attack``: sliced from a complete full-set store if
     one is cached (Table 1 made it), else attacked on the selected images only."""
     selected = selected_indices(setup, progress=progress)
     split_name = setup.test_split_name
-    return Rows(pipeline.selected_logits(backbone, attack, load_split(setup, split_name), split_name, selected,
-                                         limit=setup.test_limit, cache=setup.cache_dir, progress=progress))
+    return Rows(
+        pipeline.selected_logits(
+            backbone,
+            attack,
+            load_split(setup, split_name),
+            split_name,
+            selected,
+            limit=setup.test_limit,
+            cache=setup.cache_dir,
+            progress=progress,
+        )
+    )

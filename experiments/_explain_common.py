@@ -8,14 +8,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import _common, _paper  # noqa: E402
-from jaxlogit import explain, pipeline  # noqa: E402
+from experiments import _common, _paper
+from jaxlogit import explain, pipeline
 
 
 class AttackLogits(NamedTuple):
@@ -51,8 +48,11 @@ def class_names(setup: _common.Setup) -> tuple[str, ...]:
 def k_note(num_classes: int) -> str:
     """One sentence saying which k is used and why (printed by every experiment)."""
     k = explain.scaled_k(num_classes)
-    return (f"k = {k}: each example votes for its {k} largest S_k and the {k} most voted classes are reported "
-            f"(the paper's k = 10 assumes C = 1000; with C = {num_classes}, k = explain.scaled_k({num_classes}) = {k}).")
+    return (
+        f"k = {k}: each example votes for its {k} largest S_k and the {k} most voted classes are reported "
+        f"(the paper's k = 10 assumes C = 1000; with C = {num_classes}, k = "
+        f"explain.scaled_k({num_classes}) = {k})."
+    )
 
 
 def supporting(g_fn: Callable, z: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,10 +97,10 @@ def ranks(values: np.ndarray) -> np.ndarray:
     order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     first = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-    group = np.cumsum(first) - 1                     # tie group of each sorted position
+    group = np.cumsum(first) - 1  # tie group of each sorted position
     starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(values)]            # exclusive
-    mean_rank = (starts + ends + 1) / 2.0            # average of ranks start+1 .. end
+    ends = np.r_[starts[1:], len(values)]  # exclusive
+    mean_rank = (starts + ends + 1) / 2.0  # average of ranks start+1 .. end
     out = np.empty(len(values))
     out[order] = mean_rank[group]
     return out

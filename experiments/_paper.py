@@ -33,4 +33,9 @@ TABLE3 = {
 ABLATION = {"two-layer": 75.4, "single-layer": 41.9}
 
 # Bhattacharyya coefficients between supporting-class distributions.
-BHATTACHARYYA = {("pgd", "mim"): 0.9662, ("deepfool", "cw"): 0.9222, ("pgd", "deepfool"): 0.9004, ("pgd", "cw"): 0.8623}
+BHATTACHARYYA = {
+    ("pgd", "mim"): 0.9662,
+    ("deepfool", "cw"): 0.9222,
+    ("pgd", "deepfool"): 0.9004,
+    ("pgd", "cw"): 0.8623,
+}

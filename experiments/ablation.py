@@ -31,15 +31,23 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
         config = dataclasses.replace(setup.corrector, hidden=hidden)
         corrector = _common.corrector_for(setup, backbone, attack, config)
         results[name] = _common.accuracies(rows_logits, corrector)
-    rows = [[name, r["clean"], r["clean_corrected"], r["adv"], r["adv_corrected"], _paper.ABLATION[name]]
-            for name, r in results.items()]
-    markdown = "\n\n".join([
-        f"## Ablation — {setup.dataset}, {setup.resnet} + PGD 16/255, selected set: accuracy (%)",
-        _common.markdown_table(HEADER, rows),
-    ])
+    rows = [
+        [name, r["clean"], r["clean_corrected"], r["adv"], r["adv_corrected"], _paper.ABLATION[name]]
+        for name, r in results.items()
+    ]
+    markdown = "\n\n".join(
+        [
+            f"## Ablation — {setup.dataset}, {setup.resnet} + PGD 16/255, selected set: accuracy (%)",
+            _common.markdown_table(HEADER, rows),
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "ablation", markdown, {"setup": dataclasses.asdict(setup), "results": results,
-                                                          "paper": _paper.ABLATION})
+    _common.write_report(
+        out_dir,
+        "ablation",
+        markdown,
+        {"setup": dataclasses.asdict(setup), "results": results, "paper": _paper.ABLATION},
+    )
     return markdown
 
 

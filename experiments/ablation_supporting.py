@@ -66,11 +66,17 @@ def outcome(g_fn, z_adv: np.ndarray, y: np.ndarray, lowered: np.ndarray, amount:
     before, after = np.asarray(res.pred_before), np.asarray(res.pred_after)
     base = (adv_pred != y) & (before == y)
     y_lowered = (np.broadcast_to(lowered, (len(y), np.shape(lowered)[-1])) == y[:, None]).any(-1)
-    pct = lambda hit, mask: round(100.0 * float(hit[mask].mean()), 2) if mask.any() else None  # noqa: E731
+
+    def pct(hit, mask):
+        return round(100.0 * float(hit[mask].mean()), 2) if mask.any() else None
+
     out = {}
     for suffix, mask in (("", base), ("_y_kept", base & ~y_lowered)):
-        out |= {f"n{suffix}": int(mask.sum()), f"fails{suffix}": pct(after != y, mask),
-                f"adversarial{suffix}": pct(after == adv_pred, mask)}
+        out |= {
+            f"n{suffix}": int(mask.sum()),
+            f"fails{suffix}": pct(after != y, mask),
+            f"adversarial{suffix}": pct(after == adv_pred, mask),
+        }
     return out
 
 
@@ -89,27 +95,65 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
         z_adv, y = a.rows["adv_logits"], a.rows["labels"]
         classes, _ = ec.supporting(a.g_fn, z_adv, y, k)
         key = jax.random.fold_in(jax.random.key(CONTROL_SEED), index)
-        results[name] = {"supporting_classes": [names[c] for c in classes], **compare(a.g_fn, z_adv, y, classes, key=key)}
+        results[name] = {
+            "supporting_classes": [names[c] for c in classes],
+            **compare(a.g_fn, z_adv, y, classes, key=key),
+        }
     tables = []
-    for suffix, title in (("", "all fooled-and-corrected examples"),
-                          ("_y_kept", "only examples whose true class was not lowered")):
-        rows = [[name, ", ".join(r["supporting_classes"]), r["supporting"][f"n{suffix}"], r["supporting"][f"fails{suffix}"],
-                 r["supporting"][f"adversarial{suffix}"], r["control"][f"n{suffix}"], r["control"][f"fails{suffix}"],
-                 r["control"][f"adversarial{suffix}"]] for name, r in results.items()]
-        header = ["attack", "supporting classes", "n", "fails %", "adversarial %", "control n", "control fails %",
-                  "control adversarial %"]
+    for suffix, title in (
+        ("", "all fooled-and-corrected examples"),
+        ("_y_kept", "only examples whose true class was not lowered"),
+    ):
+        rows = [
+            [
+                name,
+                ", ".join(r["supporting_classes"]),
+                r["supporting"][f"n{suffix}"],
+                r["supporting"][f"fails{suffix}"],
+                r["supporting"][f"adversarial{suffix}"],
+                r["control"][f"n{suffix}"],
+                r["control"][f"fails{suffix}"],
+                r["control"][f"adversarial{suffix}"],
+            ]
+            for name, r in results.items()
+        ]
+        header = [
+            "attack",
+            "supporting classes",
+            "n",
+            "fails %",
+            "adversarial %",
+            "control n",
+            "control fails %",
+            "control adversarial %",
+        ]
         tables += [f"{title.capitalize()}:", _common.markdown_table(header, rows)]
-    markdown = "\n\n".join([
-        f"## Supporting-class ablation — {setup.dataset}, {setup.resnet}, selected set: logits lowered by {AMOUNT:g}",
-        ec.k_note(len(names)) + f" Control: {k} random classes per example (key {CONTROL_SEED}, folded with the attack index).",
-        "n = examples the attack fools and its corrector corrects; fails % = correction lost after lowering; "
-        "adversarial % = prediction back at the adversarial class.",
-        *tables,
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Supporting-class ablation — {setup.dataset}, {setup.resnet}, selected set: logits "
+            f"lowered by {AMOUNT:g}",
+            ec.k_note(len(names))
+            + f" Control: {k} random classes per example (key {CONTROL_SEED}, folded with the attack index).",
+            "n = examples the attack fools and its corrector corrects; fails % = correction lost after "
+            "lowering; "
+            "adversarial % = prediction back at the adversarial class.",
+            *tables,
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "ablation_supporting", markdown,
-                         {"setup": dataclasses.asdict(setup), "k": k, "amount": AMOUNT, "control_seed": CONTROL_SEED,
-                          "attacks": results, "attack_order": list(_paper.PAPER_ATTACKS)})
+    _common.write_report(
+        out_dir,
+        "ablation_supporting",
+        markdown,
+        {
+            "setup": dataclasses.asdict(setup),
+            "k": k,
+            "amount": AMOUNT,
+            "control_seed": CONTROL_SEED,
+            "attacks": results,
+            "attack_order": list(_paper.PAPER_ATTACKS),
+        },
+    )
     return markdown
 
 

@@ -74,17 +74,32 @@ def load_images(setup: _common.Setup) -> Images:
     return Images(backbone, ids, x, y)
 
 
-def evaluate_attack(setup: _common.Setup, images: Images, attack: pipeline.AttackConfig,
-                    trained: pipeline.TrainedCorrector, config: adaptive.AdaptiveConfig,
-                    names=adaptive.ADAPTIVE_ATTACKS) -> adaptive.Evaluation:
+def evaluate_attack(
+    setup: _common.Setup,
+    images: Images,
+    attack: pipeline.AttackConfig,
+    trained: pipeline.TrainedCorrector,
+    config: adaptive.AdaptiveConfig,
+    names=adaptive.ADAPTIVE_ATTACKS,
+) -> adaptive.Evaluation:
     """Oblivious ``attack`` (from the logit store) plus the adaptive attacks on ``g∘f``."""
     rows = _common.selected_logits(setup, images.backbone, attack)
     if not np.array_equal(np.asarray(rows["labels"]), images.y):
-        raise JaxlogitError("the cached selected-set logits do not match the selected images: delete the cache's "
-                            "selected/ and logits/ folders of this backbone and rerun")
+        raise JaxlogitError(
+            "the cached selected-set logits do not match the selected images: delete the cache's "
+            "selected/ and logits/ folders of this backbone and rerun"
+        )
     g = adaptive.corrector_fn(trained.module, trained.params)
-    return adaptive.evaluate(images.backbone.logits_fn(), g, images.x, images.y, config=config,
-                             oblivious_logits=np.asarray(rows["adv_logits"]), names=names, ids=images.ids)
+    return adaptive.evaluate(
+        images.backbone.logits_fn(),
+        g,
+        images.x,
+        images.y,
+        config=config,
+        oblivious_logits=np.asarray(rows["adv_logits"]),
+        names=names,
+        ids=images.ids,
+    )
 
 
 def attack_row(setup: _common.Setup, images: Images, name: str, config: Config) -> dict:
@@ -94,10 +109,13 @@ def attack_row(setup: _common.Setup, images: Images, name: str, config: Config) 
     trained = _common.corrector_for(setup, images.backbone, attack)
     ev = evaluate_attack(setup, images, attack, trained, config.attack)
     budgets = [b for b in STEP_BUDGETS if b <= ev.budget] + [ev.budget]
-    return {"attack": name, "accuracy": adaptive.accuracies(ev),
-            "detection": adaptive.detection(ev),
-            "steps_curve": adaptive.steps_curve(ev, sorted(set(budgets))),
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "attack": name,
+        "accuracy": adaptive.accuracies(ev),
+        "detection": adaptive.detection(ev),
+        "steps_curve": adaptive.steps_curve(ev, sorted(set(budgets))),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def eps_sweep(setup: _common.Setup, images: Images, config: Config, at_16: dict) -> list[dict]:
@@ -111,8 +129,16 @@ def eps_sweep(setup: _common.Setup, images: Images, config: Config, at_16: dict)
             attack_config = dataclasses.replace(config.attack, eps=eps, restarts=config.sweep_restarts)
             ev = evaluate_attack(setup, images, pipeline.AttackConfig("pgd", eps=eps), trained, attack_config)
             acc = adaptive.accuracies(ev)
-        out.append({"eps": eps, "eps_255": round(eps * 255, 2), **{k: acc[k] for k in
-                    ("no_defense", adaptive.OBLIVIOUS, adaptive.ADAPTIVE_WORST, adaptive.WORST)}})
+        out.append(
+            {
+                "eps": eps,
+                "eps_255": round(eps * 255, 2),
+                **{
+                    k: acc[k]
+                    for k in ("no_defense", adaptive.OBLIVIOUS, adaptive.ADAPTIVE_WORST, adaptive.WORST)
+                },
+            }
+        )
     return out
 
 
@@ -123,8 +149,15 @@ def unbounded_check(setup: _common.Setup, images: Images, config: Config) -> dic
     trained = _common.corrector_for(setup, images.backbone, pipeline.AttackConfig("pgd"))
     attack_config = dataclasses.replace(config.attack, eps=config.unbounded_eps, restarts=1)
     g = adaptive.corrector_fn(trained.module, trained.params)
-    ev = adaptive.evaluate(subset.backbone.logits_fn(), g, subset.x, subset.y, config=attack_config,
-                           names=("pgd_ce",), ids=subset.ids)
+    ev = adaptive.evaluate(
+        subset.backbone.logits_fn(),
+        g,
+        subset.x,
+        subset.y,
+        config=attack_config,
+        names=("pgd_ce",),
+        ids=subset.ids,
+    )
     return {"eps": config.unbounded_eps, "images": n, "accuracy": adaptive.accuracies(ev)["pgd_ce"]}
 
 
@@ -135,10 +168,12 @@ def sanity(rows: list[dict], unbounded: dict) -> dict:
         "more_steps_never_raise_accuracy": bool(monotone),
         "unbounded_accuracy": unbounded["accuracy"],
         "unbounded_drives_accuracy_to_zero": bool(unbounded["accuracy"] <= 1.0),
-        "worst_case_at_most_oblivious": all(r["accuracy"][adaptive.WORST] <= r["accuracy"][adaptive.OBLIVIOUS]
-                                            for r in rows),
+        "worst_case_at_most_oblivious": all(
+            r["accuracy"][adaptive.WORST] <= r["accuracy"][adaptive.OBLIVIOUS] for r in rows
+        ),
         "adaptive_alone_at_most_oblivious": all(
-            r["accuracy"][adaptive.ADAPTIVE_WORST] <= r["accuracy"][adaptive.OBLIVIOUS] for r in rows),
+            r["accuracy"][adaptive.ADAPTIVE_WORST] <= r["accuracy"][adaptive.OBLIVIOUS] for r in rows
+        ),
     }
 
 
@@ -151,9 +186,11 @@ def plot_sweep(sweep: list[dict], title: str):
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     eps = [s["eps_255"] for s in sweep]
-    for key, label, style in (("no_defense", "no defense (oblivious PGD)", "k:o"),
-                              (adaptive.OBLIVIOUS, "corrected, oblivious PGD (paper)", "C0-o"),
-                              (adaptive.WORST, "corrected, adaptive (worst case)", "C3-s")):
+    for key, label, style in (
+        ("no_defense", "no defense (oblivious PGD)", "k:o"),
+        (adaptive.OBLIVIOUS, "corrected, oblivious PGD (paper)", "C0-o"),
+        (adaptive.WORST, "corrected, adaptive (worst case)", "C3-s"),
+    ):
         ax.plot(eps, [s[key] for s in sweep], style, label=label)
     ax.set(xlabel="eps (x 1/255, L-inf)", ylabel="accuracy (%)", ylim=(-2, 102), xticks=eps, title=title)
     ax.grid(alpha=0.3)
@@ -163,71 +200,119 @@ def plot_sweep(sweep: list[dict], title: str):
 
 def accuracy_table(rows: list[dict]) -> str:
     """Accuracy per attack row: no defense, corrected under each attack and the worst case, AUCs."""
-    header = ["attack", "no defense", "corrected: oblivious (paper)", "adaptive PGD-CE", "adaptive PGD-margin",
-              "logit matching", "worst case", "detection AUC oblivious", "detection AUC worst case"]
-    body = [[r["attack"], r["accuracy"]["no_defense"], *(r["accuracy"][c] for c in COLUMNS),
-             r["detection"][adaptive.OBLIVIOUS]["auc"], r["detection"][adaptive.WORST]["auc"]] for r in rows]
+    header = [
+        "attack",
+        "no defense",
+        "corrected: oblivious (paper)",
+        "adaptive PGD-CE",
+        "adaptive PGD-margin",
+        "logit matching",
+        "worst case",
+        "detection AUC oblivious",
+        "detection AUC worst case",
+    ]
+    body = [
+        [
+            r["attack"],
+            r["accuracy"]["no_defense"],
+            *(r["accuracy"][c] for c in COLUMNS),
+            r["detection"][adaptive.OBLIVIOUS]["auc"],
+            r["detection"][adaptive.WORST]["auc"],
+        ]
+        for r in rows
+    ]
     return _common.markdown_table(header, body)
 
 
 def detection_table(rows: list[dict]) -> str:
     """ROC AUC and flag rate per attack row and attack, with the clean false-flag rate."""
     header = ["attack", "clean flagged %", *(f"{c} AUC / flagged %" for c in COLUMNS)]
-    body = [[r["attack"], r["detection"]["clean"]["flagged"],
-             *(f"{r['detection'][c]['auc']:.3f} / {r['detection'][c]['flagged']:.1f}" for c in COLUMNS)]
-            for r in rows]
+    body = [
+        [
+            r["attack"],
+            r["detection"]["clean"]["flagged"],
+            *(f"{r['detection'][c]['auc']:.3f} / {r['detection'][c]['flagged']:.1f}" for c in COLUMNS),
+        ]
+        for r in rows
+    ]
     return _common.markdown_table(header, body)
 
 
 def curve_table(rows: list[dict]) -> str:
     """Worst-case accuracy after s gradient steps per adaptive attack, per attack row."""
     budgets = list(rows[0]["steps_curve"])
-    return _common.markdown_table(["attack", *(f"s={b}" for b in budgets)],
-                                  [[r["attack"], *r["steps_curve"].values()] for r in rows])
+    return _common.markdown_table(
+        ["attack", *(f"s={b}" for b in budgets)], [[r["attack"], *r["steps_curve"].values()] for r in rows]
+    )
 
 
 def sweep_table(sweep: list[dict]) -> str:
     """PGD row: accuracy per eps."""
-    body = [[f"{s['eps_255']:g}/255", s["no_defense"], s[adaptive.OBLIVIOUS], s[adaptive.ADAPTIVE_WORST],
-             s[adaptive.WORST]] for s in sweep]
-    return _common.markdown_table(["eps", "no defense", "corrected: oblivious", "adaptive only", "worst case"], body)
+    body = [
+        [
+            f"{s['eps_255']:g}/255",
+            s["no_defense"],
+            s[adaptive.OBLIVIOUS],
+            s[adaptive.ADAPTIVE_WORST],
+            s[adaptive.WORST],
+        ]
+        for s in sweep
+    ]
+    return _common.markdown_table(
+        ["eps", "no defense", "corrected: oblivious", "adaptive only", "worst case"], body
+    )
 
 
 def markdown(setup: _common.Setup, config: Config, rows, sweep, unbounded, checks) -> str:
     """The report."""
     a = config.attack
-    return "\n\n".join([
-        f"## Adaptive evaluation — {setup.dataset}, {setup.resnet}, selected set ({rows[0]['n']} images): accuracy (%)",
-        f"Adaptive attacks on g∘f: L-inf eps {a.eps * 255:g}/255, {a.steps} steps x {a.restarts} restarts, "
-        f"step {a.step * 255:g}/255. Worst case: robust only if every attack (oblivious included) fails.",
-        accuracy_table(rows),
-        "### Detection: score = p_f(k) - p_g(k), k = backbone's class; ROC AUC clean vs adversarial, and % flagged "
-        "(the corrector changes the prediction)",
-        detection_table(rows),
-        "### Sanity checks",
-        _common.markdown_table(["check", "result"], [[name, value] for name, value in checks.items()]),
-        f"Unbounded: adaptive PGD-CE at eps={unbounded['eps']:g} on {unbounded['images']} images, PGD corrector.",
-        "### Worst-case accuracy (%) after s gradient steps per adaptive attack",
-        curve_table(rows),
-        f"### PGD: accuracy (%) vs eps (adaptive: {config.sweep_restarts} restart(s) below {a.eps * 255:g}/255)",
-        sweep_table(sweep),
-    ])
+    return "\n\n".join(
+        [
+            f"## Adaptive evaluation — {setup.dataset}, {setup.resnet}, selected set ({rows[0]['n']} "
+            "images): accuracy (%)",
+            f"Adaptive attacks on g∘f: L-inf eps {a.eps * 255:g}/255, {a.steps} steps x {a.restarts} "
+            "restarts, "
+            f"step {a.step * 255:g}/255. Worst case: robust only if every attack (oblivious included) fails.",
+            accuracy_table(rows),
+            "### Detection: score = p_f(k) - p_g(k), k = backbone's class; ROC AUC clean vs adversarial, "
+            "and % flagged "
+            "(the corrector changes the prediction)",
+            detection_table(rows),
+            "### Sanity checks",
+            _common.markdown_table(["check", "result"], [[name, value] for name, value in checks.items()]),
+            f"Unbounded: adaptive PGD-CE at eps={unbounded['eps']:g} on {unbounded['images']} images, PGD "
+            "corrector.",
+            "### Worst-case accuracy (%) after s gradient steps per adaptive attack",
+            curve_table(rows),
+            f"### PGD: accuracy (%) vs eps (adaptive: {config.sweep_restarts} restart(s) below "
+            f"{a.eps * 255:g}/255)",
+            sweep_table(sweep),
+        ]
+    )
 
 
 def run(setup: _common.Setup, out_dir: pathlib.Path, config: Config = Config()) -> str:
     """Runs the adaptive evaluation (cached logits and correctors), prints and writes the report."""
     start = time.perf_counter()
     images = load_images(setup)
-    rows = [{**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in _paper.PAPER_ATTACKS]
+    rows = [
+        {**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in _paper.PAPER_ATTACKS
+    ]
     pgd_row = next(r for r in rows if r["attack"] == "pgd")
     sweep = eps_sweep(setup, images, config, pgd_row["accuracy"])
     unbounded = unbounded_check(setup, images, config)
     checks = sanity(rows, unbounded)
     text = markdown(setup, config, rows, sweep, unbounded, checks)
     print(text)
-    payload = {"setup": dataclasses.asdict(setup), "config": dataclasses.asdict(config), "rows": rows,
-               "eps_sweep": sweep, "unbounded": unbounded, "sanity": checks,
-               "seconds": round(time.perf_counter() - start, 1)}
+    payload = {
+        "setup": dataclasses.asdict(setup),
+        "config": dataclasses.asdict(config),
+        "rows": rows,
+        "eps_sweep": sweep,
+        "unbounded": unbounded,
+        "sanity": checks,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     figure = plot_sweep(sweep, f"{setup.dataset}, {setup.resnet}: PGD, oblivious vs adaptive")
     _common.write_report(out_dir, "adaptive", text, payload, {"adaptive_eps.png": figure})
     return text

@@ -45,7 +45,9 @@ def off_diagonal(matrix: np.ndarray) -> np.ndarray:
 
 def unordered_pairs(matrix: np.ndarray) -> np.ndarray:
     """``(M[i, j] + M[j, i]) / 2`` for every ``i < j``: ``A (A - 1) / 2`` values."""
-    return np.array([(matrix[i, j] + matrix[j, i]) / 2 for i, j in itertools.combinations(range(len(matrix)), 2)])
+    return np.array(
+        [(matrix[i, j] + matrix[j, i]) / 2 for i, j in itertools.combinations(range(len(matrix)), 2)]
+    )
 
 
 def paper_matrices() -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +62,10 @@ def paper_matrices() -> tuple[np.ndarray, np.ndarray]:
 def paper_pair_values(bc: np.ndarray, transfer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Overlap and mean transfer over the pairs the paper reports a coefficient for."""
     pairs = [(NAMES.index(a), NAMES.index(b)) for a, b in _paper.BHATTACHARYYA]
-    return (np.array([bc[i, j] for i, j in pairs]),
-            np.array([(transfer[i, j] + transfer[j, i]) / 2 for i, j in pairs]))
+    return (
+        np.array([bc[i, j] for i, j in pairs]),
+        np.array([(transfer[i, j] + transfer[j, i]) / 2 for i, j in pairs]),
+    )
 
 
 def correlations(bc: np.ndarray, transfer: np.ndarray) -> dict[str, float]:
@@ -75,7 +79,10 @@ def correlations(bc: np.ndarray, transfer: np.ndarray) -> dict[str, float]:
 
 def matrix_rows(matrix: np.ndarray, digits: int) -> list[list]:
     """Table rows ``[attack, entries...]``, ``None`` (shown as ``-``) for NaN."""
-    return [[name, *[None if np.isnan(v) else f"{v:.{digits}f}" for v in matrix[i]]] for i, name in enumerate(NAMES)]
+    return [
+        [name, *[None if np.isnan(v) else f"{v:.{digits}f}" for v in matrix[i]]]
+        for i, name in enumerate(NAMES)
+    ]
 
 
 def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
@@ -86,29 +93,48 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     counts = [ec.supporting(a.g_fn, a.rows["adv_logits"], a.rows["labels"], k)[1] for a in attacks.values()]
     bc, transfer = coefficient_matrix(counts), table3.transfer_matrix(setup)
     paper_bc, paper_transfer = paper_matrices()
-    ours, paper = correlations(bc, transfer), {"the paper's 4 pairs, transfer averaged": ec.spearman(
-        *paper_pair_values(paper_bc, paper_transfer))}
-    corr_rows = [[pairs, round(rho, 3), round(paper[pairs], 3) if pairs in paper else None] for pairs, rho in ours.items()]
+    ours, paper = (
+        correlations(bc, transfer),
+        {"the paper's 4 pairs, transfer averaged": ec.spearman(*paper_pair_values(paper_bc, paper_transfer))},
+    )
+    corr_rows = [
+        [pairs, round(rho, 3), round(paper[pairs], 3) if pairs in paper else None]
+        for pairs, rho in ours.items()
+    ]
     header = ["", *NAMES]
-    markdown = "\n\n".join([
-        f"## Bhattacharyya overlap vs transfer — {setup.dataset}, {setup.resnet}, selected set",
-        ec.k_note(len(names)),
-        "Bhattacharyya coefficients of the supporting-class distributions (ours | paper, ImageNet):",
-        _common.markdown_table(header, matrix_rows(bc, 4)),
-        _common.markdown_table(header, matrix_rows(paper_bc, 4)),
-        "Table 3, corrected accuracy (%), row = attack evaluated, column = corrector's attack (ours | paper):",
-        _common.markdown_table(header, matrix_rows(transfer, 1)),
-        _common.markdown_table(header, matrix_rows(paper_transfer, 1)),
-        "Spearman rank correlation between overlap and transfer accuracy (off-diagonal):",
-        _common.markdown_table(["pairs", "ours", "paper"], corr_rows),
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Bhattacharyya overlap vs transfer — {setup.dataset}, {setup.resnet}, selected set",
+            ec.k_note(len(names)),
+            "Bhattacharyya coefficients of the supporting-class distributions (ours | paper, ImageNet):",
+            _common.markdown_table(header, matrix_rows(bc, 4)),
+            _common.markdown_table(header, matrix_rows(paper_bc, 4)),
+            "Table 3, corrected accuracy (%), row = attack evaluated, column = corrector's attack (ours | "
+            "paper):",
+            _common.markdown_table(header, matrix_rows(transfer, 1)),
+            _common.markdown_table(header, matrix_rows(paper_transfer, 1)),
+            "Spearman rank correlation between overlap and transfer accuracy (off-diagonal):",
+            _common.markdown_table(["pairs", "ours", "paper"], corr_rows),
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "bhattacharyya", markdown, {
-        "setup": dataclasses.asdict(setup), "k": k, "attacks": list(NAMES), "counts": [c.tolist() for c in counts],
-        "bhattacharyya": bc.tolist(), "transfer": transfer.tolist(), "spearman": {k: ec.finite_or_none(v) for k, v in ours.items()},
-        "paper_spearman": paper,
-        "paper_bhattacharyya": {"-".join(pair): v for pair, v in _paper.BHATTACHARYYA.items()},
-        "paper_transfer": _paper.TABLE3})
+    _common.write_report(
+        out_dir,
+        "bhattacharyya",
+        markdown,
+        {
+            "setup": dataclasses.asdict(setup),
+            "k": k,
+            "attacks": list(NAMES),
+            "counts": [c.tolist() for c in counts],
+            "bhattacharyya": bc.tolist(),
+            "transfer": transfer.tolist(),
+            "spearman": {k: ec.finite_or_none(v) for k, v in ours.items()},
+            "paper_spearman": paper,
+            "paper_bhattacharyya": {"-".join(pair): v for pair, v in _paper.BHATTACHARYYA.items()},
+            "paper_transfer": _paper.TABLE3,
+        },
+    )
     return markdown
 
 

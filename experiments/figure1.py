@@ -14,14 +14,11 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import _common  # noqa: E402
-from jaxlogit import pipeline  # noqa: E402
+from experiments import _common
+from jaxlogit import pipeline
 
 BINS = 20
 
@@ -50,18 +47,30 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     for ax, arch in zip(axes[0], setup.backbones):
         clean, adv = mean_logits(setup, arch)
         histogram_panel(ax, clean, adv, arch)
-        stats[arch] = {"clean_mean": float(clean.mean()), "pgd_mean": float(adv.mean()),
-                       "share_raised": float(np.mean(adv > clean))}
-        rows.append([arch, stats[arch]["clean_mean"], stats[arch]["pgd_mean"], 100 * stats[arch]["share_raised"]])
+        stats[arch] = {
+            "clean_mean": float(clean.mean()),
+            "pgd_mean": float(adv.mean()),
+            "share_raised": float(np.mean(adv > clean)),
+        }
+        rows.append(
+            [arch, stats[arch]["clean_mean"], stats[arch]["pgd_mean"], 100 * stats[arch]["share_raised"]]
+        )
     axes[0][0].set_ylabel("images")
-    markdown = "\n\n".join([
-        f"## Figure 1 — {setup.dataset}: mean logit per image, clean vs PGD 16/255 (20 bins)",
-        _common.markdown_table(["model", "mean (clean)", "mean (PGD)", "% images raised"], rows),
-        "![figure 1](figure1.png)",
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Figure 1 — {setup.dataset}: mean logit per image, clean vs PGD 16/255 (20 bins)",
+            _common.markdown_table(["model", "mean (clean)", "mean (PGD)", "% images raised"], rows),
+            "![figure 1](figure1.png)",
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "figure1", markdown, {"setup": dataclasses.asdict(setup), "stats": stats},
-                         figures={"figure1.png": fig})
+    _common.write_report(
+        out_dir,
+        "figure1",
+        markdown,
+        {"setup": dataclasses.asdict(setup), "stats": stats},
+        figures={"figure1.png": fig},
+    )
     plt.close(fig)
     return markdown
 

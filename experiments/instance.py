@@ -44,9 +44,13 @@ def example_scores(attacks: dict[str, ec.AttackLogits], row: int, k: int, names:
     for name, a in attacks.items():
         z, y = a.rows["adv_logits"][row], int(a.rows["labels"][row])
         top = explain.instance_scores(a.g_fn, {name: z}, y, k)[name]
-        out[name] = {"adversarial": names[int(z.argmax())], "corrected": names[int(ec.corrected_classes(a.g_fn, z[None])[0])],
-                     "classes": np.asarray(top.classes).tolist(), "names": [names[c] for c in np.asarray(top.classes)],
-                     "scores": [round(float(s), 4) for s in np.asarray(top.scores)]}
+        out[name] = {
+            "adversarial": names[int(z.argmax())],
+            "corrected": names[int(ec.corrected_classes(a.g_fn, z[None])[0])],
+            "classes": np.asarray(top.classes).tolist(),
+            "names": [names[c] for c in np.asarray(top.classes)],
+            "scores": [round(float(s), 4) for s in np.asarray(top.scores)],
+        }
     return out
 
 
@@ -59,22 +63,47 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     label = int(next(iter(attacks.values())).rows["labels"][row])
     image = int(_common.selected_indices(setup)[row])
     scores = example_scores(attacks, row, k, names)
-    fig = ec.bars_figure({f"{name} (adv: {s['adversarial']})": (s["names"], s["scores"]) for name, s in scores.items()},
-                         xlabel="S_k")
-    rule = ("the first selected example every attack fools and every corrector corrects" if found else
-            "no selected example is fooled by every attack and corrected by every corrector: the first one")
-    table = [[name, s["adversarial"], s["corrected"], rank + 1, s["names"][rank], s["scores"][rank]]
-             for name, s in scores.items() for rank in range(k)]
-    markdown = "\n\n".join([
-        f"## Figure 4 — {setup.dataset}, {setup.resnet}: selected example {row} = test image {image} (true class '{names[label]}')",
-        f"Example: {rule}. Each attack's own corrector. " + ec.k_note(len(names)),
-        _common.markdown_table(["attack", "adversarial class", "corrected class", "rank", "class", "S_k"], table),
-        "![figure 4](instance.png)",
-    ])
+    fig = ec.bars_figure(
+        {f"{name} (adv: {s['adversarial']})": (s["names"], s["scores"]) for name, s in scores.items()},
+        xlabel="S_k",
+    )
+    rule = (
+        "the first selected example every attack fools and every corrector corrects"
+        if found
+        else "no selected example is fooled by every attack and corrected by every corrector: the first one"
+    )
+    table = [
+        [name, s["adversarial"], s["corrected"], rank + 1, s["names"][rank], s["scores"][rank]]
+        for name, s in scores.items()
+        for rank in range(k)
+    ]
+    markdown = "\n\n".join(
+        [
+            f"## Figure 4 — {setup.dataset}, {setup.resnet}: selected example {row} = test image {image} "
+            f"(true class '{names[label]}')",
+            f"Example: {rule}. Each attack's own corrector. " + ec.k_note(len(names)),
+            _common.markdown_table(
+                ["attack", "adversarial class", "corrected class", "rank", "class", "S_k"], table
+            ),
+            "![figure 4](instance.png)",
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "instance", markdown,
-                         {"setup": dataclasses.asdict(setup), "k": k, "row": row, "image": image, "rule_met": found,
-                          "true_class": names[label], "attacks": scores}, figures={"instance.png": fig})
+    _common.write_report(
+        out_dir,
+        "instance",
+        markdown,
+        {
+            "setup": dataclasses.asdict(setup),
+            "k": k,
+            "row": row,
+            "image": image,
+            "rule_met": found,
+            "true_class": names[label],
+            "attacks": scores,
+        },
+        figures={"instance.png": fig},
+    )
     plt.close(fig)
     return markdown
 

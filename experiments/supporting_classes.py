@@ -34,9 +34,14 @@ def attack_supporting(attack: ec.AttackLogits, k: int, names: tuple[str, ...]) -
     rows = attack.rows
     classes, counts = ec.supporting(attack.g_fn, rows["adv_logits"], rows["labels"], k)
     total = int(counts.sum())
-    return {"classes": classes.tolist(), "names": [names[c] for c in classes],
-            "votes": [int(counts[c]) for c in classes], "share": [round(100.0 * float(counts[c]) / total, 2) for c in classes],
-            "counts": counts.tolist(), "examples": int(len(rows["labels"]))}
+    return {
+        "classes": classes.tolist(),
+        "names": [names[c] for c in classes],
+        "votes": [int(counts[c]) for c in classes],
+        "share": [round(100.0 * float(counts[c]) / total, 2) for c in classes],
+        "counts": counts.tolist(),
+        "examples": int(len(rows["labels"])),
+    }
 
 
 def figure(name: str, result: dict):
@@ -49,20 +54,29 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     names = ec.class_names(setup)
     k = explain.scaled_k(len(names))
     results = {name: attack_supporting(a, k, names) for name, a in ec.load_attacks(setup).items()}
-    rows = [[name, rank + 1, r["names"][rank], r["classes"][rank], r["votes"][rank], r["share"][rank]]
-            for name, r in results.items() for rank in range(k)]
+    rows = [
+        [name, rank + 1, r["names"][rank], r["classes"][rank], r["votes"][rank], r["share"][rank]]
+        for name, r in results.items()
+        for rank in range(k)
+    ]
     figures = {f"supporting_{name}.png": figure(name, r) for name, r in results.items()}
-    markdown = "\n\n".join([
-        f"## Figures 2-3 — {setup.dataset}, {setup.resnet}, selected set: supporting classes per attack",
-        ec.k_note(len(names)),
-        _common.markdown_table(["attack", "rank", "class", "index", "votes", "% of votes"], rows),
-        " ".join(f"![{name}](supporting_{name}.png)" for name in results),
-        "Paper (ResNet-50, ImageNet, k = 10): class 640 'manhole cover' dominates PGD and MIM.",
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Figures 2-3 — {setup.dataset}, {setup.resnet}, selected set: supporting classes per attack",
+            ec.k_note(len(names)),
+            _common.markdown_table(["attack", "rank", "class", "index", "votes", "% of votes"], rows),
+            " ".join(f"![{name}](supporting_{name}.png)" for name in results),
+            "Paper (ResNet-50, ImageNet, k = 10): class 640 'manhole cover' dominates PGD and MIM.",
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "supporting_classes", markdown,
-                         {"setup": dataclasses.asdict(setup), "k": k, "class_names": list(names), "attacks": results},
-                         figures=figures)
+    _common.write_report(
+        out_dir,
+        "supporting_classes",
+        markdown,
+        {"setup": dataclasses.asdict(setup), "k": k, "class_names": list(names), "attacks": results},
+        figures=figures,
+    )
     for fig in figures.values():
         plt.close(fig)
     return markdown

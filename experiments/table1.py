@@ -32,8 +32,18 @@ from experiments import _common, _paper
 from jaxlogit import models, pipeline
 
 EPS_GRID = (24 / 255, 32 / 255, 48 / 255, 64 / 255)
-HEADER = ["model", "eps", "clean full", "corrected", "PGD full", "corrected",
-          "clean sel.", "corrected", "PGD sel.", "corrected"]
+HEADER = [
+    "model",
+    "eps",
+    "clean full",
+    "corrected",
+    "PGD full",
+    "corrected",
+    "clean sel.",
+    "corrected",
+    "PGD sel.",
+    "corrected",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +62,12 @@ def table_row(setup: _common.Setup, arch: str, eps: float, selected: np.ndarray)
     attack = pipeline.AttackConfig("pgd", eps=eps)
     corrector = _common.corrector_for(setup, backbone, attack)
     test = _common.logits(setup, backbone, attack, "test")
-    return {"arch": arch, "eps": eps, "full": _common.accuracies(test, corrector),
-            "selected": _common.accuracies(test, corrector, selected)}
+    return {
+        "arch": arch,
+        "eps": eps,
+        "full": _common.accuracies(test, corrector),
+        "selected": _common.accuracies(test, corrector, selected),
+    }
 
 
 def probe_accuracy(setup: _common.Setup, arch: str, eps: float, n: int) -> float:
@@ -62,7 +76,9 @@ def probe_accuracy(setup: _common.Setup, arch: str, eps: float, n: int) -> float
     split = _common.load_split(setup, setup.test_split_name)
     x, y = split.get_batch(np.arange(min(n, len(split))))
     attack = pipeline.AttackConfig("pgd", eps=eps)
-    res = jax.jit(lambda x, y: pipeline.run_attack(attack, backbone.logits_fn(), x, y, key=jax.random.key(0)))(x, y)
+    res = jax.jit(
+        lambda x, y: pipeline.run_attack(attack, backbone.logits_fn(), x, y, key=jax.random.key(0))
+    )(x, y)
     return 100.0 * float(np.mean(np.asarray(res.logits).argmax(-1) == y))
 
 
@@ -74,7 +90,9 @@ def strong_eps(setup: _common.Setup, arch: str, config: Table1Config) -> float |
     return None
 
 
-def stronger_rows(setup: _common.Setup, rows: list[dict], selected: np.ndarray, config: Table1Config) -> list[dict]:
+def stronger_rows(
+    setup: _common.Setup, rows: list[dict], selected: np.ndarray, config: Table1Config
+) -> list[dict]:
     """For each backbone that keeps more than ``max_accuracy``% under the paper's epsilon, its
     row at the smallest grid epsilon that does not (compact backbones only: ImageNet needs none)."""
     if not setup.trains_backbones:
@@ -93,8 +111,20 @@ def format_rows(rows: list[dict]) -> list[list]:
     for r in rows:
         f, s = r["full"], r["selected"]
         eps = f"{round(r['eps'] * 255, 1):g}/255"
-        out.append([r["arch"], eps, f["clean"], f["clean_corrected"], f["adv"], f["adv_corrected"],
-                    s["clean"], s["clean_corrected"], s["adv"], s["adv_corrected"]])
+        out.append(
+            [
+                r["arch"],
+                eps,
+                f["clean"],
+                f["clean_corrected"],
+                f["adv"],
+                f["adv_corrected"],
+                s["clean"],
+                s["clean_corrected"],
+                s["adv"],
+                s["adv_corrected"],
+            ]
+        )
     return out
 
 
@@ -109,21 +139,35 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Table1Config = Tabl
     extra = stronger_rows(setup, rows, selected, config)
     rows += extra
     families = {arch: _paper.FAMILY_ROW[models.spec(arch).family] for arch in setup.backbones}
-    markdown = "\n\n".join([
-        f"## Table 1 — {setup.dataset}: accuracy (%), clean and PGD, without / with correction",
-        _common.markdown_table(HEADER, format_rows(rows)),
-        f"Selected set: {len(selected)} evaluation images ({setup.per_class} per class) classified "
-        f"correctly by {setup.resnet}. Corrector trained on the logits of "
-        f"{setup.train_limit or 'all'} training images. "
-        + (f"Where PGD at 16/255 left more than {config.max_accuracy}% ({', '.join(r['arch'] for r in extra)}), "
-           f"a row at the smallest epsilon of {_eps_list(config.eps_grid)} that leaves <= {config.max_accuracy}% "
-           f"on a {config.probe}-image probe is added." if extra else ""),
-        "Paper (ImageNet, for reference):",
-        _common.markdown_table(HEADER, paper_rows()),
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Table 1 — {setup.dataset}: accuracy (%), clean and PGD, without / with correction",
+            _common.markdown_table(HEADER, format_rows(rows)),
+            f"Selected set: {len(selected)} evaluation images ({setup.per_class} per class) classified "
+            f"correctly by {setup.resnet}. Corrector trained on the logits of "
+            f"{setup.train_limit or 'all'} training images. "
+            + (
+                f"Where PGD at 16/255 left more than {config.max_accuracy}% "
+                f"({', '.join(r['arch'] for r in extra)}), "
+                f"a row at the smallest epsilon of {_eps_list(config.eps_grid)} that leaves <= "
+                f"{config.max_accuracy}% "
+                f"on a {config.probe}-image probe is added."
+                if extra
+                else ""
+            ),
+            "Paper (ImageNet, for reference):",
+            _common.markdown_table(HEADER, paper_rows()),
+        ]
+    )
     print(markdown)
-    payload = {"setup": dataclasses.asdict(setup), "config": dataclasses.asdict(config), "rows": rows,
-               "selected_size": int(len(selected)), "families": families, "paper": _paper.TABLE1}
+    payload = {
+        "setup": dataclasses.asdict(setup),
+        "config": dataclasses.asdict(config),
+        "rows": rows,
+        "selected_size": int(len(selected)),
+        "families": families,
+        "paper": _paper.TABLE1,
+    }
     _common.write_report(out_dir, "table1", markdown, payload)
     return markdown
 

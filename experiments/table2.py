@@ -22,8 +22,17 @@ import pathlib
 from experiments import _common, _paper
 from jaxlogit import pipeline
 
-HEADER = ["attack", "clean", "corrected", "adversarial", "corrected",
-          "paper clean", "paper corrected", "paper adv", "paper adv corrected"]
+HEADER = [
+    "attack",
+    "clean",
+    "corrected",
+    "adversarial",
+    "corrected",
+    "paper clean",
+    "paper corrected",
+    "paper adv",
+    "paper adv corrected",
+]
 
 
 def attack_row(setup: _common.Setup, attack: pipeline.AttackConfig) -> dict:
@@ -37,16 +46,31 @@ def attack_row(setup: _common.Setup, attack: pipeline.AttackConfig) -> dict:
 def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     """Computes Table 2 (cached steps), prints it and writes ``table2.md``/``.json``."""
     results = [attack_row(setup, pipeline.AttackConfig(name)) for name in _paper.PAPER_ATTACKS]
-    rows = [[r["attack"], r["clean"], r["clean_corrected"], r["adv"], r["adv_corrected"], *_paper.TABLE2[r["attack"]]]
-            for r in results]
-    markdown = "\n\n".join([
-        f"## Table 2 — {setup.dataset}, {setup.resnet}, selected set: accuracy (%) per attack",
-        _common.markdown_table(HEADER, rows),
-        "Paper columns: ResNet-50 on ImageNet, for reference.",
-    ])
+    rows = [
+        [
+            r["attack"],
+            r["clean"],
+            r["clean_corrected"],
+            r["adv"],
+            r["adv_corrected"],
+            *_paper.TABLE2[r["attack"]],
+        ]
+        for r in results
+    ]
+    markdown = "\n\n".join(
+        [
+            f"## Table 2 — {setup.dataset}, {setup.resnet}, selected set: accuracy (%) per attack",
+            _common.markdown_table(HEADER, rows),
+            "Paper columns: ResNet-50 on ImageNet, for reference.",
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "table2", markdown,
-                         {"setup": dataclasses.asdict(setup), "rows": results, "paper": _paper.TABLE2})
+    _common.write_report(
+        out_dir,
+        "table2",
+        markdown,
+        {"setup": dataclasses.asdict(setup), "rows": results, "paper": _paper.TABLE2},
+    )
     return markdown
 
 

@@ -43,16 +43,27 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     header = ["evaluated \\ trained on", *names]
     ours = [[name, *[round(float(v), 2) for v in matrix[i]]] for i, name in enumerate(names)]
     paper = [[name, *_paper.TABLE3[name]] for name in names]
-    markdown = "\n\n".join([
-        f"## Table 3 — {setup.dataset}, {setup.resnet}, selected set: corrected accuracy (%) under transfer",
-        _common.markdown_table(header, ours),
-        "Paper (ResNet-50, ImageNet):",
-        _common.markdown_table(header, paper),
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Table 3 — {setup.dataset}, {setup.resnet}, selected set: corrected accuracy (%) under "
+            "transfer",
+            _common.markdown_table(header, ours),
+            "Paper (ResNet-50, ImageNet):",
+            _common.markdown_table(header, paper),
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "table3", markdown,
-                         {"setup": dataclasses.asdict(setup), "attacks": names, "matrix": matrix.tolist(),
-                          "paper": _paper.TABLE3})
+    _common.write_report(
+        out_dir,
+        "table3",
+        markdown,
+        {
+            "setup": dataclasses.asdict(setup),
+            "attacks": names,
+            "matrix": matrix.tolist(),
+            "paper": _paper.TABLE3,
+        },
+    )
     return markdown
 
 

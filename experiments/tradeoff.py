@@ -25,8 +25,15 @@ from experiments import _common
 from jaxlogit import pipeline
 
 P_CLEAN = (0.1, 0.3, 0.5, 0.7, 0.9)
-HEADER = ["p (clean fraction)", "clean", "clean corrected", "PGD", "PGD corrected", "mean corrected",
-          "best epoch"]
+HEADER = [
+    "p (clean fraction)",
+    "clean",
+    "clean corrected",
+    "PGD",
+    "PGD corrected",
+    "mean corrected",
+    "best epoch",
+]
 
 
 def tradeoff_row(setup: _common.Setup, backbone, attack: pipeline.AttackConfig, p_clean: float) -> dict:
@@ -43,15 +50,29 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, p_values: tuple[float, ...]
     backbone = _common.load_backbone(setup, setup.resnet)
     attack = pipeline.AttackConfig("pgd")
     results = [tradeoff_row(setup, backbone, attack, p) for p in p_values]
-    rows = [[f"{r['p_clean']:g}" + (" (paper)" if r["p_clean"] == 0.3 else ""), r["clean"], r["clean_corrected"],
-             r["adv"], r["adv_corrected"], r["mean_corrected"], r["best_epoch"]] for r in results]
-    markdown = "\n\n".join([
-        f"## Trade-off — {setup.dataset}, {setup.resnet} + PGD 16/255, full test set: accuracy (%) "
-        "as Algorithm 1's clean fraction p varies",
-        _common.markdown_table(HEADER, rows),
-    ])
+    rows = [
+        [
+            f"{r['p_clean']:g}" + (" (paper)" if r["p_clean"] == 0.3 else ""),
+            r["clean"],
+            r["clean_corrected"],
+            r["adv"],
+            r["adv_corrected"],
+            r["mean_corrected"],
+            r["best_epoch"],
+        ]
+        for r in results
+    ]
+    markdown = "\n\n".join(
+        [
+            f"## Trade-off — {setup.dataset}, {setup.resnet} + PGD 16/255, full test set: accuracy (%) "
+            "as Algorithm 1's clean fraction p varies",
+            _common.markdown_table(HEADER, rows),
+        ]
+    )
     print(markdown)
-    _common.write_report(out_dir, "tradeoff", markdown, {"setup": dataclasses.asdict(setup), "results": results})
+    _common.write_report(
+        out_dir, "tradeoff", markdown, {"setup": dataclasses.asdict(setup), "results": results}
+    )
     return markdown
 
 

@@ -28,8 +28,10 @@ def finite(name: str, values: Any, what: str = "values") -> None:
     with jax.ensure_compile_time_eval():
         ok = bool(np.all(np.isfinite(np.asarray(values))))
     if not ok:
-        raise JaxlogitError(f"{name} contains NaN or infinite {what}: pass finite {what} "
-                            "(check the data or the model that produced them)")
+        raise JaxlogitError(
+            f"{name} contains NaN or infinite {what}: pass finite {what} "
+            "(check the data or the model that produced them)"
+        )
 
 
 def eps(value: Any, name: str = "eps") -> float:
@@ -42,18 +44,24 @@ def eps(value: Any, name: str = "eps") -> float:
         raise JaxlogitError(f"{name}={value!r}: pass a number in (0, 1], e.g. 16/255 = 0.0627")
     value = float(value)
     if math.isfinite(value) and 1.0 < value <= 255.0:
-        raise JaxlogitError(f"{name}={value:g} is outside (0, 1] (images are in [0, 1]); it looks like "
-                            f"{value:g}/255: pass {value / 255:.4g}")
+        raise JaxlogitError(
+            f"{name}={value:g} is outside (0, 1] (images are in [0, 1]); it looks like "
+            f"{value:g}/255: pass {value / 255:.4g}"
+        )
     if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise JaxlogitError(f"{name}={value!r} is outside (0, 1] (images are in [0, 1]): "
-                            "pass e.g. 16/255 = 0.0627")
+        raise JaxlogitError(
+            f"{name}={value!r} is outside (0, 1] (images are in [0, 1]): pass e.g. 16/255 = 0.0627"
+        )
     return value
 
 
 def positive_number(name: str, value: Any) -> float:
     """Checks a finite number > 0 (a learning rate, a step size)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(float(value)) and float(value) > 0.0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not (math.isfinite(float(value)) and float(value) > 0.0)
+    ):
         raise JaxlogitError(f"{name}={value!r}: pass a finite number > 0")
     return float(value)
 
@@ -83,8 +91,10 @@ def logits(name: str, z: Any, num_classes: int | None = None, *, batched: bool =
     if (len(shape) != 2) if batched else (len(shape) == 0):
         raise JaxlogitError(f"{name} must be logits of shape (B, C), got shape {shape}; add a batch axis")
     if num_classes is not None and shape[-1] != num_classes:
-        raise JaxlogitError(f"{name} has {shape[-1]} logits per row but the corrector takes {num_classes}: "
-                            "pass the logits of the backbone it was trained on")
+        raise JaxlogitError(
+            f"{name} has {shape[-1]} logits per row but the corrector takes {num_classes}: "
+            "pass the logits of the backbone it was trained on"
+        )
     finite(name, z, "logits")
     return z
 
@@ -96,7 +106,9 @@ def class_labels(name: str, y: Any, num_classes: int, batch: int | None = None) 
         want = f"({batch},)" if batch is not None else "(N,)"
         raise JaxlogitError(f"{name} must be integer class labels of shape {want}, got {y.dtype} {y.shape}")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise JaxlogitError(f"{name} holds labels in [{y.min()}, {y.max()}] but there are {num_classes} "
-                            "classes: "
-                            f"pass labels in [0, {num_classes})")
+        raise JaxlogitError(
+            f"{name} holds labels in [{y.min()}, {y.max()}] but there are {num_classes} "
+            "classes: "
+            f"pass labels in [0, {num_classes})"
+        )
     return y.astype(np.int32)

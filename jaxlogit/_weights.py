@@ -75,8 +75,9 @@ class StaticFn:
     def bind(self, arrays) -> Callable:
         """Rebuilds the function from ``arrays`` (the second result of :func:`split_fn`)."""
         remaining = iter(arrays)
-        leaves = [next(remaining) if is_array else leaf
-                  for leaf, is_array in zip(self.static_leaves, self.is_array)]
+        leaves = [
+            next(remaining) if is_array else leaf for leaf, is_array in zip(self.static_leaves, self.is_array)
+        ]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 

@@ -19,15 +19,18 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
 from jaxlogit import backend
 
 CONV_OPTIONS: dict[str, str] = (
-    {} if os.environ.get("JAXLOGIT_XLA_OPTIONS") == "0"
-    else {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
+    {}
+    if os.environ.get("JAXLOGIT_XLA_OPTIONS") == "0"
+    else {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+)
 
 # Set once a compilation rejected CONV_OPTIONS: every later call uses the plain jit.
 _rejected: list[str] = []
@@ -63,8 +66,12 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
             if not any(name in str(error) for name in CONV_OPTIONS):
                 raise
             _rejected.append(str(error).splitlines()[0])
-            warnings.warn(f"this jaxlib rejects jaxlogit's XLA options, compiling with XLA's "
-                          f"defaults instead ({_rejected[0]})", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"this jaxlib rejects jaxlogit's XLA options, compiling with XLA's "
+                f"defaults instead ({_rejected[0]})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return plain(*args, **call_kwargs)
 
     dispatch.lower = tuned.lower

@@ -53,8 +53,7 @@ def conv_path(choice: str | None = None) -> str:
     if choice is None:
         return CPU if on_cpu() else PLAIN
     if choice not in CONV_PATHS:
-        raise JaxlogitError(f"unknown convolution path {choice!r} in {source}: "
-                            f"use {' or '.join(CONV_PATHS)}")
+        raise JaxlogitError(f"unknown convolution path {choice!r} in {source}: use {' or '.join(CONV_PATHS)}")
     return choice
 
 

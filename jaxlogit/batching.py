@@ -69,8 +69,9 @@ def _empty(fn: Callable, arrays: list, rows: int, on_device: bool) -> Any:
     return jax.tree.map(lambda s: xp.zeros((0,) + s.shape[1:], s.dtype), shapes)
 
 
-def map_batches(fn: Callable, *arrays: Any, batch_size: int, pad: str = "full",
-                on_device: bool = False) -> Any:
+def map_batches(
+    fn: Callable, *arrays: Any, batch_size: int, pad: str = "full", on_device: bool = False
+) -> Any:
     """Applies ``fn`` to aligned row batches of ``arrays`` and concatenates the outputs on axis 0.
 
     Args:

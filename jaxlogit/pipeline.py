@@ -15,7 +15,7 @@ import pathlib
 import shutil
 import sys
 import typing
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -112,10 +112,20 @@ def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Ca
     return attack_batch
 
 
-def store_dir(backbone: training.Backbone, attack: AttackConfig, split_name: str, subset: int | str | None,
-              cache: str | None) -> pathlib.Path:
+def store_dir(
+    backbone: training.Backbone,
+    attack: AttackConfig,
+    split_name: str,
+    subset: int | str | None,
+    cache: str | None,
+) -> pathlib.Path:
     """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split."""
-    config = {"backbone": backbone.directory.name, "attack": dataclasses.asdict(attack), "split": split_name, "limit": subset}
+    config = {
+        "backbone": backbone.directory.name,
+        "attack": dataclasses.asdict(attack),
+        "split": split_name,
+        "limit": subset,
+    }
     return paths.artifact_dir("logits", f"{backbone.meta['arch']}-{attack.name}-{split_name}", config, cache)
 
 
@@ -157,11 +167,21 @@ def ensure_logits(
             progress_log.partial(end - begin)
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
         y = np.asarray(split.labels)[indices[start:stop]]
-        return {"clean_logits": clean.astype(np.float32), "adv_logits": adv.astype(np.float32),
-                "labels": y.astype(np.int32), "success": success.astype(bool), "norm": norm.astype(np.float32)}
+        return {
+            "clean_logits": clean.astype(np.float32),
+            "adv_logits": adv.astype(np.float32),
+            "labels": y.astype(np.int32),
+            "success": success.astype(bool),
+            "norm": norm.astype(np.float32),
+        }
 
-    config = {"backbone": str(backbone.directory.name), "attack": dataclasses.asdict(attack),
-              "split": split_name, "subset": subset, "num_items": n}
+    config = {
+        "backbone": str(backbone.directory.name),
+        "attack": dataclasses.asdict(attack),
+        "split": split_name,
+        "subset": subset,
+        "num_items": n,
+    }
     return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
 
 
@@ -190,10 +210,12 @@ class CorrectorConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.hidden is not None and (isinstance(self.hidden, bool) or not isinstance(self.hidden, int)
-                                        or self.hidden < 1):
-            raise JaxlogitError(f"--hidden={self.hidden!r}: pass a width >= 1, "
-                                "or 0 for the single-layer corrector")
+        if self.hidden is not None and (
+            isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1
+        ):
+            raise JaxlogitError(
+                f"--hidden={self.hidden!r}: pass a width >= 1, or 0 for the single-layer corrector"
+            )
         _validate.positive_int("--epochs", self.epochs)
         _validate.positive_int("batch_size", self.batch_size)
         _validate.positive_number("--lr", self.lr)
@@ -227,15 +249,23 @@ class TrainedCorrector(typing.NamedTuple):
         return np.argmax(corrector.corrected_logits(self.params, self.module, logits), axis=-1)
 
 
-def ensure_corrector(train_logits: store.LogitStore, config: CorrectorConfig, *, cache: str | None = None,
-                     progress: bool = True, rebuild: bool = False) -> TrainedCorrector:
+def ensure_corrector(
+    train_logits: store.LogitStore,
+    config: CorrectorConfig,
+    *,
+    cache: str | None = None,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> TrainedCorrector:
     """The corrector trained with ``config`` on ``train_logits`` (cached; resumes after a crash).
 
     One process trains it; another that asks for it meanwhile waits, then loads it. With
     ``rebuild``, a damaged cached corrector is trained again (else it is a ``JaxlogitError``).
     """
     key_config = {"logits": train_logits.directory.name, "corrector": dataclasses.asdict(config)}
-    directory = paths.artifact_dir("correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache)
+    directory = paths.artifact_dir(
+        "correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache
+    )
     cached = _cached_corrector(directory, rebuild)
     if cached is not None:
         return cached
@@ -259,26 +289,48 @@ def _cached_corrector(directory: pathlib.Path, rebuild: bool) -> TrainedCorrecto
     return TrainedCorrector(module, params, meta, directory)
 
 
-def _train_corrector(train_logits: store.LogitStore, config: CorrectorConfig, directory: pathlib.Path,
-                     progress: bool) -> TrainedCorrector:
+def _train_corrector(
+    train_logits: store.LogitStore, config: CorrectorConfig, directory: pathlib.Path, progress: bool
+) -> TrainedCorrector:
     """Trains the corrector of ``config`` and saves it in ``directory``."""
     num_classes = int(train_logits["clean_logits"].shape[1])
     result = corrector.train(
-        train_logits, num_classes=num_classes, hidden=config.hidden, epochs=config.epochs,
-        batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay, p_clean=config.p_clean,
-        key=jax.random.key(config.seed), checkpoint_dir=directory.with_name(directory.name + ".train"),
-        resume=True, holdout_fraction=config.holdout_fraction, progress=progress,
+        train_logits,
+        num_classes=num_classes,
+        hidden=config.hidden,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        p_clean=config.p_clean,
+        key=jax.random.key(config.seed),
+        checkpoint_dir=directory.with_name(directory.name + ".train"),
+        resume=True,
+        holdout_fraction=config.holdout_fraction,
+        progress=progress,
     )
-    meta = {"config": dataclasses.asdict(config), "logits": str(train_logits.directory),
-            "best_epoch": int(result.best_epoch), "holdout_accuracy": [float(a) for a in result.holdout_accuracy]}
+    meta = {
+        "config": dataclasses.asdict(config),
+        "logits": str(train_logits.directory),
+        "best_epoch": int(result.best_epoch),
+        "holdout_accuracy": [float(a) for a in result.holdout_accuracy],
+    }
     corrector.save(directory, result.params, meta, module=result.module)
-    shutil.rmtree(directory.with_name(directory.name + ".train"), ignore_errors=True)  # epochs no longer needed
+    shutil.rmtree(
+        directory.with_name(directory.name + ".train"), ignore_errors=True
+    )  # epochs no longer needed
     module, params, meta = corrector.load(directory)
     return TrainedCorrector(module, params, meta, directory)
 
 
-def selected_indices(backbone: training.Backbone, split: data.ArraySplit, *, per_class: int,
-                     limit: int | None = None, cache: str | None = None) -> np.ndarray:
+def selected_indices(
+    backbone: training.Backbone,
+    split: data.ArraySplit,
+    *,
+    per_class: int,
+    limit: int | None = None,
+    cache: str | None = None,
+) -> np.ndarray:
     """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
     classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
 
@@ -303,9 +355,17 @@ def selected_indices(backbone: training.Backbone, split: data.ArraySplit, *, per
     return indices
 
 
-def selected_logits(backbone: training.Backbone, attack: AttackConfig, split: data.ArraySplit, split_name: str,
-                    indices: np.ndarray, *, limit: int | None = None, cache: str | None = None,
-                    progress: bool = True) -> dict[str, np.ndarray]:
+def selected_logits(
+    backbone: training.Backbone,
+    attack: AttackConfig,
+    split: data.ArraySplit,
+    split_name: str,
+    indices: np.ndarray,
+    *,
+    limit: int | None = None,
+    cache: str | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
 
     Sliced from the complete store of the first ``limit`` images if one is cached, else the
@@ -319,13 +379,22 @@ def selected_logits(backbone: training.Backbone, attack: AttackConfig, split: da
     return {k: np.asarray(sel[k]) for k in sel.keys()}
 
 
-def corrector_for_attack(backbone: training.Backbone, attack: AttackConfig, train_split: data.ArraySplit,
-                         config: CorrectorConfig, *, limit: int | None, cache: str | None = None,
-                         progress: bool = True) -> TrainedCorrector:
+def corrector_for_attack(
+    backbone: training.Backbone,
+    attack: AttackConfig,
+    train_split: data.ArraySplit,
+    config: CorrectorConfig,
+    *,
+    limit: int | None,
+    cache: str | None = None,
+    progress: bool = True,
+) -> TrainedCorrector:
     """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.
 
     Cached: the same store and corrector as ``experiments._common.corrector_for`` with the same
     ``limit`` and ``config`` (library code for the CLI, which must not import ``experiments``).
     """
-    train_store = ensure_logits(backbone, attack, train_split, "train", limit=limit, cache=cache, progress=progress)
+    train_store = ensure_logits(
+        backbone, attack, train_split, "train", limit=limit, cache=cache, progress=progress
+    )
     return ensure_corrector(train_store, config, cache=cache, progress=progress)

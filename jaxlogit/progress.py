@@ -28,10 +28,17 @@ import pathlib
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 DEFAULT_LOG_EVERY = 30.0
 EVENTS_FILE = "events.jsonl"
@@ -56,8 +63,9 @@ class Settings:
 SETTINGS = Settings()
 
 
-def configure(*, log_every: float | None = None, quiet: bool | None = None,
-              run_events: str | os.PathLike | None = None) -> None:
+def configure(
+    *, log_every: float | None = None, quiet: bool | None = None, run_events: str | os.PathLike | None = None
+) -> None:
     """Sets how progress is shown for the rest of the process (arguments left None are kept)."""
     if log_every is not None:
         if log_every <= 0:
@@ -143,9 +151,17 @@ class _Tracker:
             elapsed = time.perf_counter() - self.start
             done = self.done + (self.partial if with_partial else 0)
             rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
-            return {"event": event, "stage": self.stage, "done": done, "total": self.total,
-                    "elapsed": round(elapsed, 3), "rate": round(rate, 3), "time": _utc_now(),
-                    "devices": self.devices, **self.fields}
+            return {
+                "event": event,
+                "stage": self.stage,
+                "done": done,
+                "total": self.total,
+                "elapsed": round(elapsed, 3),
+                "rate": round(rate, 3),
+                "time": _utc_now(),
+                "devices": self.devices,
+                **self.fields,
+            }
 
     def write_event(self, event: str) -> dict:
         record = self.snapshot(event)
@@ -162,8 +178,10 @@ class _Tracker:
         percent = 100.0 * done / total if total else 100.0
         eta = _duration((total - done) / rate) if rate > 0 else "?"
         extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
-        text = (f"{record['time']} {self.stage} {done}/{total} ({percent:.1f}%) {rate:.3g} {self.unit}/s "
-                f"ETA {eta} elapsed {_duration(record['elapsed'])} devices={record['devices']}")
+        text = (
+            f"{record['time']} {self.stage} {done}/{total} ({percent:.1f}%) {rate:.3g} {self.unit}/s "
+            f"ETA {eta} elapsed {_duration(record['elapsed'])} devices={record['devices']}"
+        )
         suffix = {"end": " done", "stopped": " stopped"}.get(record["event"], "")
         return (f"{text} {_format_fields(extra)}" if extra else text) + suffix
 
@@ -220,8 +238,15 @@ def _rich_bar(description: str, total: int, completed: int) -> Iterator:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, *, enabled: bool = True, completed: int = 0,
-                 unit: str = "it", events: str | os.PathLike | None = None) -> Iterator:
+def progress_bar(
+    description: str,
+    total: int,
+    *,
+    enabled: bool = True,
+    completed: int = 0,
+    unit: str = "it",
+    events: str | os.PathLike | None = None,
+) -> Iterator:
     """A context manager yielding ``advance(n=1, **fields)`` that reports a stage's progress.
 
     Shown as :data:`SETTINGS` says (module docstring): a rich bar when stderr is a terminal,

@@ -12,7 +12,8 @@ import pathlib
 import shutil
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -71,8 +72,13 @@ class Backbone(NamedTuple):
     def logits_fn(self, compute_dtype=None) -> Callable[[jax.Array], jax.Array]:
         """``x`` (B,H,W,C) in [0,1] -> logits (B,C), eval mode, normalisation inside; the backbone
         computes in ``compute_dtype`` (None: float32; see ``models.logits_fn``)."""
-        return models.logits_fn(self.module, self.variables, mean=self.meta["mean"], std=self.meta["std"],
-                                compute_dtype=compute_dtype)
+        return models.logits_fn(
+            self.module,
+            self.variables,
+            mean=self.meta["mean"],
+            std=self.meta["std"],
+            compute_dtype=compute_dtype,
+        )
 
 
 class TrainState(train_state.TrainState):
@@ -149,10 +155,17 @@ def _checkpoint_manager(directory: pathlib.Path) -> ocp.CheckpointManager:
 
 
 def _state_tree(state: TrainState) -> dict:
-    return {"params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state, "step": state.step}
+    return {
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+        "step": state.step,
+    }
 
 
-def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path, *, progress: bool = True) -> dict:
+def train(
+    config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path, *, progress: bool = True
+) -> dict:
     """Trains ``config.arch`` on ``split`` and returns its variables.
 
     Checkpoints the full training state in ``workdir`` after each epoch and, if ``workdir``
@@ -172,8 +185,12 @@ def train(config: BackboneConfig, split: data.ArraySplit, workdir: pathlib.Path,
     mean, std = tuple(spec.mean), tuple(spec.std)
     root_key = jax.random.key(config.seed)
     with progress_bar(
-        f"train {config.arch}", config.epochs * steps_per_epoch, enabled=progress,
-        completed=first_epoch * steps_per_epoch, unit="step", events=workdir / EVENTS_FILE,
+        f"train {config.arch}",
+        config.epochs * steps_per_epoch,
+        enabled=progress,
+        completed=first_epoch * steps_per_epoch,
+        unit="step",
+        events=workdir / EVENTS_FILE,
     ) as advance:
         for epoch in range(first_epoch, config.epochs):
             order = epoch_order(config.seed, epoch, len(split))
@@ -194,8 +211,9 @@ def predict_classes(logits_fn: Callable, split, *, batch_size: int = 500) -> np.
     fn = _xla.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
     chunk = batch_size * 8
     preds = [
-        batching.map_batches(fn, split.get_batch(np.arange(start, min(start + chunk, len(split))))[0],
-                             batch_size=batch_size)
+        batching.map_batches(
+            fn, split.get_batch(np.arange(start, min(start + chunk, len(split))))[0], batch_size=batch_size
+        )
         for start in range(0, len(split), chunk)
     ]
     return np.concatenate(preds).astype(np.int32)
@@ -213,7 +231,11 @@ def load_backbone(directory: pathlib.Path) -> Backbone:
 
 
 def ensure_backbone(
-    config: BackboneConfig, *, data_dir: str | None = None, cache: str | None = None, progress: bool = True,
+    config: BackboneConfig,
+    *,
+    data_dir: str | None = None,
+    cache: str | None = None,
+    progress: bool = True,
     rebuild: bool = False,
 ) -> Backbone:
     """The backbone trained with ``config``: from the cache, or trained (and cached) now.
@@ -258,9 +280,7 @@ def _train_and_save(config: BackboneConfig, directory: pathlib.Path, data_dir, p
     variables = train(config, train_split, workdir, progress=progress)
     seconds = time.perf_counter() - start
     module = models.create(config.arch, num_classes=train_split.num_classes)
-    test_accuracy = accuracy(
-        models.logits_fn(module, variables, mean=spec.mean, std=spec.std), test_split
-    )
+    test_accuracy = accuracy(models.logits_fn(module, variables, mean=spec.mean, std=spec.std), test_split)
     meta = {
         "arch": config.arch,
         "num_classes": train_split.num_classes,

@@ -69,7 +69,6 @@ def linf_sign_step(x_adv: jax.Array, direction: jax.Array, step_size: jax.Array)
     return x_adv + step_size * jnp.sign(direction)
 
 
-
 # The module ``_norms`` of 00ca609, as the loops below call it.
 _norms = types.SimpleNamespace(
     per_sample=per_sample,
@@ -122,15 +121,27 @@ def linf_pgd(
 
 
 @_xla.jit(static_argnames=("fn_static", "steps", "random_start", "loss", "targeted"))
-def pgd_program(fn_arrays, x, labels, key, eps, step_size, *, fn_static: StaticFn, steps: int,
-             random_start: bool, loss: _losses.Loss, targeted: bool) -> _result.AttackResult:
+def pgd_program(
+    fn_arrays,
+    x,
+    labels,
+    key,
+    eps,
+    step_size,
+    *,
+    fn_static: StaticFn,
+    steps: int,
+    random_start: bool,
+    loss: _losses.Loss,
+    targeted: bool,
+) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
     x_start = _norms.linf_random_start(key, x, eps) if random_start else x
-    x_adv = linf_pgd(logits_fn, x, labels, x_start, eps, step_size,
-                     steps=steps, loss=loss, targeted=targeted)
+    x_adv = linf_pgd(logits_fn, x, labels, x_start, eps, step_size, steps=steps, loss=loss, targeted=targeted)
     iterations = jnp.full(x.shape[:1], steps, jnp.int32)
-    return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm="linf",
-                            iterations=iterations)
+    return _result.assemble(
+        logits_fn, x, x_adv, labels, targeted=targeted, norm="linf", iterations=iterations
+    )
 
 
 def linf_mim(
@@ -175,23 +186,37 @@ def linf_mim(
 
 
 @_xla.jit(static_argnames=("fn_static", "steps", "loss", "targeted"))
-def mim_program(fn_arrays, x, labels, eps, step_size, decay, *, fn_static: StaticFn, steps: int,
-             loss: _losses.Loss, targeted: bool) -> _result.AttackResult:
+def mim_program(
+    fn_arrays,
+    x,
+    labels,
+    eps,
+    step_size,
+    decay,
+    *,
+    fn_static: StaticFn,
+    steps: int,
+    loss: _losses.Loss,
+    targeted: bool,
+) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
-    x_adv = linf_mim(logits_fn, x, labels, eps, step_size, decay,
-                     steps=steps, loss=loss, targeted=targeted)
+    x_adv = linf_mim(logits_fn, x, labels, eps, step_size, decay, steps=steps, loss=loss, targeted=targeted)
     iterations = jnp.full(x.shape[:1], steps, jnp.int32)
-    return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm="linf",
-                            iterations=iterations)
+    return _result.assemble(
+        logits_fn, x, x_adv, labels, targeted=targeted, norm="linf", iterations=iterations
+    )
 
 
 def track_init(x: jax.Array, num_classes: int) -> Tracked:
     """The ``Tracked`` state before any iterate: (B, H, W, C) images, C classes."""
     batch = x.shape[0]
-    return Tracked(x_adv=x, logits=jnp.zeros((batch, num_classes), jnp.float32),
-                   value=jnp.full((batch,), -jnp.inf, jnp.float32),
-                   success=jnp.zeros((batch,), jnp.bool_),
-                   first_success=jnp.full((batch,), -1, jnp.int32))
+    return Tracked(
+        x_adv=x,
+        logits=jnp.zeros((batch, num_classes), jnp.float32),
+        value=jnp.full((batch,), -jnp.inf, jnp.float32),
+        success=jnp.zeros((batch,), jnp.bool_),
+        first_success=jnp.full((batch,), -1, jnp.int32),
+    )
 
 
 def keep_best(tracked: Tracked, x_adv: jax.Array, judged: Judged, steps_spent: jax.Array) -> Tracked:
@@ -219,8 +244,9 @@ def judge_and_grad(objective: Objective, x_adv: jax.Array, side: Any) -> tuple[J
     return judged, grad
 
 
-def linf_track(objective: Objective, x, side, x_current, tracked: Tracked, eps, step_size,
-               steps_spent, steps) -> tuple[jax.Array, Tracked]:
+def linf_track(
+    objective: Objective, x, side, x_current, tracked: Tracked, eps, step_size, steps_spent, steps
+) -> tuple[jax.Array, Tracked]:
     """``steps`` signed-gradient steps from ``x_current``, judging every iterate (traceable).
 
     Judges ``x_current`` and the point after each step (``steps + 1`` iterates, numbered
@@ -239,8 +265,9 @@ def linf_track(objective: Objective, x, side, x_current, tracked: Tracked, eps, 
 
 
 @_xla.jit(static_argnames=("obj_static",))
-def _advance_program(obj_arrays, x, side, x_current, tracked, eps, step_size, steps_spent, steps, *,
-                     obj_static: StaticFn):
+def _advance_program(
+    obj_arrays, x, side, x_current, tracked, eps, step_size, steps_spent, steps, *, obj_static: StaticFn
+):
     objective = obj_static.bind(obj_arrays)
     return linf_track(objective, x, side, x_current, tracked, eps, step_size, steps_spent, steps)
 
@@ -259,8 +286,9 @@ def linf_random_starts(keys: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Arr
 
 
 @_xla.jit(static_argnames=("obj_static",))
-def _restarts_program(obj_arrays, x, labels, keys, eps, step_size, steps, restarts, *,
-                      obj_static: StaticFn) -> Tracked:
+def _restarts_program(
+    obj_arrays, x, labels, keys, eps, step_size, steps, restarts, *, obj_static: StaticFn
+) -> Tracked:
     objective = obj_static.bind(obj_arrays)
 
     def restart(r, tracked):

@@ -61,4 +61,6 @@ def trained_compact(test_cache):
     x, y = split.get_batch(np.arange(256))
     logits_fn = jax.jit(backbone.logits_fn())
     clean_accuracy = float(np.mean(np.argmax(logits_fn(x), -1) == y))
-    return types.SimpleNamespace(backbone=backbone, logits_fn=logits_fn, x=x, y=y, clean_accuracy=clean_accuracy)
+    return types.SimpleNamespace(
+        backbone=backbone, logits_fn=logits_fn, x=x, y=y, clean_accuracy=clean_accuracy
+    )

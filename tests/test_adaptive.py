@@ -42,25 +42,50 @@ def defended():
     x_train, y_train = images(prototypes, 512, seed=1)
     adv_train = attacks.pgd(f, x_train, y_train, key=jax.random.key(0), eps=EPS, step_size=EPS / 4)
     trained = corrector.train(
-        {"clean_logits": np.asarray(f(x_train)), "adv_logits": np.asarray(adv_train.logits), "labels": y_train},
-        num_classes=NUM_CLASSES, hidden=32, epochs=20, batch_size=64, lr=1e-2, key=jax.random.key(0),
-        holdout_fraction=0.0, progress=False)
+        {
+            "clean_logits": np.asarray(f(x_train)),
+            "adv_logits": np.asarray(adv_train.logits),
+            "labels": y_train,
+        },
+        num_classes=NUM_CLASSES,
+        hidden=32,
+        epochs=20,
+        batch_size=64,
+        lr=1e-2,
+        key=jax.random.key(0),
+        holdout_fraction=0.0,
+        progress=False,
+    )
     g = adaptive.corrector_fn(trained.module, trained.params)
     x, y = images(prototypes, 96, seed=2)
     oblivious = attacks.pgd(f, x, y, key=jax.random.key(1), eps=EPS, step_size=EPS / 4)
-    return types.SimpleNamespace(f=f, g=g, module=trained.module, params=trained.params, x=x, y=y,
-                                 oblivious_logits=np.asarray(oblivious.logits))
+    return types.SimpleNamespace(
+        f=f,
+        g=g,
+        module=trained.module,
+        params=trained.params,
+        x=x,
+        y=y,
+        oblivious_logits=np.asarray(oblivious.logits),
+    )
 
 
 def small_config(**overrides) -> adaptive.AdaptiveConfig:
-    return adaptive.AdaptiveConfig(**{"eps": EPS, "steps": 12, "restarts": 2, "chunk": 4, "batch_size": 32,
-                                      **overrides})
+    return adaptive.AdaptiveConfig(
+        **{"eps": EPS, "steps": 12, "restarts": 2, "chunk": 4, "batch_size": 32, **overrides}
+    )
 
 
 @pytest.fixture(scope="module")
 def evaluation(defended) -> adaptive.Evaluation:
-    return adaptive.evaluate(defended.f, defended.g, defended.x, defended.y, config=small_config(),
-                             oblivious_logits=defended.oblivious_logits)
+    return adaptive.evaluate(
+        defended.f,
+        defended.g,
+        defended.x,
+        defended.y,
+        config=small_config(),
+        oblivious_logits=defended.oblivious_logits,
+    )
 
 
 def test_the_setting_is_meaningful(defended, evaluation):
@@ -92,11 +117,16 @@ def test_new_weights_reuse_the_compiled_attack(defended):
 def test_more_steps_never_raise_accuracy(defended):
     gf = adaptive.compose(defended.f, defended.g)
     key = jax.random.key(3)
-    runs = {(steps, restarts): attacks.pgd_restarts(gf, defended.x, defended.y, key=key, eps=EPS, steps=steps,
-                                                    restarts=restarts, loss="margin")
-            for steps, restarts in ((3, 1), (12, 1), (12, 2))}
+    runs = {
+        (steps, restarts): attacks.pgd_restarts(
+            gf, defended.x, defended.y, key=key, eps=EPS, steps=steps, restarts=restarts, loss="margin"
+        )
+        for steps, restarts in ((3, 1), (12, 1), (12, 2))
+    }
     short, long, restarted = runs[(3, 1)].success, runs[(12, 1)].success, runs[(12, 2)].success
-    assert np.all(long[short]) and np.all(restarted[long]), "a sample fooled with fewer steps must stay fooled"
+    assert np.all(long[short]) and np.all(restarted[long]), (
+        "a sample fooled with fewer steps must stay fooled"
+    )
     assert np.sum(long) > np.sum(short), "the check must see samples fooled only by the longer attack"
     np.testing.assert_array_equal(runs[(3, 1)].iterations[short], runs[(12, 1)].iterations[short])
 
@@ -132,25 +162,40 @@ def test_adaptive_at_least_as_strong_as_oblivious_on_every_subset(evaluation):
 def test_chunked_run_with_dropped_samples_equals_one_program(defended):
     gf = adaptive.compose(defended.f, defended.g)
     config = small_config(eps=0.1, chunk=5, batch_size=40, seed=7)  # small eps: some samples survive
-    tracked = adaptive.run_objective(attacks.loss_objective(gf, "ce"), defended.x, defended.y, config=config,
-                                     num_classes=NUM_CLASSES)
-    whole = attacks.pgd_restarts(gf, defended.x, defended.y, key=jax.random.key(7), eps=config.eps,
-                                 steps=config.steps, restarts=config.restarts, step_size=config.step)
+    tracked = adaptive.run_objective(
+        attacks.loss_objective(gf, "ce"), defended.x, defended.y, config=config, num_classes=NUM_CLASSES
+    )
+    whole = attacks.pgd_restarts(
+        gf,
+        defended.x,
+        defended.y,
+        key=jax.random.key(7),
+        eps=config.eps,
+        steps=config.steps,
+        restarts=config.restarts,
+        step_size=config.step,
+    )
     np.testing.assert_array_equal(tracked.success, whole.success)
     np.testing.assert_array_equal(tracked.first_success, np.where(whole.success, whole.iterations, -1))
-    np.testing.assert_allclose(tracked.x_adv[whole.success], np.asarray(whole.x_adv)[whole.success], atol=1e-6)
+    np.testing.assert_allclose(
+        tracked.x_adv[whole.success], np.asarray(whole.x_adv)[whole.success], atol=1e-6
+    )
     assert 0 < tracked.success.sum() < len(defended.y)
 
 
 def test_attack_results_stay_in_the_ball_and_agree_with_the_model(defended, evaluation):
     gf = adaptive.compose(defended.f, defended.g)
-    res = attacks.pgd_restarts(gf, defended.x, defended.y, key=jax.random.key(0), eps=EPS, steps=5, restarts=2)
+    res = attacks.pgd_restarts(
+        gf, defended.x, defended.y, key=jax.random.key(0), eps=EPS, steps=5, restarts=2
+    )
     assert float(jnp.max(res.norm)) <= EPS + 1e-6
     assert float(jnp.min(res.x_adv)) >= 0.0 and float(jnp.max(res.x_adv)) <= 1.0
     np.testing.assert_array_equal(res.success, np.argmax(gf(res.x_adv), -1) != defended.y)
     for name in adaptive.ADAPTIVE_ATTACKS:
         candidate = evaluation.attacks[name]
-        np.testing.assert_array_equal(candidate.first_success >= 0, adaptive.fooled(candidate, evaluation.labels))
+        np.testing.assert_array_equal(
+            candidate.first_success >= 0, adaptive.fooled(candidate, evaluation.labels)
+        )
 
 
 def never_succeeds(objective, x_adv, side) -> attacks.Judged:
@@ -167,12 +212,18 @@ def test_logit_matching_pulls_the_logits_to_the_target(defended):
     np.testing.assert_allclose(judged.value, -np.sum((clean - z_target) ** 2, axis=1), rtol=1e-5)
     np.testing.assert_array_equal(judged.success, np.argmax(defended.g(clean), -1) != defended.y)
     config = small_config(eps=1.0, step_size=0.005, steps=100, restarts=1, chunk=25)
-    closest = adaptive.run_objective(jax.tree_util.Partial(never_succeeds, objective), defended.x,
-                                     (defended.y, z_target), config=config, num_classes=NUM_CLASSES)
+    closest = adaptive.run_objective(
+        jax.tree_util.Partial(never_succeeds, objective),
+        defended.x,
+        (defended.y, z_target),
+        config=config,
+        num_classes=NUM_CLASSES,
+    )
     reached = np.sum((np.asarray(defended.f(closest.x_adv)) - z_target) ** 2, axis=1)
     assert np.mean(reached < -judged.value) >= 0.9 and np.median(reached / -judged.value) < 0.5
-    fooling = adaptive.run_objective(objective, defended.x, (defended.y, z_target), config=config,
-                                     num_classes=NUM_CLASSES)
+    fooling = adaptive.run_objective(
+        objective, defended.x, (defended.y, z_target), config=config, num_classes=NUM_CLASSES
+    )
     assert np.mean(fooling.success) >= 0.9
 
 
@@ -190,9 +241,13 @@ def test_keep_best_keeps_the_first_success():
     x = jnp.zeros((3, 1, 1, 1))
     tracked = attacks.track_init(x, 2)
     logits = jnp.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
-    first = attacks.Judged(value=jnp.array([1.0, 1.0, 1.0]), success=jnp.array([True, False, False]), logits=logits)
+    first = attacks.Judged(
+        value=jnp.array([1.0, 1.0, 1.0]), success=jnp.array([True, False, False]), logits=logits
+    )
     tracked = engine.keep_best(tracked, x + 0.1, first, 1)
-    second = attacks.Judged(value=jnp.array([5.0, 0.5, 5.0]), success=jnp.array([True, False, True]), logits=logits)
+    second = attacks.Judged(
+        value=jnp.array([5.0, 0.5, 5.0]), success=jnp.array([True, False, True]), logits=logits
+    )
     tracked = engine.keep_best(tracked, x + 0.2, second, 2)
     np.testing.assert_allclose(tracked.x_adv[:, 0, 0, 0], [0.1, 0.1, 0.2], rtol=1e-6)
     np.testing.assert_array_equal(tracked.first_success, [1, -1, 2])
@@ -228,10 +283,16 @@ def test_detection_score_and_flag():
 
 def test_detection_report_scores_each_attack_against_clean(defended, evaluation):
     g = jax.jit(defended.g)
-    correct = lambda logits: np.asarray(g(logits))  # noqa: E731
+
+    def correct(logits):
+        return np.asarray(g(logits))
+
     report = adaptive.detection(evaluation)
     assert set(report) == {"clean", adaptive.OBLIVIOUS, *adaptive.ADAPTIVE_ATTACKS, adaptive.WORST}
-    score = lambda c: adaptive.detection_scores(c.backbone_logits, correct(c.backbone_logits))  # noqa: E731
+
+    def score(c):
+        return adaptive.detection_scores(c.backbone_logits, correct(c.backbone_logits))
+
     clean = score(evaluation.clean)
     per_attack = {}
     for name, candidate in evaluation.attacks.items():
@@ -251,5 +312,9 @@ def test_user_errors_are_one_line():
     with pytest.raises(JaxlogitError, match="two classes"):
         adaptive.matching_targets(np.zeros((3, 4)), np.zeros(3, np.int32))
     with pytest.raises(JaxlogitError, match="key"):
-        attacks.pgd_restarts(lambda x: x.reshape(x.shape[0], -1)[:, :2], np.zeros((2, 2, 2, 1), np.float32),
-                             np.zeros(2, np.int32), key=None)
+        attacks.pgd_restarts(
+            lambda x: x.reshape(x.shape[0], -1)[:, :2],
+            np.zeros((2, 2, 2, 1), np.float32),
+            np.zeros(2, np.int32),
+            key=None,
+        )

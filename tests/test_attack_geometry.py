@@ -53,39 +53,81 @@ def assert_bitwise(new, old, what: str) -> None:
 SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["vgg_compact", pytest.param("resnet_compact", marks=SLOW),
-                                  pytest.param("densenet_compact", marks=SLOW)])
+@pytest.mark.parametrize(
+    "name",
+    ["vgg_compact", pytest.param("resnet_compact", marks=SLOW), pytest.param("densenet_compact", marks=SLOW)],
+)
 def test_refactored_attacks_are_bitwise_the_old_ones(name):
     f, x, y = compact(name)
     fn_static, fn_arrays = split_logits_fn(f)
 
     new = attacks.pgd(f, x, y, key=jax.random.key(3), eps=EPS, steps=3, step_size=STEP)
-    old = reference.pgd_program(fn_arrays, x, y, jax.random.key(3), jnp.float32(EPS), jnp.float32(STEP),
-                                fn_static=fn_static, steps=3, random_start=True,
-                                loss=_losses.cross_entropy, targeted=False)
+    old = reference.pgd_program(
+        fn_arrays,
+        x,
+        y,
+        jax.random.key(3),
+        jnp.float32(EPS),
+        jnp.float32(STEP),
+        fn_static=fn_static,
+        steps=3,
+        random_start=True,
+        loss=_losses.cross_entropy,
+        targeted=False,
+    )
     assert_bitwise(new, old, "pgd")
 
     new = attacks.mim(f, x, y, eps=EPS, steps=3)
-    old = reference.mim_program(fn_arrays, x, y, jnp.float32(EPS), jnp.float32(EPS / 3), jnp.float32(1.0),
-                                fn_static=fn_static, steps=3, loss=_losses.cross_entropy, targeted=False)
+    old = reference.mim_program(
+        fn_arrays,
+        x,
+        y,
+        jnp.float32(EPS),
+        jnp.float32(EPS / 3),
+        jnp.float32(1.0),
+        fn_static=fn_static,
+        steps=3,
+        loss=_losses.cross_entropy,
+        targeted=False,
+    )
     assert_bitwise(new, old, "mim")
 
     objective = attacks.loss_objective(f, "ce")
     obj_static, obj_arrays = split_logits_fn(objective)
     keys = attacks.sample_keys(jax.random.key(4), jnp.arange(BATCH))
     new = attacks.pgd_restarts(f, x, y, key=jax.random.key(4), eps=EPS, steps=2, restarts=2)
-    old = reference._restarts_program(obj_arrays, x, y, keys, jnp.float32(EPS), jnp.float32(EPS / 8),
-                                      jnp.int32(2), jnp.int32(2), obj_static=obj_static)
+    old = reference._restarts_program(
+        obj_arrays,
+        x,
+        y,
+        keys,
+        jnp.float32(EPS),
+        jnp.float32(EPS / 8),
+        jnp.int32(2),
+        jnp.int32(2),
+        obj_static=obj_static,
+    )
     for field in ("x_adv", "logits", "success"):
         assert np.array_equal(getattr(new, field), getattr(old, field)), f"pgd_restarts: {field} differs"
 
     start = attacks.linf_random_starts(keys, x, EPS)
     assert np.array_equal(start, reference.linf_random_starts(keys, x, EPS)), "linf_random_starts differs"
     tracked = attacks.track_init(x, 10)
-    new = attacks.linf_advance(objective, x, y, start, tracked, eps=EPS, step_size=STEP, steps=2,
-                               steps_spent=1)
-    old = reference._advance_program(obj_arrays, x, y, start, tracked, jnp.float32(EPS), jnp.float32(STEP),
-                                     jnp.int32(1), jnp.int32(2), obj_static=obj_static)
+    new = attacks.linf_advance(
+        objective, x, y, start, tracked, eps=EPS, step_size=STEP, steps=2, steps_spent=1
+    )
+    old = reference._advance_program(
+        obj_arrays,
+        x,
+        y,
+        start,
+        tracked,
+        jnp.float32(EPS),
+        jnp.float32(STEP),
+        jnp.int32(1),
+        jnp.int32(2),
+        obj_static=obj_static,
+    )
     assert np.array_equal(new[0], old[0]), "linf_advance: last iterate differs"
     assert_bitwise(new[1], old[1], "linf_advance")
 
@@ -132,7 +174,8 @@ def test_l2_step_has_norm_step_size_along_the_gradient(scale):
     moved = _norms.l2_step(x_adv, grad, 0.25) - x_adv
     np.testing.assert_allclose(_norms.l2_norm(moved), 0.25, rtol=1e-5)
     cosine = jnp.sum(_norms.flat(moved) * _norms.flat(grad / scale), axis=1) / (
-        _norms.l2_norm(moved) * _norms.l2_norm(grad / scale))
+        _norms.l2_norm(moved) * _norms.l2_norm(grad / scale)
+    )
     np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)
 
 
@@ -154,8 +197,9 @@ def vgg():
 def test_l2_attacks_stay_in_the_ball_and_report_their_success(vgg, attack):
     f, x, y = vgg
     if attack == "pgd":
-        res = attacks.pgd(f, x, y, key=jax.random.key(5), eps=L2_EPS, steps=3, step_size=L2_EPS / 2,
-                          norm="l2")
+        res = attacks.pgd(
+            f, x, y, key=jax.random.key(5), eps=L2_EPS, steps=3, step_size=L2_EPS / 2, norm="l2"
+        )
     elif attack == "mim":
         res = attacks.mim(f, x, y, eps=L2_EPS, steps=3, norm="l2")
     else:

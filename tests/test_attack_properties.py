@@ -21,8 +21,13 @@ from jaxlogit import attacks
 
 SIZE, CLASSES = 6, 5
 BATCHES = (3, 4)
-PROPERTY_SETTINGS = settings(max_examples=8, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 class TinyModel(nn.Module):

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import TEST_BACKBONE
+
 from jaxlogit import attacks, bench, data, models, pipeline, training
 from jaxlogit.bench import _attacks
 from jaxlogit.cli import cli, main
@@ -37,8 +37,11 @@ def fgsm(logits_fn, x, y, *, key, eps, steps):
 @pytest.fixture
 def toy_attack():
     """FGSM registered for the test only (unregistered afterwards, even on failure)."""
-    spec = attacks.register(attacks.AttackSpec(TOY, "linf", True, {"steps": 1}, fgsm,
-                                               work=lambda result, num_classes: attacks.Work(2, 1)))
+    spec = attacks.register(
+        attacks.AttackSpec(
+            TOY, "linf", True, {"steps": 1}, fgsm, work=lambda result, num_classes: attacks.Work(2, 1)
+        )
+    )
     try:
         yield spec
     finally:
@@ -111,13 +114,16 @@ def test_unknown_name_from_the_registry_and_the_pipeline():
         assert_one_line(str(err.value), "'nope'", *PAPER)
 
 
-@pytest.mark.parametrize("argv", [
-    ["attack", "--arch", "resnet_compact", "--attack", "nope"],
-    ["logits", "--arch", "resnet_compact", "--attack", "nope", "--split", "test"],
-    ["correct", "train", "--arch", "resnet_compact", "--attack", "nope"],
-    ["correct", "eval", "--arch", "resnet_compact", "--attack", "pgd", "--eval-attack", "nope"],
-    ["bench", "--attack", "nope"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["attack", "--arch", "resnet_compact", "--attack", "nope"],
+        ["logits", "--arch", "resnet_compact", "--attack", "nope", "--split", "test"],
+        ["correct", "train", "--arch", "resnet_compact", "--attack", "nope"],
+        ["correct", "eval", "--arch", "resnet_compact", "--attack", "pgd", "--eval-attack", "nope"],
+        ["bench", "--attack", "nope"],
+    ],
+)
 def test_unknown_name_on_the_command_line_is_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -130,9 +136,11 @@ def test_unknown_name_on_the_command_line_is_one_line(argv, capsys):
 
 def test_unknown_name_from_the_bench():
     x, y = np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int32)
-    calls = [lambda: bench.BenchConfig(attacks=("pgd", "nope")),
-             lambda: bench.jax_attack("nope", lambda images: images.reshape(2, -1)[:, :10], x, y),
-             lambda: bench.jax_work("nope", None, 10)]
+    calls = [
+        lambda: bench.BenchConfig(attacks=("pgd", "nope")),
+        lambda: bench.jax_attack("nope", lambda images: images.reshape(2, -1)[:, :10], x, y),
+        lambda: bench.jax_work("nope", None, 10),
+    ]
     pytest.importorskip("torchattacks")  # the torch side only exists with the torch extra
     from jaxlogit.bench import _torch
 
@@ -165,8 +173,9 @@ def direct_paper_call(name, logits_fn, x, y, key):
     if name == "deepfool":
         return attacks.deepfool(logits_fn, x, y, candidates=10, max_iter=100, overshoot=0.02)
     assert name == "cw"
-    return attacks.cw_l2(logits_fn, x, y, steps=25, search_steps=4, initial_const=10.0, confidence=0.0,
-                         lr=0.01)
+    return attacks.cw_l2(
+        logits_fn, x, y, steps=25, search_steps=4, initial_const=10.0, confidence=0.0, lr=0.01
+    )
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -174,12 +183,15 @@ def test_pipeline_and_bench_routes_equal_direct_calls_bitwise(name, random_compa
     logits_fn, x, y = random_compact
     key = jax.random.key(3)
     expected = direct_paper_call(name, logits_fn, x, y, key)
-    routes = {"pipeline": pipeline.run_attack(pipeline.AttackConfig(name), logits_fn, x, y, key=key),
-              "bench": bench.jax_attack(name, logits_fn, x, y, seed=3)()}
+    routes = {
+        "pipeline": pipeline.run_attack(pipeline.AttackConfig(name), logits_fn, x, y, key=key),
+        "bench": bench.jax_attack(name, logits_fn, x, y, seed=3)(),
+    }
     for route, got in routes.items():
         for field, want in expected._asdict().items():
-            np.testing.assert_array_equal(np.asarray(getattr(got, field)), np.asarray(want),
-                                          err_msg=f"{route} {name} {field}")
+            np.testing.assert_array_equal(
+                np.asarray(getattr(got, field)), np.asarray(want), err_msg=f"{route} {name} {field}"
+            )
 
 
 @pytest.mark.parametrize("name", ["pgd", "mim"])
@@ -187,8 +199,10 @@ def test_a_steps_override_and_eps_reach_the_attack(name, random_compact):
     logits_fn, x, y = random_compact
     key = jax.random.key(3)
     eps = 8 / 255
-    direct = {"pgd": lambda: attacks.pgd(logits_fn, x, y, key=key, eps=eps, steps=2, step_size=eps / 8),
-              "mim": lambda: attacks.mim(logits_fn, x, y, eps=eps, steps=2, step_size=eps / 2)}[name]()
+    direct = {
+        "pgd": lambda: attacks.pgd(logits_fn, x, y, key=key, eps=eps, steps=2, step_size=eps / 8),
+        "mim": lambda: attacks.mim(logits_fn, x, y, eps=eps, steps=2, step_size=eps / 2),
+    }[name]()
     got = pipeline.run_attack(pipeline.AttackConfig(name, eps=eps, steps=2), logits_fn, x, y, key=key)
     np.testing.assert_array_equal(np.asarray(got.x_adv), np.asarray(direct.x_adv))
 
@@ -199,8 +213,21 @@ def test_a_steps_override_and_eps_reach_the_attack(name, random_compact):
 def test_a_registered_toy_runs_through_jaxlogit_attack(toy_attack, trained_compact, test_cache, monkeypatch):
     monkeypatch.setattr(training, "default_config", lambda arch, **kw: TEST_BACKBONE)
     eps, n = 0.05, 48
-    argv = ["attack", "--arch", "resnet_compact", "--attack", TOY, "--eps", str(eps), "--n", str(n),
-            "--batch", "16", "--cache-dir", str(test_cache)]
+    argv = [
+        "attack",
+        "--arch",
+        "resnet_compact",
+        "--attack",
+        TOY,
+        "--eps",
+        str(eps),
+        "--n",
+        str(n),
+        "--batch",
+        "16",
+        "--cache-dir",
+        str(test_cache),
+    ]
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, result.output
     out = result.output
@@ -224,8 +251,16 @@ def test_a_registered_toy_fills_a_logit_store(toy_attack, trained_compact, tmp_p
     eps, n = 8 / 255, 40
     split = data.load("fashion_mnist", "test")
     config = pipeline.AttackConfig(TOY, eps=eps)
-    logits = pipeline.ensure_logits(trained_compact.backbone, config, split, "test", limit=n, batch_size=16,
-                                    cache=str(tmp_path), progress=False)
+    logits = pipeline.ensure_logits(
+        trained_compact.backbone,
+        config,
+        split,
+        "test",
+        limit=n,
+        batch_size=16,
+        cache=str(tmp_path),
+        progress=False,
+    )
     assert TOY in logits.directory.name and len(logits) == n
     adv, labels = np.asarray(logits["adv_logits"]), np.asarray(logits["labels"])
     x, y = split.get_batch(np.arange(n))

@@ -75,7 +75,9 @@ def test_l2_attacks_fool_almost_all_with_small_perturbations(batch, linf_results
     success = np.asarray(res.success)
     median_l2 = float(np.median(np.asarray(res.norm)[success]))
     median_linf_attack_l2 = float(np.median(l2_norms(linf_results["pgd"], x)))
-    print(f"{name}: success {success.mean():.3f}, median L2 {median_l2:.3f} "
-          f"(PGD's median L2 {median_linf_attack_l2:.3f})")
+    print(
+        f"{name}: success {success.mean():.3f}, median L2 {median_l2:.3f} "
+        f"(PGD's median L2 {median_linf_attack_l2:.3f})"
+    )
     assert success.mean() >= 0.95
     assert median_l2 <= max_ratio * median_linf_attack_l2

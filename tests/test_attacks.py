@@ -50,8 +50,9 @@ def problem():
 def run(name, logits_fn, x, y, **kw):
     """Each attack with settings that keep the tiny tests fast and non-trivial."""
     if name == "pgd":
-        return attacks.pgd(logits_fn, x, y, key=jax.random.key(3), eps=SMALL_EPS,
-                           step_size=SMALL_EPS / 4, **kw)
+        return attacks.pgd(
+            logits_fn, x, y, key=jax.random.key(3), eps=SMALL_EPS, step_size=SMALL_EPS / 4, **kw
+        )
     if name == "mim":
         return attacks.mim(logits_fn, x, y, eps=SMALL_EPS, **kw)
     if name == "deepfool":
@@ -340,8 +341,9 @@ def test_targeted_attacks_reach_the_target(problem, name):
 def test_keep_smallest_success_replaces_only_smaller_successful_examples():
     best = _cw.Best(jnp.array([jnp.inf, 4.0, 4.0, 4.0]), jnp.zeros((4, 1, 1, 1)), jnp.array([0, 3, 3, 3]))
     candidate = jnp.ones((4, 1, 1, 1))
-    new = _cw.keep_smallest_success(best, candidate, jnp.array([9.0, 1.0, 1.0, 5.0]),
-                        jnp.array([True, True, False, True]), jnp.int32(7))
+    new = _cw.keep_smallest_success(
+        best, candidate, jnp.array([9.0, 1.0, 1.0, 5.0]), jnp.array([True, True, False, True]), jnp.int32(7)
+    )
     np.testing.assert_array_equal(new.squared_l2, [9.0, 1.0, 4.0, 4.0])
     np.testing.assert_array_equal(new.x_adv[:, 0, 0, 0], [1.0, 1.0, 0.0, 0.0])
     np.testing.assert_array_equal(new.step, [7, 7, 3, 3])

@@ -79,7 +79,7 @@ def twin_models():
     return logits_fn, model, x, y
 
 
-def to_torch(x) -> "torch.Tensor":
+def to_torch(x) -> torch.Tensor:
     return torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
 
 
@@ -118,7 +118,8 @@ def test_pgd_matches_torchattacks(twin_models, eps):
     logits_fn, model, x, y = twin_models
     ours = attacks.pgd(logits_fn, x, y, eps=eps, step_size=eps / 8, steps=10, random_start=False)
     theirs = torchattacks.PGD(model, eps=eps, alpha=eps / 8, steps=10, random_start=False)(
-        to_torch(x), torch.from_numpy(np.asarray(y, np.int64)))
+        to_torch(x), torch.from_numpy(np.asarray(y, np.int64))
+    )
     check_agreement(*compare(ours, theirs, model, y), eps)
 
 
@@ -127,5 +128,6 @@ def test_mim_matches_torchattacks(twin_models, eps):
     logits_fn, model, x, y = twin_models
     ours = attacks.mim(logits_fn, x, y, eps=eps, steps=10, decay=1.0)
     theirs = torchattacks.MIFGSM(model, eps=eps, alpha=eps / 10, steps=10, decay=1.0)(
-        to_torch(x), torch.from_numpy(np.asarray(y, np.int64)))
+        to_torch(x), torch.from_numpy(np.asarray(y, np.int64))
+    )
     check_agreement(*compare(ours, theirs, model, y), eps)

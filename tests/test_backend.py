@@ -26,20 +26,24 @@ IMAGENET = {
     "resnet50": (lambda **layers: _resnet.resnet50(num_classes=10, **layers), (64, 64, 3)),
     # DenseNet-121's stem, dense layers and transitions at depth 2-2-2-2 (all 58 layers
     # compile for minutes on two CPU cores and test nothing more).
-    "densenet121": (lambda **layers: _densenet.densenet121(num_classes=10,
-                                                           block_config=(2, 2, 2, 2), **layers),
-                    (64, 64, 3)),
+    "densenet121": (
+        lambda **layers: _densenet.densenet121(num_classes=10, block_config=(2, 2, 2, 2), **layers),
+        (64, 64, 3),
+    ),
 }
 
 
 def both_paths(factory) -> dict:
     """The same architecture built for each path: ``{"cpu": module, "plain": module}``."""
-    return {path: factory(**dict(zip(("conv", "max_pool"), backend.conv_layers(path))))
-            for path in backend.CONV_PATHS}
+    return {
+        path: factory(**dict(zip(("conv", "max_pool"), backend.conv_layers(path))))
+        for path in backend.CONV_PATHS
+    }
 
 
 def logits_and_input_grad(module, variables, x) -> tuple[np.ndarray, np.ndarray]:
     """Eval-mode logits (B, C) and the input gradient (B, H, W, C) of ``sum(logits * w)``."""
+
     def scalar(images):
         logits = module.apply(variables, images, train=False)
         weights = jnp.linspace(-1.0, 1.0, logits.size).reshape(logits.shape)
@@ -53,11 +57,10 @@ def assert_paths_agree(modules: dict, input_shape) -> None:
     variables = models.init(modules["cpu"], jax.random.key(0), input_shape)
     x = jax.random.normal(jax.random.key(1), (2, *input_shape))
     (cpu_logits, cpu_grad), (plain_logits, plain_grad) = [
-        logits_and_input_grad(modules[path], variables, x) for path in backend.CONV_PATHS]
-    np.testing.assert_allclose(plain_logits, cpu_logits, rtol=1e-4,
-                               atol=1e-5 * np.abs(cpu_logits).max())
-    np.testing.assert_allclose(plain_grad, cpu_grad, rtol=1e-4,
-                               atol=1e-5 * np.abs(cpu_grad).max())
+        logits_and_input_grad(modules[path], variables, x) for path in backend.CONV_PATHS
+    ]
+    np.testing.assert_allclose(plain_logits, cpu_logits, rtol=1e-4, atol=1e-5 * np.abs(cpu_logits).max())
+    np.testing.assert_allclose(plain_grad, cpu_grad, rtol=1e-4, atol=1e-5 * np.abs(cpu_grad).max())
     assert np.abs(cpu_grad).max() > 0
 
 
@@ -77,16 +80,22 @@ def test_paths_agree_on_imagenet_architectures(name):
 @pytest.mark.parametrize("name", [*COMPACT, "resnet50"])
 def test_both_paths_have_the_same_variables(name):
     shape = models.spec(name).input_shape
-    trees = [jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype),
-                          _registry.variable_shapes(models.create(name, conv=path), shape))
-             for path in backend.CONV_PATHS]
+    trees = [
+        jax.tree.map(
+            lambda leaf: (leaf.shape, leaf.dtype),
+            _registry.variable_shapes(models.create(name, conv=path), shape),
+        )
+        for path in backend.CONV_PATHS
+    ]
     assert trees[0] == trees[1]
 
 
 def test_both_paths_initialise_the_same_values():
     name = "resnet_compact"
-    cpu, plain = [models.init(models.create(name, conv=path), jax.random.key(0),
-                              models.spec(name).input_shape) for path in backend.CONV_PATHS]
+    cpu, plain = [
+        models.init(models.create(name, conv=path), jax.random.key(0), models.spec(name).input_shape)
+        for path in backend.CONV_PATHS
+    ]
     jax.tree.map(np.testing.assert_array_equal, cpu, plain)
 
 
@@ -151,8 +160,9 @@ def test_deepfool_chunk_is_a_setting_with_the_same_results():
     name = "resnet_tiny"
     spec = models.spec(name)
     module = models.create(name)
-    f = models.logits_fn(module, models.init(module, jax.random.key(0), spec.input_shape),
-                         mean=spec.mean, std=spec.std)
+    f = models.logits_fn(
+        module, models.init(module, jax.random.key(0), spec.input_shape), mean=spec.mean, std=spec.std
+    )
     x = jax.random.uniform(jax.random.key(1), (6, *spec.input_shape))
     y = jnp.argmax(f(x), -1)
     whole = attacks.deepfool(f, x, y, max_iter=3, chunk=6)
@@ -169,18 +179,16 @@ def test_bfloat16_logits_fn_computes_in_bfloat16_and_returns_float32():
     module = models.create(name)
     variables = models.init(module, jax.random.key(0), spec.input_shape)
     full = models.logits_fn(module, variables, mean=spec.mean, std=spec.std)
-    half = models.logits_fn(module, variables, mean=spec.mean, std=spec.std,
-                            compute_dtype=jnp.bfloat16)
+    half = models.logits_fn(module, variables, mean=spec.mean, std=spec.std, compute_dtype=jnp.bfloat16)
     assert {leaf.dtype for leaf in jax.tree.leaves(half)} == {jnp.dtype(jnp.bfloat16)}
     x = jax.random.uniform(jax.random.key(1), (4, *spec.input_shape))
     full_logits, half_logits, grad = jax.jit(
-        lambda full, half, x: (full(x), half(x), jax.grad(lambda a: half(a).sum())(x)))(
-            full, half, x)
+        lambda full, half, x: (full(x), half(x), jax.grad(lambda a: half(a).sum())(x))
+    )(full, half, x)
     assert half_logits.dtype == grad.dtype == jnp.float32
     np.testing.assert_allclose(half_logits, full_logits, atol=0.05 * np.abs(full_logits).max())
     assert not np.array_equal(half_logits, full_logits)
-    same = models.logits_fn(module, variables, mean=spec.mean, std=spec.std,
-                            compute_dtype="float32")
+    same = models.logits_fn(module, variables, mean=spec.mean, std=spec.std, compute_dtype="float32")
     assert same.func == full.func  # float32 is the default path, one compilation
     with pytest.raises(JaxlogitError, match="compute_dtype"):
         models.logits_fn(module, variables, mean=spec.mean, std=spec.std, compute_dtype="int8")
@@ -200,8 +208,7 @@ def test_bfloat16_pgd_succeeds_where_float32_does(trained_compact):
     success = {}
     for dtype in (None, jnp.bfloat16):
         f = trained_compact.backbone.logits_fn(compute_dtype=dtype)
-        res = jax.jit(lambda f, x, y: pipeline.run_attack(config, f, x, y, key=jax.random.key(0))
-                      )(f, x, y)
+        res = jax.jit(lambda f, x, y: pipeline.run_attack(config, f, x, y, key=jax.random.key(0)))(f, x, y)
         assert float(jnp.max(jnp.abs(res.x_adv - x))) <= config.eps + 1e-6
         success[dtype] = np.asarray(res.success)
     assert np.mean(success[None] == success[jnp.bfloat16]) >= 0.98

@@ -20,8 +20,9 @@ def _param_kernels(arch: str) -> collections.Counter:
     module = models.create(arch)
     shapes = _registry.variable_shapes(module, models.spec(arch).input_shape)
     leaves = jax.tree_util.tree_leaves_with_path(shapes["params"])
-    return collections.Counter(tuple(leaf.shape) for path, leaf in leaves
-                               if str(path[-1].key) == "kernel" and len(leaf.shape) == 4)
+    return collections.Counter(
+        tuple(leaf.shape) for path, leaf in leaves if str(path[-1].key) == "kernel" and len(leaf.shape) == 4
+    )
 
 
 @pytest.mark.parametrize("arch", ["resnet_tiny", "vgg_tiny", "densenet_tiny"])
@@ -42,7 +43,8 @@ def test_conv_layer_out_shape_is_the_convolutions(arch):
         out = jax.eval_shape(
             lambda x, w, layer=layer: _conv.conv(x, w, layer.strides, layer.padding),
             jax.ShapeDtypeStruct(layer.in_shape, jnp.float32),
-            jax.ShapeDtypeStruct(layer.kernel_shape, jnp.float32))
+            jax.ShapeDtypeStruct(layer.kernel_shape, jnp.float32),
+        )
         assert layer.out_shape() == out.shape
         strides.add(layer.strides)
     if arch == "resnet_tiny":

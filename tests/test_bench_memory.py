@@ -18,9 +18,11 @@ def _needs_a_resettable_peak():
 
 def touched(mib: int):
     """A call that allocates ``mib`` MiB, writes every page, frees it and returns a float."""
+
     def call():
         block = np.ones(mib * MIB // 8)
         return float(block[-1])
+
     return call
 
 
@@ -55,8 +57,7 @@ def test_peaks_scale_with_the_allocation():
 
 
 def _run_with(peak_bytes, images=8):
-    return _run.AttackRun(_timing.Timing(2.0, 1.0, (1.0,)), _attacks.Work(11, 10), images, 1.0,
-                          peak_bytes)
+    return _run.AttackRun(_timing.Timing(2.0, 1.0, (1.0,)), _attacks.Work(11, 10), images, 1.0, peak_bytes)
 
 
 def test_memory_ratio_is_jaxlogits_peak_over_torchattacks_and_needs_both():

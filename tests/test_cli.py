@@ -17,8 +17,13 @@ COMMANDS = ("info", "models", "convert", "backbone", "attack", "bench", "logits"
 
 def run_cli(*args, env=None):
     """Runs ``python -m jaxlogit ARGS`` and returns (exit code, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "jaxlogit", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxlogit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -49,8 +54,16 @@ def test_unknown_arch_is_one_line(capsys):
 
 
 def test_missing_data_is_one_line(tmp_path):
-    code, _, err = run_cli("backbone", "eval", "--arch", "resnet_compact", "--data-dir", str(tmp_path / "empty"),
-                           "--cache-dir", str(tmp_path / "cache"))
+    code, _, err = run_cli(
+        "backbone",
+        "eval",
+        "--arch",
+        "resnet_compact",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert_one_line_error(code, err, "dataset-fashion-mnist")
 
 
@@ -58,6 +71,7 @@ def test_corrupt_checkpoint_is_one_line(trained_compact, tmp_path):
     import shutil
 
     from conftest import TEST_BACKBONE
+
     from jaxlogit import training
 
     cache = tmp_path / "cache"
@@ -66,17 +80,34 @@ def test_corrupt_checkpoint_is_one_line(trained_compact, tmp_path):
     for path in (target / "state").rglob("*"):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(b"garbage")
-    code, _, err = run_cli("backbone", "eval", "--arch", "resnet_compact", "--epochs", str(TEST_BACKBONE.epochs),
-                           "--cache-dir", str(cache))
+    code, _, err = run_cli(
+        "backbone",
+        "eval",
+        "--arch",
+        "resnet_compact",
+        "--epochs",
+        str(TEST_BACKBONE.epochs),
+        "--cache-dir",
+        str(cache),
+    )
     assert_one_line_error(code, err, str(target.name))
 
 
 def test_backbone_eval_prints_the_accuracy_last(trained_compact, test_cache):
     from conftest import TEST_BACKBONE
+
     from jaxlogit import data, training
 
-    code, out, err = run_cli("backbone", "eval", "--arch", "resnet_compact", "--epochs", str(TEST_BACKBONE.epochs),
-                             "--cache-dir", str(test_cache))
+    code, out, err = run_cli(
+        "backbone",
+        "eval",
+        "--arch",
+        "resnet_compact",
+        "--epochs",
+        str(TEST_BACKBONE.epochs),
+        "--cache-dir",
+        str(test_cache),
+    )
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     expected = training.accuracy(trained_compact.backbone.logits_fn(), data.load("fashion_mnist", "test"))
@@ -84,14 +115,18 @@ def test_backbone_eval_prints_the_accuracy_last(trained_compact, test_cache):
 
 
 def test_convert_writes_a_checkpoint_equal_to_the_import(tmp_path):
-    torch = pytest.importorskip("torch")  # the torch extra is installed in CI; this guards library-only installs
+    torch = pytest.importorskip(
+        "torch"
+    )  # the torch extra is installed in CI; this guards library-only installs
     import torchvision
 
     torch.manual_seed(0)
     state = torchvision.models.resnet50(weights=None).state_dict()
     weights = tmp_path / "resnet50.pth"
     torch.save(state, weights)
-    code, out, err = run_cli("convert", "--arch", "resnet50", "--weights", str(weights), "--out", str(tmp_path / "ckpt"))
+    code, out, err = run_cli(
+        "convert", "--arch", "resnet50", "--weights", str(weights), "--out", str(tmp_path / "ckpt")
+    )
     assert code == 0, err
     _, variables, meta = models.load_checkpoint(tmp_path / "ckpt")
     expected = models.from_torchvision("resnet50", state)
@@ -106,7 +141,9 @@ def test_convert_rejects_weights_of_another_arch(tmp_path):
 
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
-    code, _, err = run_cli("convert", "--arch", "resnet50", "--weights", str(weights), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        "convert", "--arch", "resnet50", "--weights", str(weights), "--out", str(tmp_path / "o")
+    )
     assert_one_line_error(code, err, "resnet50")
     assert not (tmp_path / "o").exists()
 

@@ -7,14 +7,20 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import TEST_BACKBONE
+
 from jaxlogit import pipeline, training
 from jaxlogit.cli import main
 
 N_IMAGES = 48
-DEFENDED_ROWS = ("clean", "oblivious attack (paper)", "adaptive pgd_ce", "adaptive pgd_margin",
-                 "adaptive logit_matching", "worst case (all attacks)")
+DEFENDED_ROWS = (
+    "clean",
+    "oblivious attack (paper)",
+    "adaptive pgd_ce",
+    "adaptive pgd_margin",
+    "adaptive logit_matching",
+    "worst case (all attacks)",
+)
 
 
 def run_main(argv, capsys) -> str:
@@ -46,12 +52,30 @@ def small_defaults(monkeypatch):
     """The CLI's defaults shrunk: the session's 1-epoch backbone, a corrector on 512 images."""
     monkeypatch.setattr(training, "default_config", lambda arch, **kw: TEST_BACKBONE)
     monkeypatch.setattr(pipeline, "DEFAULT_TRAIN_LIMIT", 512)
-    monkeypatch.setattr(pipeline, "DEFAULT_CORRECTOR", pipeline.CorrectorConfig(hidden=512, epochs=20, lr=1e-3))
+    monkeypatch.setattr(
+        pipeline, "DEFAULT_CORRECTOR", pipeline.CorrectorConfig(hidden=512, epochs=20, lr=1e-3)
+    )
 
 
-def test_attack_reports_the_accuracies_of_the_attacked_images(trained_compact, test_cache, small_defaults, capsys):
-    out = run_main(["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", str(N_IMAGES),
-                    "--batch", "16", "--cache-dir", str(test_cache)], capsys)
+def test_attack_reports_the_accuracies_of_the_attacked_images(
+    trained_compact, test_cache, small_defaults, capsys
+):
+    out = run_main(
+        [
+            "attack",
+            "--arch",
+            "resnet_compact",
+            "--attack",
+            "pgd",
+            "--n",
+            str(N_IMAGES),
+            "--batch",
+            "16",
+            "--cache-dir",
+            str(test_cache),
+        ],
+        capsys,
+    )
     x, y = trained_compact.x[:N_IMAGES], trained_compact.y[:N_IMAGES]
     expected_clean = float(np.mean(np.argmax(np.asarray(trained_compact.logits_fn(x)), -1) == y))
     assert float(field(out, "clean accuracy:")) == pytest.approx(expected_clean, abs=1e-4)
@@ -63,10 +87,30 @@ def test_attack_reports_the_accuracies_of_the_attacked_images(trained_compact, t
     assert 0.0 < mean_norm <= 16 / 255 + 1e-4
 
 
-def test_attack_adaptive_reports_a_worst_case_below_every_attack(trained_compact, test_cache, small_defaults, capsys):
-    out = run_main(["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", str(N_IMAGES),
-                    "--batch", "16", "--cache-dir", str(test_cache), "--adaptive", "--steps", "10",
-                    "--restarts", "1"], capsys)
+def test_attack_adaptive_reports_a_worst_case_below_every_attack(
+    trained_compact, test_cache, small_defaults, capsys
+):
+    out = run_main(
+        [
+            "attack",
+            "--arch",
+            "resnet_compact",
+            "--attack",
+            "pgd",
+            "--n",
+            str(N_IMAGES),
+            "--batch",
+            "16",
+            "--cache-dir",
+            str(test_cache),
+            "--adaptive",
+            "--steps",
+            "10",
+            "--restarts",
+            "1",
+        ],
+        capsys,
+    )
     table = defended_table(out)
     accuracies = {label: acc for label, (acc, _) in table.items()}
     assert all(0.0 <= acc <= 1.0 for acc in accuracies.values())
@@ -80,18 +124,58 @@ def test_attack_adaptive_reports_a_worst_case_below_every_attack(trained_compact
     assert 0.0 <= float(field(out, "false flags on clean images:")) <= 1.0
 
 
-def test_attack_adaptive_with_an_unbounded_budget_leaves_nothing(trained_compact, test_cache, small_defaults, capsys):
-    out = run_main(["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", "16", "--batch", "16",
-                    "--cache-dir", str(test_cache), "--adaptive", "--eps", "1.0", "--steps", "20",
-                    "--restarts", "1"], capsys)
+def test_attack_adaptive_with_an_unbounded_budget_leaves_nothing(
+    trained_compact, test_cache, small_defaults, capsys
+):
+    out = run_main(
+        [
+            "attack",
+            "--arch",
+            "resnet_compact",
+            "--attack",
+            "pgd",
+            "--n",
+            "16",
+            "--batch",
+            "16",
+            "--cache-dir",
+            str(test_cache),
+            "--adaptive",
+            "--eps",
+            "1.0",
+            "--steps",
+            "20",
+            "--restarts",
+            "1",
+        ],
+        capsys,
+    )
     assert defended_table(out)["worst case (all attacks)"][0] <= 1 / 16
 
 
 def test_bench_json_is_consistent_with_its_own_timings(tmp_path, capsys):
-    pytest.importorskip("torchattacks")  # the torch extra is installed in CI; this guards library-only installs
+    pytest.importorskip(
+        "torchattacks"
+    )  # the torch extra is installed in CI; this guards library-only installs
     report_path = tmp_path / "bench.json"
-    out = run_main(["bench", "--attack", "pgd", "--arch", "resnet_compact", "--batch", "8", "--repeats", "1",
-                    "--cache-dir", str(tmp_path / "empty-cache"), "--json", str(report_path)], capsys)
+    out = run_main(
+        [
+            "bench",
+            "--attack",
+            "pgd",
+            "--arch",
+            "resnet_compact",
+            "--batch",
+            "8",
+            "--repeats",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "empty-cache"),
+            "--json",
+            str(report_path),
+        ],
+        capsys,
+    )
     report = json.loads(report_path.read_text())
     assert "random" in report["model"]["weights"]  # an empty cache: random weights, said so
     assert report["model"]["torch_logits_diff"] < 1e-3  # torchattacks attacks the same function
@@ -111,4 +195,9 @@ def test_bench_json_is_consistent_with_its_own_timings(tmp_path, capsys):
         assert pgd["memory_ratio"] == pytest.approx(ours["peak_mib"] / theirs["peak_mib"], rel=1e-6)
         assert f"| {pgd['memory_ratio']:.2f}x |" in out
         peaks = report["baseline"]["peak_mib"]
-        assert min(peaks.values()) > 0 and set(peaks) == {"forward", "gradient", "torch_forward", "torch_gradient"}
+        assert min(peaks.values()) > 0 and set(peaks) == {
+            "forward",
+            "gradient",
+            "torch_forward",
+            "torch_gradient",
+        }

@@ -111,8 +111,10 @@ def test_a_closure_is_static_so_only_the_same_closure_reuses_the_program():
 
 
 def test_a_partial_and_a_tree_partial_share_one_program():
-    assert split_fn(HOLDERS["functools.partial"](make_weights(0)))[0] == \
-        split_fn(HOLDERS["tree_util.Partial"](make_weights(1)))[0]
+    assert (
+        split_fn(HOLDERS["functools.partial"](make_weights(0)))[0]
+        == split_fn(HOLDERS["tree_util.Partial"](make_weights(1)))[0]
+    )
     other_setting = split_fn(jax.tree_util.Partial(affine, make_weights(0), scale=3.0))[0]
     assert other_setting != split_fn(HOLDERS["tree_util.Partial"](make_weights(0)))[0]
 
@@ -190,8 +192,9 @@ def test_batch_mapper_inside_jit_and_on_an_empty_batch(pad):
     y = jnp.arange(6, dtype=jnp.float32)
     mapped = jax.jit(lambda a, b: batching.map_batches(rowwise, a, b, batch_size=4, pad=pad, on_device=True))
     np.testing.assert_allclose(mapped(x, y)["scaled"], rowwise(x, y)["scaled"], rtol=1e-6)  # jit may fuse
-    empty = batching.map_batches(rowwise, np.zeros((0, 5), np.float32), np.zeros((0,), np.float32),
-                                 batch_size=4, pad=pad)
+    empty = batching.map_batches(
+        rowwise, np.zeros((0, 5), np.float32), np.zeros((0,), np.float32), batch_size=4, pad=pad
+    )
     assert empty["scaled"].shape == (0, 5) and empty["peak"].shape == (0,)
 
 
@@ -232,8 +235,9 @@ def test_every_user_gets_the_same_eval_mode_corrector(trained_corrector):
     corrected = corrector.corrected_logits(params, module, np.asarray(z), batch_size=4)
     np.testing.assert_allclose(corrected, g(z), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(trained.predict_classes(np.asarray(z)), np.argmax(corrected, axis=-1))
-    np.testing.assert_allclose(explain.jacobian(g, z), explain.two_layer_jacobian(params, z),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        explain.jacobian(g, z), explain.two_layer_jacobian(params, z), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_eval_fn_of_new_params_reuses_the_static_part(trained_corrector):

@@ -22,7 +22,7 @@ C, D = 5, 64
 
 # Synthetic logits: clean ones peak at the true class; the "attack" is a learnable map that
 # moves the peak to the next class and raises every logit (as PGD raises the mean logit).
-SYNTHETIC_SOURCE = '''
+SYNTHETIC_SOURCE = """
 import numpy as np
 
 def synthetic_logits(n, c, seed):
@@ -31,7 +31,7 @@ def synthetic_logits(n, c, seed):
     clean = (4.0 * np.eye(c)[labels] + rng.normal(size=(n, c))).astype(np.float32)
     adv = (np.roll(clean, 1, axis=1) + 3.0 + 0.5 * rng.normal(size=(n, c))).astype(np.float32)
     return {"clean_logits": clean, "adv_logits": adv, "labels": labels}
-'''
+"""
 _namespace: dict = {}
 exec(SYNTHETIC_SOURCE, _namespace)
 synthetic_logits = _namespace["synthetic_logits"]
@@ -55,7 +55,10 @@ def trained():
 def test_param_layout_two_layer_and_single_layer():
     two = corrector.init_params(corrector.Corrector(C, hidden=D), key=jax.random.key(0))
     one = corrector.init_params(corrector.Corrector(C, hidden=None), key=jax.random.key(0))
-    assert jax.tree.map(jnp.shape, two) == {"hidden": {"kernel": (C, D), "bias": (D,)}, "output": {"kernel": (D, C), "bias": (C,)}}
+    assert jax.tree.map(jnp.shape, two) == {
+        "hidden": {"kernel": (C, D), "bias": (D,)},
+        "output": {"kernel": (D, C), "bias": (C,)},
+    }
     assert jax.tree.map(jnp.shape, one) == {"output": {"kernel": (C, C), "bias": (C,)}}
     assert corrector.module_from_params(one) == corrector.Corrector(C, hidden=None)
 
@@ -65,7 +68,10 @@ def test_dropout_only_in_training_mode():
     params = corrector.init_params(module, key=jax.random.key(0))
     z = jax.random.normal(jax.random.key(1), (8, C))
     eval_a = module.apply({"params": params}, z)
-    train_a, train_b = (module.apply({"params": params}, z, deterministic=False, rngs={"dropout": jax.random.key(k)}) for k in (2, 3))
+    train_a, train_b = (
+        module.apply({"params": params}, z, deterministic=False, rngs={"dropout": jax.random.key(k)})
+        for k in (2, 3)
+    )
     np.testing.assert_array_equal(eval_a, corrector.eval_fn(module, params)(z))
     assert not np.allclose(train_a, train_b) and not np.allclose(train_a, eval_a)
 
@@ -87,7 +93,11 @@ def test_mixing_picks_clean_rows_with_probability_p():
     batch, steps, p = 256, 200, 0.3
     clean = jnp.broadcast_to(jnp.arange(batch, dtype=jnp.float32)[:, None], (batch, C))
     adv = -1.0 - clean
-    mix = jax.jit(lambda step: corrector.mix_batch(clean, adv, key=jax.random.fold_in(jax.random.key(7), step), p_clean=p))
+    mix = jax.jit(
+        lambda step: corrector.mix_batch(
+            clean, adv, key=jax.random.fold_in(jax.random.key(7), step), p_clean=p
+        )
+    )
     fractions = []
     for step in range(steps):
         z, is_clean = mix(step)
@@ -109,7 +119,9 @@ def test_coupled_weight_decay_matches_torch_adam():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(4, 3)).astype(np.float32), "b": rng.normal(size=(3,)).astype(np.float32)}
-    grads = [{k: (1e-4 * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()} for _ in range(3)]
+    grads = [
+        {k: (1e-4 * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()} for _ in range(3)
+    ]
 
     def run_optax(optimizer):
         p, state = params, optimizer.init(params)
@@ -212,7 +224,7 @@ def test_g_fn_jacobian_of_single_layer_is_its_kernel():
     np.testing.assert_allclose(jacobian, np.broadcast_to(params["output"]["kernel"].T, (3, C, C)), rtol=1e-6)
 
 
-DEVICES_SCRIPT = SYNTHETIC_SOURCE + textwrap.dedent('''
+DEVICES_SCRIPT = SYNTHETIC_SOURCE + textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from jaxlogit import corrector
@@ -229,16 +241,28 @@ DEVICES_SCRIPT = SYNTHETIC_SOURCE + textwrap.dedent('''
         error = str(e)
     np.savez(sys.argv[1], losses=result.losses, *jax.tree.leaves(result.last_params))
     print(json.dumps({"devices": result.num_devices, "error": error}))
-''')
+""")
 
 
 def test_one_and_four_devices_train_the_same(tmp_path):
     runs = {}
     for devices in (1, 4):
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        }
         out = tmp_path / f"run{devices}.npz"
-        runs[devices] = (out, subprocess.Popen([sys.executable, "-c", DEVICES_SCRIPT, str(out)], env=env,
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        runs[devices] = (
+            out,
+            subprocess.Popen(
+                [sys.executable, "-c", DEVICES_SCRIPT, str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     results = {}
     for devices, (out, child) in runs.items():
         stdout, stderr = child.communicate(timeout=120)

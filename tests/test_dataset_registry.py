@@ -40,17 +40,27 @@ def stripes(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
 
 def toy_spec() -> data.DatasetSpec:
     """A 3-class 16x16x3 dataset held in memory: 384 training and 96 test images."""
-    splits = {name: data.ArraySplit(*map(np.asarray, stripes(jax.random.key(seed), n)), TOY_CLASSES)
-              for name, seed, n in (("train", 0, 384), ("test", 1, 96))}
+    splits = {
+        name: data.ArraySplit(*map(np.asarray, stripes(jax.random.key(seed), n)), TOY_CLASSES)
+        for name, seed, n in (("train", 0, 384), ("test", 1, 96))
+    }
 
     def load(split: str, data_dir=None) -> data.Split:
         if split not in splits:
             raise JaxlogitError(f"unknown {TOY} split {split!r}; use train or test")
         return splits[split]
 
-    return data.DatasetSpec(name=TOY, loader=load, train_split="train", eval_split="test",
-                            image_shape=TOY_SHAPE, mean=TOY_MEAN, std=TOY_STD,
-                            num_classes=len(TOY_CLASSES), class_names=TOY_CLASSES)
+    return data.DatasetSpec(
+        name=TOY,
+        loader=load,
+        train_split="train",
+        eval_split="test",
+        image_shape=TOY_SHAPE,
+        mean=TOY_MEAN,
+        std=TOY_STD,
+        num_classes=len(TOY_CLASSES),
+        class_names=TOY_CLASSES,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +122,11 @@ def test_builtin_specs_match_what_their_loaders_and_models_use():
         spec = models.spec(name)
         assert spec == models.spec(name, dataset=dataset.name)
         assert (spec.input_shape, spec.num_classes, spec.mean, spec.std) == (
-            dataset.image_shape, dataset.num_classes, dataset.mean, dataset.std)
+            dataset.image_shape,
+            dataset.num_classes,
+            dataset.mean,
+            dataset.std,
+        )
     assert training.BackboneConfig("resnet_compact").dataset == data.DEFAULT_DATASET
 
 
@@ -128,8 +142,21 @@ def test_compact_models_take_the_shape_and_classes_of_a_registered_dataset(toy):
 @pytest.mark.slow
 def test_attack_cli_trains_and_attacks_on_a_registered_dataset(toy, toy_cache, monkeypatch):
     monkeypatch.setattr(training, "default_config", small_config)
-    args = ["attack", "--dataset", TOY, "--arch", "resnet_compact", "--attack", "pgd", "--n", str(N_ATTACKED),
-            "--batch", str(N_ATTACKED), "--cache-dir", str(toy_cache)]
+    args = [
+        "attack",
+        "--dataset",
+        TOY,
+        "--arch",
+        "resnet_compact",
+        "--attack",
+        "pgd",
+        "--n",
+        str(N_ATTACKED),
+        "--batch",
+        str(N_ATTACKED),
+        "--cache-dir",
+        str(toy_cache),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     config = small_config("resnet_compact", dataset=TOY)
@@ -148,11 +175,20 @@ def test_attack_cli_trains_and_attacks_on_a_registered_dataset(toy, toy_cache, m
 
 @pytest.mark.slow
 def test_ensure_logits_on_a_registered_dataset(toy, toy_cache):
-    backbone = training.ensure_backbone(small_config("resnet_compact", dataset=TOY), cache=str(toy_cache),
-                                        progress=False)
+    backbone = training.ensure_backbone(
+        small_config("resnet_compact", dataset=TOY), cache=str(toy_cache), progress=False
+    )
     split = toy.load(toy.eval_split)
-    logit_store = pipeline.ensure_logits(backbone, pipeline.AttackConfig("pgd"), split, toy.eval_split,
-                                         limit=50, batch_size=50, cache=str(toy_cache), progress=False)
+    logit_store = pipeline.ensure_logits(
+        backbone,
+        pipeline.AttackConfig("pgd"),
+        split,
+        toy.eval_split,
+        limit=50,
+        batch_size=50,
+        cache=str(toy_cache),
+        progress=False,
+    )
     clean, adv = np.asarray(logit_store["clean_logits"]), np.asarray(logit_store["adv_logits"])
     labels = np.asarray(logit_store["labels"])
     assert clean.shape == adv.shape == (50, toy.num_classes)
@@ -172,8 +208,19 @@ def test_cli_rejects_an_unknown_dataset_in_one_line(capsys):
 
 def test_cli_rejects_a_split_the_dataset_lacks(toy, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["logits", "--dataset", TOY, "--arch", "resnet_compact", "--attack", "pgd",
-              "--split", "validation"])
+        main(
+            [
+                "logits",
+                "--dataset",
+                TOY,
+                "--arch",
+                "resnet_compact",
+                "--attack",
+                "pgd",
+                "--split",
+                "validation",
+            ]
+        )
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(lines) == 1 and "train, test" in lines[0]
 

@@ -150,7 +150,8 @@ def test_on_active_rows_updates_each_active_row_once_and_nothing_else(chunk):
 
     state = (jnp.zeros(7, jnp.int32), jnp.ones(7))
     visits, total = jax.jit(functools.partial(_compaction.on_active_rows, body, chunk=chunk))(
-        active, inputs, state)
+        active, inputs, state
+    )
     np.testing.assert_array_equal(visits, active.astype(jnp.int32))
     np.testing.assert_array_equal(total, np.where(active, 1 + np.asarray(inputs), 1.0))
     nothing = _compaction.on_active_rows(body, jnp.zeros(7, bool), inputs, state, chunk=chunk)
@@ -172,13 +173,19 @@ def test_bench_cw_budget_uses_the_cheapest_gradient_step_of_the_run():
     from jaxlogit.bench import _attacks, _report, _run, _timing
 
     def run(seconds, gradients):
-        return _run.AttackRun(_timing.Timing(seconds + 1.0, seconds, (seconds,)),
-                              _attacks.Work(gradients, gradients), 8, 1.0)
+        return _run.AttackRun(
+            _timing.Timing(seconds + 1.0, seconds, (seconds,)), _attacks.Work(gradients, gradients), 8, 1.0
+        )
 
     def report(gradient_s, attacks):
-        baseline = _run.Baseline(_timing.Timing(1.0, 0.01, (0.01,)),
-                                 _timing.Timing(1.0, gradient_s, (gradient_s,)), 1.0, 2.0,
-                                 None, None)
+        baseline = _run.Baseline(
+            _timing.Timing(1.0, 0.01, (0.01,)),
+            _timing.Timing(1.0, gradient_s, (gradient_s,)),
+            1.0,
+            2.0,
+            None,
+            None,
+        )
         return _run.BenchReport(None, {}, 100.0, None, baseline, attacks, (0.0, 0.0))
 
     cw = _run.AttackBench("cw", run(6.0, 100), None)
@@ -198,8 +205,9 @@ def test_bench_weights_as_constants_bakes_the_weights_into_the_attack_program():
     from jaxlogit.bench import _run
 
     weights = jnp.arange(12.0).reshape(4, 3) / 10
-    model = SimpleNamespace(logits_fn=jax.tree_util.Partial(
-        lambda w, x: x.reshape(x.shape[0], 4) @ w, weights))
+    model = SimpleNamespace(
+        logits_fn=jax.tree_util.Partial(lambda w, x: x.reshape(x.shape[0], 4) @ w, weights)
+    )
     as_inputs = _run.attack_logits_fn(model, _run.BenchConfig())
     as_constants = _run.attack_logits_fn(model, _run.BenchConfig(weights_as_constants=True))
     assert len(split_logits_fn(as_inputs)[1]) == 1  # the weights: a traced program input
@@ -207,5 +215,7 @@ def test_bench_weights_as_constants_bakes_the_weights_into_the_attack_program():
     x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 1))
     y = jnp.argmax(model.logits_fn(x), axis=1)
     key = jax.random.key(1)
-    np.testing.assert_array_equal(attacks.pgd(as_inputs, x, y, key=key, eps=0.1).x_adv,
-                                  attacks.pgd(as_constants, x, y, key=key, eps=0.1).x_adv)
+    np.testing.assert_array_equal(
+        attacks.pgd(as_inputs, x, y, key=key, eps=0.1).x_adv,
+        attacks.pgd(as_constants, x, y, key=key, eps=0.1).x_adv,
+    )

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import TEST_BACKBONE
+
 from experiments import _common, table1, tradeoff
 from jaxlogit import data, pipeline, training
 
@@ -20,8 +20,14 @@ def small_setup(trained_compact, test_cache, monkeypatch) -> _common.Setup:
     """The default setup shrunk to the session's 1-epoch ResNet and a few hundred images."""
     monkeypatch.setattr(training, "default_config", lambda arch, **kw: TEST_BACKBONE)
     corrector = pipeline.CorrectorConfig(hidden=512, epochs=15, lr=1e-3)
-    return _common.Setup(backbones=("resnet_compact",), train_limit=TRAIN_LIMIT, test_limit=TEST_LIMIT,
-                         per_class=PER_CLASS, corrector=corrector, cache_dir=str(test_cache))
+    return _common.Setup(
+        backbones=("resnet_compact",),
+        train_limit=TRAIN_LIMIT,
+        test_limit=TEST_LIMIT,
+        per_class=PER_CLASS,
+        corrector=corrector,
+        cache_dir=str(test_cache),
+    )
 
 
 def test_table1_rows_agree_with_the_backbone_and_rerun_from_the_cache(small_setup, trained_compact, tmp_path):
@@ -31,8 +37,12 @@ def test_table1_rows_agree_with_the_backbone_and_rerun_from_the_cache(small_setu
     first = report["rows"][0]
     split = data.load("fashion_mnist", "test")
     x, y = split.get_batch(np.arange(TEST_LIMIT))
-    predictions = np.concatenate([np.argmax(np.asarray(trained_compact.logits_fn(x[i:i + 100])), -1)
-                                  for i in range(0, TEST_LIMIT, 100)])
+    predictions = np.concatenate(
+        [
+            np.argmax(np.asarray(trained_compact.logits_fn(x[i : i + 100])), -1)
+            for i in range(0, TEST_LIMIT, 100)
+        ]
+    )
     assert first["full"]["clean"] == pytest.approx(100 * np.mean(predictions == y), abs=0.01)
     assert first["selected"]["clean"] == 100.0  # the selected set is what the ResNet gets right
     assert report["selected_size"] == 10 * PER_CLASS

@@ -18,10 +18,15 @@ from jaxlogit.explain import _ablation, _jacobian, _similarity, _supporting, _tw
 C, D = 6, 16
 
 
-def two_layer_params(seed: int, num_in: int = C, hidden: int = D, bias_shift: float = 0.0, dtype=np.float32) -> dict:
+def two_layer_params(
+    seed: int, num_in: int = C, hidden: int = D, bias_shift: float = 0.0, dtype=np.float32
+) -> dict:
     """Random params in the corrector's layout; ``bias_shift`` moves how many units are active."""
     rng = np.random.default_rng(seed)
-    normal = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
     return {
         "hidden": {"kernel": normal(num_in, hidden), "bias": normal(hidden) + dtype(bias_shift)},
         "output": {"kernel": normal(hidden, C), "bias": normal(C)},
@@ -57,10 +62,15 @@ def test_jacobian_matches_central_finite_differences():
     params = two_layer_params(2, dtype=np.float64)
     hidden, output = params["hidden"], params["output"]
     z = random_logits(3, 3, dtype=np.float64)
-    numpy_g = lambda logits: np.maximum(logits @ hidden["kernel"] + hidden["bias"], 0) @ output["kernel"]  # noqa: E731
+
+    def numpy_g(logits):
+        return np.maximum(logits @ hidden["kernel"] + hidden["bias"], 0) @ output["kernel"]
+
     eps = 1e-6
     steps = eps * np.eye(C)
-    finite = np.stack([(numpy_g(z + steps[k]) - numpy_g(z - steps[k])) / (2 * eps) for k in range(C)], axis=-1)
+    finite = np.stack(
+        [(numpy_g(z + steps[k]) - numpy_g(z - steps[k])) / (2 * eps) for k in range(C)], axis=-1
+    )
     with jax.enable_x64(True):
         H = np.asarray(explain.jacobian(jax.tree_util.Partial(two_layer_apply, params), z))
     assert H.dtype == np.float64 and H.shape == (3, C, C)
@@ -72,13 +82,19 @@ def test_jacobian_matches_closed_form(net):
     np.testing.assert_allclose(explain.jacobian(g_fn, z), closed_form(params, z), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bias_shift", [-1.5, 0.0, 10.0], ids=["few-active", "half-active", "all-active-dense"])
+@pytest.mark.parametrize(
+    "bias_shift", [-1.5, 0.0, 10.0], ids=["few-active", "half-active", "all-active-dense"]
+)
 def test_two_layer_jacobian_equals_jacobian(bias_shift):
     params = two_layer_params(4, bias_shift=bias_shift)
     z = random_logits(5, 9)
     expected = explain.jacobian(lambda logits: two_layer_apply(params, logits), z)
-    np.testing.assert_allclose(explain.two_layer_jacobian(params, z, chunk_size=4), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(explain.two_layer_jacobian({"params": params}, z), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        explain.two_layer_jacobian(params, z, chunk_size=4), expected, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        explain.two_layer_jacobian({"params": params}, z), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_two_layer_jacobian_under_jit_equals_eager(net):
@@ -118,13 +134,21 @@ def test_chunked_equals_unchunked_for_a_ragged_batch(net):
     _, g_fn, z = net  # 7 rows: chunks 3 + 3 + 1
     y = jnp.arange(7) % C
     np.testing.assert_allclose(
-        explain.jacobian(g_fn, z, chunk_size=3), explain.jacobian(g_fn, z, chunk_size=64), rtol=1e-6, atol=1e-6
+        explain.jacobian(g_fn, z, chunk_size=3),
+        explain.jacobian(g_fn, z, chunk_size=64),
+        rtol=1e-6,
+        atol=1e-6,
     )
     np.testing.assert_allclose(
-        explain.supporting_scores(g_fn, z, y, chunk_size=3), explain.supporting_scores(g_fn, z, y, chunk_size=64), rtol=1e-6, atol=1e-6
+        explain.supporting_scores(g_fn, z, y, chunk_size=3),
+        explain.supporting_scores(g_fn, z, y, chunk_size=64),
+        rtol=1e-6,
+        atol=1e-6,
     )
     params = net[0]
-    np.testing.assert_allclose(explain.two_layer_jacobian(params, z, chunk_size=3), explain.jacobian(g_fn, z), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        explain.two_layer_jacobian(params, z, chunk_size=3), explain.jacobian(g_fn, z), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_new_batch_size_and_new_weights_do_not_retrace():
@@ -167,7 +191,9 @@ def test_malformed_inputs_raise_one_line_errors(net):
 
 def expected_supporting(scores: np.ndarray, per_example: int, top: int) -> tuple[list[int], list[int]]:
     """Direct count: each row's ``per_example`` largest classes, most votes first, ties by index."""
-    votes = collections.Counter(int(k) for row in scores for k in np.argsort(-row, kind="stable")[:per_example])
+    votes = collections.Counter(
+        int(k) for row in scores for k in np.argsort(-row, kind="stable")[:per_example]
+    )
     counts = [votes[k] for k in range(scores.shape[1])]
     order = sorted(range(scores.shape[1]), key=lambda k: (-counts[k], k))
     return order[:top], counts
@@ -209,7 +235,9 @@ def test_bhattacharyya_properties():
     assert float(explain.bhattacharyya(a, a)) == pytest.approx(1.0, abs=1e-6)
     assert float(explain.bhattacharyya([3, 0, 1, 0], [0, 5, 0, 2])) == 0.0
     assert float(explain.bhattacharyya(a, b)) == pytest.approx(float(explain.bhattacharyya(b, a)), abs=1e-7)
-    assert float(explain.bhattacharyya(7 * a, b)) == pytest.approx(float(explain.bhattacharyya(a, b)), rel=1e-6)
+    assert float(explain.bhattacharyya(7 * a, b)) == pytest.approx(
+        float(explain.bhattacharyya(a, b)), rel=1e-6
+    )
     for _ in range(20):
         value = float(explain.bhattacharyya(rng.integers(0, 5, 10) + 1, rng.integers(0, 5, 10)))
         assert 0.0 <= value <= 1.0
@@ -231,7 +259,11 @@ def test_ablating_the_supporting_classes_returns_to_the_adversarial_class():
     result = explain.ablate_supporting(corrector_using_3_and_4, z_adv, y, adv_pred, np.array([3, 4]))
     assert result.pred_before.tolist() == y.tolist() and float(result.failure_rate_before) == 0.0
     assert result.pred_after.tolist() == adv_pred.tolist()
-    assert (float(result.failure_rate), float(result.adversarial_rate), float(result.broken_rate)) == (1.0, 1.0, 1.0)
+    assert (float(result.failure_rate), float(result.adversarial_rate), float(result.broken_rate)) == (
+        1.0,
+        1.0,
+        1.0,
+    )
     control = explain.ablate_supporting(corrector_using_3_and_4, z_adv, y, adv_pred, np.full((8, 1), 2))
     assert control.pred_after.tolist() == y.tolist() and float(control.failure_rate) == 0.0
 
@@ -244,13 +276,18 @@ def test_ablation_matches_a_numpy_reference_on_random_logits():
     lowered = z_adv.copy()
     for row, classes in enumerate(supporting):
         lowered[row, np.unique(classes)] -= 20.0
-    numpy_g = lambda z: np.concatenate([z[:, :1] + z[:, 3:4] + z[:, 4:5], z[:, 1:]], axis=1)  # noqa: E731
+
+    def numpy_g(z):
+        return np.concatenate([z[:, :1] + z[:, 3:4] + z[:, 4:5], z[:, 1:]], axis=1)
+
     before, after = np.argmax(numpy_g(z_adv), -1), np.argmax(numpy_g(lowered), -1)
     result = explain.ablate_supporting(corrector_using_3_and_4, z_adv, y, adv_pred, supporting, chunk_size=16)
     assert result.pred_before.tolist() == before.tolist() and result.pred_after.tolist() == after.tolist()
     assert float(result.failure_rate) == pytest.approx(np.mean(after != y))
     assert float(result.adversarial_rate) == pytest.approx(np.mean(after == adv_pred))
-    assert float(result.broken_rate) == pytest.approx(np.sum((before == y) & (after != y)) / np.sum(before == y))
+    assert float(result.broken_rate) == pytest.approx(
+        np.sum((before == y) & (after != y)) / np.sum(before == y)
+    )
 
 
 def test_instance_scores_are_the_top_k_supporting_scores(net):

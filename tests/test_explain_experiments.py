@@ -35,7 +35,7 @@ def crafted_logits(batch: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     lowered by 20, ``g_a = 5 > g_y = 3``.
     """
     y = np.arange(batch) % 7
-    adversarial = np.where(y == 6, 4, y + 1)          # a % 3 != y % 3
+    adversarial = np.where(y == 6, 4, y + 1)  # a % 3 != y % 3
     z = np.zeros((batch, C), np.float32)
     rows = np.arange(batch)
     z[rows, adversarial], z[rows, y] = 5.0, 3.0
@@ -67,7 +67,7 @@ def test_paper_overlap_and_mean_transfer_have_the_same_order():
 def test_instance_is_the_first_example_every_attack_fools_and_every_corrector_corrects():
     fooled = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
     corrected = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
-    assert ec.choose_instance(fooled, corrected) == (2, True)   # 0: attack 2 fails, 1: corrector 0 fails
+    assert ec.choose_instance(fooled, corrected) == (2, True)  # 0: attack 2 fails, 1: corrector 0 fails
     assert ec.choose_instance(fooled, ~corrected) == (0, False)  # nobody qualifies: the first
 
 
@@ -80,13 +80,13 @@ def test_supporting_classes_of_the_crafted_corrector_are_its_boosting_classes():
 
 def test_lowering_supporting_classes_breaks_the_correction_more_than_random_classes():
     z, y, adversarial = crafted_logits()
-    assert np.all(ec.corrected_classes(crafted_g, z) == y)       # the crafted corrector corrects all
+    assert np.all(ec.corrected_classes(crafted_g, z) == y)  # the crafted corrector corrects all
     classes, _ = ec.supporting(crafted_g, z, y, k=3)
     result = ablation_supporting.compare(crafted_g, z, y, classes, key=jax.random.key(0))
     supporting, control = result["supporting"], result["control"]
     assert supporting["n"] == control["n"] == len(y)
     assert supporting["fails"] == 100.0 and supporting["adversarial"] == 100.0
-    assert control["fails"] < 80.0                                 # ~53%: y or its primary support hit
+    assert control["fails"] < 80.0  # ~53%: y or its primary support hit
     assert supporting["n_y_kept"] == len(y) and control["n_y_kept"] < len(y)
 
 

@@ -36,8 +36,10 @@ def _random(shape, seed):
 
 def _case(kernel: int, size: int, in_channels: int, seed: int):
     """Images (2, size, size+1, I) and a (k, k, I, 5) kernel."""
-    return (_random((2, size, size + 1, in_channels), seed),
-            _random((kernel, kernel, in_channels, 5), seed + 1))
+    return (
+        _random((2, size, size + 1, in_channels), seed),
+        _random((kernel, kernel, in_channels, 5), seed + 1),
+    )
 
 
 def _assert_each_close(results: dict, want, tolerance: float) -> None:
@@ -50,13 +52,16 @@ def _assert_each_close(results: dict, want, tolerance: float) -> None:
 
 def _conv_outputs_and_grads(x, variables, grad_out, *, kernel, stride, padding):
     """(nn.Conv, FastConv) outputs and (lax, fast) input/kernel VJPs, in one compiled call."""
-    modules = [cls(5, (kernel, kernel), strides=(stride, stride), padding=padding)
-               for cls in (nn.Conv, _conv.FastConv)]
+    modules = [
+        cls(5, (kernel, kernel), strides=(stride, stride), padding=padding)
+        for cls in (nn.Conv, _conv.FastConv)
+    ]
     outputs = [module.apply(variables, x) for module in modules]
 
     def plain(a, w):
-        return lax.conv_general_dilated(a, w, (stride, stride), padding,
-                                        dimension_numbers=_conv.CONV_DIMENSIONS)
+        return lax.conv_general_dilated(
+            a, w, (stride, stride), padding, dimension_numbers=_conv.CONV_DIMENSIONS
+        )
 
     def fast(a, w):
         return _conv.fast_conv(a, w, (stride, stride), padding)
@@ -69,18 +74,19 @@ def _conv_outputs_and_grads(x, variables, grad_out, *, kernel, stride, padding):
 @pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
 def test_fast_conv_matches_nn_conv_and_lax_vjp(kernel, stride, padding, size):
     x = _random((2, size, size + 1, 3), 0)
-    shapes = [jax.eval_shape(cls(5, (kernel, kernel), strides=(stride, stride),
-                                 padding=padding).init, jax.random.key(1), x)
-              for cls in (nn.Conv, _conv.FastConv)]
+    shapes = [
+        jax.eval_shape(
+            cls(5, (kernel, kernel), strides=(stride, stride), padding=padding).init, jax.random.key(1), x
+        )
+        for cls in (nn.Conv, _conv.FastConv)
+    ]
     assert jax.tree.map(lambda s: s.shape, shapes[0]) == jax.tree.map(lambda s: s.shape, shapes[1])
-    variables = {"params": {"kernel": _random((kernel, kernel, 3, 5), 2),
-                            "bias": _random((5,), 3)}}
-    out_shape = jax.eval_shape(nn.Conv(5, (kernel, kernel), strides=(stride, stride),
-                                       padding=padding).apply, variables, x).shape
-    run = jax.jit(lambda *args: _conv_outputs_and_grads(
-        *args, kernel=kernel, stride=stride, padding=padding))
-    (expected, actual), (expected_grads, actual_grads) = run(x, variables,
-                                                            _random(out_shape, 4))
+    variables = {"params": {"kernel": _random((kernel, kernel, 3, 5), 2), "bias": _random((5,), 3)}}
+    out_shape = jax.eval_shape(
+        nn.Conv(5, (kernel, kernel), strides=(stride, stride), padding=padding).apply, variables, x
+    ).shape
+    run = jax.jit(lambda *args: _conv_outputs_and_grads(*args, kernel=kernel, stride=stride, padding=padding))
+    (expected, actual), (expected_grads, actual_grads) = run(x, variables, _random(out_shape, 4))
     np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
     for got, want in zip(actual_grads, expected_grads):  # input, then kernel gradient
         assert got.shape == want.shape
@@ -89,60 +95,72 @@ def test_fast_conv_matches_nn_conv_and_lax_vjp(kernel, stride, padding, size):
 
 @pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
 @pytest.mark.parametrize("in_channels", [1, 6])
-def test_every_input_gradient_method_equals_the_lax_vjp(kernel, stride, padding, size,
-                                                        in_channels):
+def test_every_input_gradient_method_equals_the_lax_vjp(kernel, stride, padding, size, in_channels):
     x, w = _case(kernel, size, in_channels, 10)
-    plain = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride),
-                              padding=padding, dimension_numbers=_conv.CONV_DIMENSIONS)
+    plain = functools.partial(
+        lax.conv_general_dilated,
+        window_strides=(stride, stride),
+        padding=padding,
+        dimension_numbers=_conv.CONV_DIMENSIONS,
+    )
     y, vjp = jax.vjp(lambda a: plain(a, w), x)
     methods = sorted(_conv.INPUT_GRADS)
-    got = jax.jit(lambda g: {method: _conv.conv_input_grad(g, w, x.shape, (stride, stride),
-                                                           padding, method=method)
-                             for method in methods})
+    got = jax.jit(
+        lambda g: {
+            method: _conv.conv_input_grad(g, w, x.shape, (stride, stride), padding, method=method)
+            for method in methods
+        }
+    )
     g = _random(y.shape, 12)
     _assert_each_close(got(g), vjp(g)[0], 1e-4)
 
 
-@pytest.mark.parametrize("kernel_shape,strides,method", [
-    ((3, 3, 1, 16), (1, 1), "scatter"),      # Fashion-MNIST stems
-    ((3, 3, 16, 16), (1, 1), "dilated"),
-    ((7, 7, 3, 64), (2, 2), "polyphase"),    # resnet50's stem
-    ((3, 3, 16, 32), (2, 2), "polyphase"),
-    ((3, 3, 128, 128), (2, 2), "dilated"),
-    ((1, 1, 16, 32), (2, 2), "dilated"),     # ResNet shortcuts (see _conv's docstring)
-])
+@pytest.mark.parametrize(
+    "kernel_shape,strides,method",
+    [
+        ((3, 3, 1, 16), (1, 1), "scatter"),  # Fashion-MNIST stems
+        ((3, 3, 16, 16), (1, 1), "dilated"),
+        ((7, 7, 3, 64), (2, 2), "polyphase"),  # resnet50's stem
+        ((3, 3, 16, 32), (2, 2), "polyphase"),
+        ((3, 3, 128, 128), (2, 2), "dilated"),
+        ((1, 1, 16, 32), (2, 2), "dilated"),  # ResNet shortcuts (see _conv's docstring)
+    ],
+)
 def test_input_grad_method_follows_the_channel_limits(kernel_shape, strides, method):
     assert _conv.input_grad_method(kernel_shape, strides) == method
 
 
 @pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
 @pytest.mark.parametrize("in_channels", [1, 6])
-def test_every_forward_method_equals_the_lax_convolution(kernel, stride, padding, size,
-                                                         in_channels):
+def test_every_forward_method_equals_the_lax_convolution(kernel, stride, padding, size, in_channels):
     x, w = _case(kernel, size, in_channels, 20)
-    want = lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                    dimension_numbers=_conv.CONV_DIMENSIONS)
+    want = lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=_conv.CONV_DIMENSIONS)
     methods = [m for m in sorted(_conv.FORWARDS) if m != "subsample" or kernel == 1]
-    got = jax.jit(lambda a: {m: _conv.conv_forward(a, w, (stride, stride), padding, method=m)
-                             for m in methods})(x)
+    got = jax.jit(
+        lambda a: {m: _conv.conv_forward(a, w, (stride, stride), padding, method=m) for m in methods}
+    )(x)
     _assert_each_close(got, want, 1e-5)
 
 
 def test_subsample_forward_refuses_a_kernel_larger_than_1x1():
     with pytest.raises(ValueError, match="1x1 kernel"):
-        _conv.conv_forward(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), (2, 2),
-                           ((1, 1), (1, 1)), method="subsample")
+        _conv.conv_forward(
+            jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), (2, 2), ((1, 1), (1, 1)), method="subsample"
+        )
 
 
-@pytest.mark.parametrize("kernel_shape,strides,method", [
-    ((3, 3, 1, 16), (1, 1), "patches"),      # Fashion-MNIST stems
-    ((3, 3, 4, 16), (1, 1), "patches"),
-    ((3, 3, 5, 16), (1, 1), "direct"),
-    ((3, 3, 1, 16), (2, 2), "direct"),
-    ((7, 7, 3, 64), (2, 2), "direct"),       # resnet50's stem
-    ((1, 1, 1, 16), (1, 1), "direct"),
-    ((1, 1, 16, 32), (2, 2), "subsample"),   # ResNet shortcuts
-])
+@pytest.mark.parametrize(
+    "kernel_shape,strides,method",
+    [
+        ((3, 3, 1, 16), (1, 1), "patches"),  # Fashion-MNIST stems
+        ((3, 3, 4, 16), (1, 1), "patches"),
+        ((3, 3, 5, 16), (1, 1), "direct"),
+        ((3, 3, 1, 16), (2, 2), "direct"),
+        ((7, 7, 3, 64), (2, 2), "direct"),  # resnet50's stem
+        ((1, 1, 1, 16), (1, 1), "direct"),
+        ((1, 1, 16, 32), (2, 2), "subsample"),  # ResNet shortcuts
+    ],
+)
 def test_forward_method_follows_kernel_stride_and_channels(kernel_shape, strides, method):
     assert _conv.forward_method(kernel_shape, strides) == method
 
@@ -174,8 +192,9 @@ def test_fast_conv_input_gradient_survives_a_fori_loop():
         return jax.jit(lambda z: lax.fori_loop(0, 3, lambda i, a: step(conv, i, a), z))(x)
 
     pads = ((1, 1), (1, 1))
-    plain = looped(lambda a, k: lax.conv_general_dilated(a, k, (2, 2), pads,
-                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    plain = looped(
+        lambda a, k: lax.conv_general_dilated(a, k, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    )
     fast = looped(lambda a, k: _conv.fast_conv(a, k, (2, 2), pads))
     np.testing.assert_allclose(fast, plain, atol=1e-5)
 
@@ -183,25 +202,41 @@ def test_fast_conv_input_gradient_survives_a_fori_loop():
 def _pool_outputs_and_grads(x, weights, kernel, stride, padding):
     """(nn.max_pool, _pool.max_pool) outputs and input gradients of ``sum(weights * pool)``."""
     pads = ((padding, padding), (padding, padding))
-    pools = (lambda a: nn.max_pool(a, (kernel, kernel), strides=(stride, stride), padding=pads),
-             lambda a: _pool.max_pool(a, kernel, stride, padding))
-    return ([pool(x) for pool in pools],
-            [jax.grad(lambda a, pool=pool: jnp.sum(weights * pool(a)))(x) for pool in pools])
+    pools = (
+        lambda a: nn.max_pool(a, (kernel, kernel), strides=(stride, stride), padding=pads),
+        lambda a: _pool.max_pool(a, kernel, stride, padding),
+    )
+    return (
+        [pool(x) for pool in pools],
+        [jax.grad(lambda a, pool=pool: jnp.sum(weights * pool(a)))(x) for pool in pools],
+    )
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((2, 8, 6, 3), 2, 2, 0), ((3, 7, 9, 2), 2, 2, 0), ((1, 28, 28, 4), 2, 2, 0),  # 2x2 reshape
-    ((2, 9, 9, 3), 3, 2, 1), ((1, 12, 7, 2), 3, 2, 1),  # ResNet/DenseNet stems, even and odd
-    ((2, 6, 8, 3), 3, 1, 1), ((1, 10, 11, 2), 2, 1, 0), ((2, 9, 8, 1), 3, 3, 0),
-    ((1, 11, 9, 2), 5, 2, 2)])
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((2, 8, 6, 3), 2, 2, 0),
+        ((3, 7, 9, 2), 2, 2, 0),
+        ((1, 28, 28, 4), 2, 2, 0),  # 2x2 reshape
+        ((2, 9, 9, 3), 3, 2, 1),
+        ((1, 12, 7, 2), 3, 2, 1),  # ResNet/DenseNet stems, even and odd
+        ((2, 6, 8, 3), 3, 1, 1),
+        ((1, 10, 11, 2), 2, 1, 0),
+        ((2, 9, 8, 1), 3, 3, 0),
+        ((1, 11, 9, 2), 5, 2, 2),
+    ],
+)
 def test_max_pool_matches_nn_max_pool(shape, kernel, stride, padding):
     x = _random(shape, 7)  # continuous values: no ties within a window
     expected_shape = jax.eval_shape(
-        lambda a: nn.max_pool(a, (kernel, kernel), strides=(stride, stride),
-                              padding=((padding, padding), (padding, padding))), x).shape
+        lambda a: nn.max_pool(
+            a, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding))
+        ),
+        x,
+    ).shape
     (expected, actual), (expected_grad, actual_grad) = jax.jit(
-        _pool_outputs_and_grads, static_argnums=(2, 3, 4))(
-        x, _random(expected_shape, 8), kernel, stride, padding)
+        _pool_outputs_and_grads, static_argnums=(2, 3, 4)
+    )(x, _random(expected_shape, 8), kernel, stride, padding)
     assert actual.shape == expected_shape
     np.testing.assert_array_equal(actual, expected)
     # overlapping windows: the same terms, summed in another order
@@ -211,7 +246,7 @@ def test_max_pool_matches_nn_max_pool(shape, kernel, stride, padding):
 def test_max_pool_splits_the_gradient_of_tied_maxima():
     """A window whose maximum is held by n inputs gives each 1/n of its gradient; the total
     gradient is kept."""
-    x = jnp.array([[1., 1., 0.], [0., 3., 3.], [2., 0., 1.]])[None, :, :, None]
+    x = jnp.array([[1.0, 1.0, 0.0], [0.0, 3.0, 3.0], [2.0, 0.0, 1.0]])[None, :, :, None]
     weights = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
     grad = jax.grad(lambda a: jnp.sum(weights * _pool.max_pool(a, 2, 1)))(x)[0, :, :, 0]
     # windows (top-left corner): (0,0) max 3 at (1,1); (0,1) max 3 at (1,1),(1,2);
@@ -278,9 +313,11 @@ def test_bench_plain_convolutions_swaps_every_formulation_and_restores_them():
     x, w = _random((1, 6, 6, 1), 30), _random((3, 3, 1, 2), 31)
 
     def traced(a):  # the stem's forward and input gradient
-        return str(jax.make_jaxpr(
-            lambda b: jax.grad(lambda c: _conv.fast_conv(c, w, (1, 1), ((1, 1), (1, 1))).sum())(b)
-        )(a))
+        return str(
+            jax.make_jaxpr(
+                lambda b: jax.grad(lambda c: _conv.fast_conv(c, w, (1, 1), ((1, 1), (1, 1))).sum())(b)
+            )(a)
+        )
 
     with bench_conv_grad.plain_convolutions(True):
         plain = traced(x)

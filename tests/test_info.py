@@ -30,7 +30,7 @@ def section(out: str, title: str) -> list[str]:
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(title))
     block = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("  "):
             break
         block.append(line.strip())
@@ -75,10 +75,13 @@ def test_info_counts_image_folders_and_fashion_mnist_idx(image_folders, tmp_path
 def test_info_reads_a_tfds_imagenet(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("JAXLOGIT_XLA_CACHE", "0")
     image = testing.encode_image(pixels(1, 0)[0])
-    testing.write_tfds_imagenet(tmp_path / "tfds", {
-        "validation": [(image, WNIDS[i], f"v{i}.JPEG") for i in range(5)],
-        "train": [(image, WNIDS[0], f"t{i}.JPEG") for i in range(2)],
-    })
+    testing.write_tfds_imagenet(
+        tmp_path / "tfds",
+        {
+            "validation": [(image, WNIDS[i], f"v{i}.JPEG") for i in range(5)],
+            "train": [(image, WNIDS[0], f"t{i}.JPEG") for i in range(2)],
+        },
+    )
     out = run_info(capsys, "--data-dir", str(tmp_path / "tfds"), "--cache-dir", str(tmp_path / "cache"))
     block = section(out, "data dir:")
     assert block[0] == f"imagenet (tfds imagenet2012 5.1.0 (array_record)): {tmp_path / 'tfds'}", out

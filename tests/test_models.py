@@ -41,10 +41,12 @@ def test_names_and_specs():
     assert set(TINY) <= set(models.names(include_test_only=True))
     resnet50 = models.spec("resnet50")
     assert (resnet50.input_shape, resnet50.num_classes, resnet50.std) == (
-        (224, 224, 3), 1000, (0.229, 0.224, 0.225))
+        (224, 224, 3),
+        1000,
+        (0.229, 0.224, 0.225),
+    )
     compact = models.spec("densenet_compact")
-    assert (compact.family, compact.input_shape, compact.mean) == ("densenet", (28, 28, 1),
-                                                                  (0.2860,))
+    assert (compact.family, compact.input_shape, compact.mean) == ("densenet", (28, 28, 1), (0.2860,))
 
 
 def test_unknown_name_lists_valid_names():
@@ -100,16 +102,25 @@ def test_train_mode_updates_running_stats_with_torch_momentum(name):
     x = _images(spec.input_shape, batch=4)
 
     def updated(stats):
-        _, new = _apply(module)({**variables, "batch_stats": stats}, x, train=True,
-                                mutable=("batch_stats",), rngs={"dropout": jax.random.key(1)})
+        _, new = _apply(module)(
+            {**variables, "batch_stats": stats},
+            x,
+            train=True,
+            mutable=("batch_stats",),
+            rngs={"dropout": jax.random.key(1)},
+        )
         return new["batch_stats"]
 
     stats_a = variables["batch_stats"]
     stats_b = jax.tree.map(lambda s: s + 1.0, stats_a)
     # new = 0.9 * old + 0.1 * batch statistic, and the batch statistic ignores `old`.
-    jax.tree.map(lambda a, b, new_a, new_b: np.testing.assert_allclose(
-        new_b - new_a, 0.9 * (b - a), rtol=1e-5), stats_a, stats_b, updated(stats_a),
-        updated(stats_b))
+    jax.tree.map(
+        lambda a, b, new_a, new_b: np.testing.assert_allclose(new_b - new_a, 0.9 * (b - a), rtol=1e-5),
+        stats_a,
+        stats_b,
+        updated(stats_a),
+        updated(stats_b),
+    )
 
 
 def test_dropout_only_in_train_mode():
@@ -117,8 +128,9 @@ def test_dropout_only_in_train_mode():
     x = _images(spec.input_shape)
 
     def train_logits(seed):
-        logits, _ = _apply(module)(variables, x, train=True, mutable=("batch_stats",),
-                                   rngs={"dropout": jax.random.key(seed)})
+        logits, _ = _apply(module)(
+            variables, x, train=True, mutable=("batch_stats",), rngs={"dropout": jax.random.key(seed)}
+        )
         return logits
 
     assert not np.allclose(train_logits(1), train_logits(2))
@@ -140,11 +152,11 @@ def test_logits_fn_as_jit_argument_compiles_once():
     other = models.init(module, jax.random.key(1), spec.input_shape)
     x = _images(spec.input_shape)
     call = jax.jit(lambda f, images: f(images))
-    logits = [call(models.logits_fn(module, v, mean=spec.mean, std=spec.std), x)
-              for v in (variables, other)]
+    logits = [call(models.logits_fn(module, v, mean=spec.mean, std=spec.std), x) for v in (variables, other)]
     for v, got in zip((variables, other), logits):
-        np.testing.assert_allclose(got, _apply(module)(v, (x - spec.mean[0]) / spec.std[0]),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            got, _apply(module)(v, (x - spec.mean[0]) / spec.std[0]), rtol=1e-5, atol=1e-6
+        )
     assert not np.allclose(logits[0], logits[1])
     assert call._cache_size() == 1  # the weights are traced arguments, not constants
 

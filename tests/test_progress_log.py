@@ -91,8 +91,13 @@ def test_run_events_gather_every_stage_and_a_crash_is_recorded(fresh_settings, t
         raise KeyboardInterrupt
     recorded = read_events(tmp_path / "run" / "events.jsonl")
     assert [(e["stage"], e["event"], e["done"]) for e in recorded] == [
-        ("first", "start", 0), ("first", "progress", 1), ("first", "end", 1),
-        ("second", "start", 1), ("second", "progress", 2), ("second", "stopped", 2)]
+        ("first", "start", 0),
+        ("first", "progress", 1),
+        ("first", "end", 1),
+        ("second", "start", 1),
+        ("second", "progress", 2),
+        ("second", "stopped", 2),
+    ]
 
 
 def test_an_experiment_logs_every_stage_in_its_run_directory(fresh_settings, tmp_path, capsys, monkeypatch):
@@ -111,8 +116,10 @@ def test_an_experiment_logs_every_stage_in_its_run_directory(fresh_settings, tmp
     main(["--out", str(tmp_path / "run"), "--log-every", "0.1"])
     recorded = read_events(tmp_path / "run" / progress.EVENTS_FILE)
     assert [(e["stage"], e["event"], e["done"]) for e in recorded] == [
-        (stage, event, done) for stage in ("one", "two")
-        for event, done in (("start", 0), ("progress", 3), ("end", 3))]
+        (stage, event, done)
+        for stage in ("one", "two")
+        for event, done in (("start", 0), ("progress", 3), ("end", 3))
+    ]
     assert read_events(tmp_path / "one" / "events.jsonl") == recorded[:3]
     assert len(parse_lines(capsys.readouterr().err)) >= 4  # 0.3 s stages, a line every 0.1 s
     assert progress.SETTINGS.run_events is None  # the run's file is not used after the run
@@ -130,9 +137,13 @@ def test_a_resumed_store_logs_its_restart(fresh_settings, tmp_path):
 
     def produce(start, stop):
         n = stop - start
-        return {"clean_logits": np.zeros((n, 3)), "adv_logits": np.ones((n, 3)),
-                "labels": np.arange(start, stop),
-                "success": np.ones(n, bool), "norm": np.zeros(n)}
+        return {
+            "clean_logits": np.zeros((n, 3)),
+            "adv_logits": np.ones((n, 3)),
+            "labels": np.arange(start, stop),
+            "success": np.ones(n, bool),
+            "norm": np.zeros(n),
+        }
 
     def crash_at_row_6(start, stop):
         if start >= 6:
@@ -144,8 +155,15 @@ def test_a_resumed_store_logs_its_restart(fresh_settings, tmp_path):
     built = store.build(tmp_path / "s", 10, produce, shard_size=3, config={"a": 1})
     recorded = read_events(tmp_path / "s" / progress.EVENTS_FILE)
     assert [(e["event"], e["done"]) for e in recorded] == [
-        ("start", 0), ("progress", 3), ("progress", 6), ("stopped", 6),
-        ("start", 6), ("progress", 9), ("progress", 10), ("end", 10)]
+        ("start", 0),
+        ("progress", 3),
+        ("progress", 6),
+        ("stopped", 6),
+        ("start", 6),
+        ("progress", 9),
+        ("progress", 10),
+        ("end", 10),
+    ]
     assert all(e["total"] == 10 for e in recorded) and len(built) == 10
 
 
@@ -170,12 +188,30 @@ def test_a_redirected_extraction_logs_progress_while_it_runs(trained_compact, tm
     shutil.copytree(trained_compact.backbone.directory, training.backbone_dir(TEST_BACKBONE, cache))
     limit = 750  # 3 batches of 250 in one shard
     script = _CLI.format(tests=os.path.dirname(__file__))
-    args = ["logits", "--arch", "resnet_compact", "--attack", "pgd", "--split", "test", "--limit", str(limit),
-            "--cache-dir", str(cache), "--log-every", "0.2"]
+    args = [
+        "logits",
+        "--arch",
+        "resnet_compact",
+        "--attack",
+        "pgd",
+        "--split",
+        "test",
+        "--limit",
+        str(limit),
+        "--cache-dir",
+        str(cache),
+        "--log-every",
+        "0.2",
+    ]
     log = tmp_path / "run.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err,
-                                text=True, env={**os.environ, "JAXLOGIT_XLA_CACHE": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "JAXLOGIT_XLA_CACHE": "1"},
+        )
         seen_while_running = None
         while proc.poll() is None and seen_while_running is None:
             middle = [done for _, _, done, _, _ in parse_lines(log.read_text()) if 0 < done < limit]
@@ -232,28 +268,39 @@ def closure_store_rows(backbone, attack, split, indices, batch_size):
 
     parts = []
     for begin in range(0, len(indices), batch_size):
-        x, y = split.get_batch(indices[begin:begin + batch_size])
+        x, y = split.get_batch(indices[begin : begin + batch_size])
         parts.append([np.asarray(o) for o in attack_batch(x, y, begin)])
     names = ("clean_logits", "adv_logits", "success", "norm")
     return dict(zip(names, (np.concatenate(p) for p in zip(*parts))))
 
 
-def test_a_second_store_of_the_same_shapes_does_not_recompile(trained_compact, tmp_path, monkeypatch,
-                                                              count_compilations):
+def test_a_second_store_of_the_same_shapes_does_not_recompile(
+    trained_compact, tmp_path, monkeypatch, count_compilations
+):
     monkeypatch.setattr(pipeline, "_ATTACK_PROGRAMS", collections.OrderedDict())
     attack = pipeline.AttackConfig("pgd", steps=2)
     test_split, train_split = data.load("fashion_mnist", "test"), data.load("fashion_mnist", "train")
-    pipeline.ensure_logits(trained_compact.backbone, attack, test_split, "test", limit=60, batch_size=20,
-                           cache=tmp_path, progress=False)
+    pipeline.ensure_logits(
+        trained_compact.backbone,
+        attack,
+        test_split,
+        "test",
+        limit=60,
+        batch_size=20,
+        cache=tmp_path,
+        progress=False,
+    )
     assert count_compilations, "the first store compiles"
     reloaded = training.load_backbone(trained_compact.backbone.directory)  # same weights, new arrays
     count_compilations.clear()
-    second = pipeline.ensure_logits(reloaded, attack, train_split, "train", limit=40, batch_size=20,
-                                    cache=tmp_path, progress=False)
+    second = pipeline.ensure_logits(
+        reloaded, attack, train_split, "train", limit=40, batch_size=20, cache=tmp_path, progress=False
+    )
     assert count_compilations == []
     expected = closure_store_rows(reloaded, attack, train_split, np.arange(40), 20)
     for key, value in expected.items():
         np.testing.assert_array_equal(second[key], value, err_msg=key)  # bitwise what a fresh program gives
     other_attack = pipeline.AttackConfig("pgd", steps=2, seed=1)
     assert pipeline.attack_program(reloaded.logits_fn(), other_attack) is not pipeline.attack_program(
-        reloaded.logits_fn(), attack)
+        reloaded.logits_fn(), attack
+    )

@@ -62,6 +62,7 @@ def fake_weights(monkeypatch, tmp_path):
 
 # 1. convert --out never deletes what it did not write
 
+
 def convert(capsys, out, *extra) -> tuple[int, str, str]:
     return run_main(capsys, "convert", "--arch", ARCH, "--weights", "w.pth", "--out", out, *extra)
 
@@ -97,8 +98,11 @@ def test_convert_replaces_a_checkpoint_of_the_same_arch_only_with_force(capsys, 
 
 def test_convert_never_replaces_another_arch(capsys, tmp_path, fake_weights):
     target = tmp_path / "ckpt"
-    models.save_checkpoint(target, "vgg_compact", models.init(models.create("vgg_compact"), jax.random.key(0),
-                                                               models.spec("vgg_compact").input_shape))
+    models.save_checkpoint(
+        target,
+        "vgg_compact",
+        models.init(models.create("vgg_compact"), jax.random.key(0), models.spec("vgg_compact").input_shape),
+    )
     code, _, err = convert(capsys, str(target), "--force")
     assert_one_line(code, err, "vgg_compact")
     assert models.load_checkpoint(target)[2]["arch"] == "vgg_compact"
@@ -116,14 +120,18 @@ def test_convert_into_a_read_only_folder_fails_at_once(capsys, tmp_path, monkeyp
     parent = tmp_path / "ro"
     parent.mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: not (pathlib.Path(p) == parent and mode & os.W_OK)
-                        and real_access(p, mode))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode: not (pathlib.Path(p) == parent and mode & os.W_OK) and real_access(p, mode),
+    )
     code, _, err = convert(capsys, str(parent / "ckpt"))
     assert_one_line(code, err, "read-only", str(parent))
     assert list(parent.iterdir()) == []
 
 
 # 3. checksums: damage is an error naming the file, and the builder repairs it
+
 
 def flip_byte(path: pathlib.Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
@@ -134,8 +142,13 @@ def flip_byte(path: pathlib.Path, offset: int | None = None) -> None:
 def produce(start: int, stop: int) -> dict:
     rows = np.arange(start, stop)
     logits = np.stack([np.sin(rows * (c + 1.0)) for c in range(10)], axis=1).astype(np.float32)
-    return {"clean_logits": logits, "adv_logits": -logits, "labels": (rows % 10).astype(np.int32),
-            "success": rows % 2 == 0, "norm": rows.astype(np.float32) / 100}
+    return {
+        "clean_logits": logits,
+        "adv_logits": -logits,
+        "labels": (rows % 10).astype(np.int32),
+        "success": rows % 2 == 0,
+        "norm": rows.astype(np.float32) / 100,
+    }
 
 
 def build_store(directory: pathlib.Path, produce_fn=produce) -> store.LogitStore:
@@ -205,8 +218,9 @@ def test_a_damaged_backbone_is_an_error_and_backbone_train_replaces_it(tmp_path,
     config = training.default_config(ARCH)
     directory = training.backbone_dir(config, tmp_path)
     models.save_checkpoint(directory, ARCH, random_variables(0))
-    state_files = sorted((p for p in (directory / "state").rglob("*") if p.is_file()),
-                         key=lambda p: p.stat().st_size)
+    state_files = sorted(
+        (p for p in (directory / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
     flip_byte(state_files[-1])
     with pytest.raises(JaxlogitError, match=r"corrupt checkpoint .*SHA-256.*backbone train") as err:
         training.ensure_backbone(config, cache=tmp_path)
@@ -227,8 +241,9 @@ def test_a_damaged_corrector_is_an_error_and_correct_train_replaces_it(tmp_path)
     config = pipeline.CorrectorConfig(hidden=None, epochs=1, batch_size=8, holdout_fraction=0.0)
     trained = pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False)
     kernel = np.asarray(trained.params["output"]["kernel"])
-    params_files = sorted((p for p in (trained.directory / "params").rglob("*") if p.is_file()),
-                          key=lambda p: p.stat().st_size)
+    params_files = sorted(
+        (p for p in (trained.directory / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
     flip_byte(params_files[-1])
     with pytest.raises(JaxlogitError, match=r"damaged corrector .*SHA-256.*correct train"):
         pipeline.ensure_corrector(logits, config, cache=tmp_path, progress=False)
@@ -238,6 +253,7 @@ def test_a_damaged_corrector_is_an_error_and_correct_train_replaces_it(tmp_path)
 
 
 # 4. inputs checked at the boundary
+
 
 def linear_logits(x):
     """A fixed linear model on 4x4x1 images with 3 classes."""
@@ -249,16 +265,26 @@ def test_nan_pixels_are_rejected_by_every_attack():
     x = np.full((2, 4, 4, 1), 0.5, np.float32)
     x[1, 2, 2, 0] = np.nan
     y = np.zeros(2, np.int32)
-    for run in (lambda: attacks.pgd(linear_logits, x, y, key=jax.random.key(0)),
-                lambda: attacks.mim(linear_logits, x, y),
-                lambda: attacks.deepfool(linear_logits, x, y, candidates=3),
-                lambda: attacks.cw_l2(linear_logits, x, y, steps=2, search_steps=1)):
+    for run in (
+        lambda: attacks.pgd(linear_logits, x, y, key=jax.random.key(0)),
+        lambda: attacks.mim(linear_logits, x, y),
+        lambda: attacks.deepfool(linear_logits, x, y, candidates=3),
+        lambda: attacks.cw_l2(linear_logits, x, y, steps=2, search_steps=1),
+    ):
         with pytest.raises(JaxlogitError, match="NaN pixels"):
             run()
 
 
-@pytest.mark.parametrize("eps, words", [(16, ("16/255", "0.06275")), (0.0, ("(0, 1]",)), (-0.1, ("(0, 1]",)),
-                                        (float("nan"), ("(0, 1]",)), (1000.0, ("(0, 1]",))])
+@pytest.mark.parametrize(
+    "eps, words",
+    [
+        (16, ("16/255", "0.06275")),
+        (0.0, ("(0, 1]",)),
+        (-0.1, ("(0, 1]",)),
+        (float("nan"), ("(0, 1]",)),
+        (1000.0, ("(0, 1]",)),
+    ],
+)
 def test_eps_outside_zero_one_is_refused_with_a_hint(eps, words):
     with pytest.raises(JaxlogitError) as err:
         pipeline.AttackConfig("pgd", eps=eps)
@@ -268,17 +294,47 @@ def test_eps_outside_zero_one_is_refused_with_a_hint(eps, words):
 
 
 def test_cli_eps_16_is_one_line_before_any_work(capsys, tmp_path):
-    code, _, err = run_main(capsys, "logits", "--arch", ARCH, "--attack", "pgd", "--split", "test",
-                            "--eps", "16", "--cache-dir", str(tmp_path))
+    code, _, err = run_main(
+        capsys,
+        "logits",
+        "--arch",
+        ARCH,
+        "--attack",
+        "pgd",
+        "--split",
+        "test",
+        "--eps",
+        "16",
+        "--cache-dir",
+        str(tmp_path),
+    )
     assert_one_line(code, err, "16/255", "0.06275")
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("option, value, word", [("--lr", "nan", "--lr"), ("--lr", "-0.001", "--lr"),
-                                                 ("--lr", "inf", "--lr"), ("--hidden", "-1", "--hidden")])
+@pytest.mark.parametrize(
+    "option, value, word",
+    [
+        ("--lr", "nan", "--lr"),
+        ("--lr", "-0.001", "--lr"),
+        ("--lr", "inf", "--lr"),
+        ("--hidden", "-1", "--hidden"),
+    ],
+)
 def test_cli_bad_corrector_settings_are_one_line_before_any_work(capsys, tmp_path, option, value, word):
-    code, _, err = run_main(capsys, "correct", "train", "--arch", ARCH, "--attack", "pgd", option, value,
-                            "--cache-dir", str(tmp_path))
+    code, _, err = run_main(
+        capsys,
+        "correct",
+        "train",
+        "--arch",
+        ARCH,
+        "--attack",
+        "pgd",
+        option,
+        value,
+        "--cache-dir",
+        str(tmp_path),
+    )
     assert_one_line(code, err, word)
     assert list(tmp_path.iterdir()) == []
 
@@ -288,19 +344,25 @@ def tiny_training_data(num_classes=10, n=64):
     return {k: data[k] for k in ("clean_logits", "adv_logits", "labels")}
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"lr": float("nan")}, ("lr",)), ({"lr": -1e-3}, ("lr",)), ({"hidden": -1}, ("hidden",)),
-    ({"labels": np.full(64, 10, np.int32)}, ("labels", "[0, 10)")),
-    ({"adv_logits": np.full((64, 10), np.nan, np.float32)}, ("adv_logits", "NaN")),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"lr": float("nan")}, ("lr",)),
+        ({"lr": -1e-3}, ("lr",)),
+        ({"hidden": -1}, ("hidden",)),
+        ({"labels": np.full(64, 10, np.int32)}, ("labels", "[0, 10)")),
+        ({"adv_logits": np.full((64, 10), np.nan, np.float32)}, ("adv_logits", "NaN")),
+    ],
+)
 def test_corrector_train_refuses_garbage(tmp_path, change, words):
     data = tiny_training_data()
     settings = {"hidden": None, "lr": 1e-3}
     for key, value in change.items():
         (data if key in data else settings)[key] = value
     with pytest.raises(JaxlogitError) as err:
-        corrector.train(data, num_classes=10, epochs=1, batch_size=8, key=jax.random.key(0), progress=False,
-                        **settings)
+        corrector.train(
+            data, num_classes=10, epochs=1, batch_size=8, key=jax.random.key(0), progress=False, **settings
+        )
     for word in words:
         assert word in str(err.value)
 
@@ -330,8 +392,20 @@ def test_attack_batch_is_clamped_to_the_data(capsys, tmp_path, monkeypatch):
         raise JaxlogitError("stop here")
 
     monkeypatch.setattr(_attack.batching, "map_batches", spy)
-    code, _, err = run_main(capsys, "attack", "--arch", ARCH, "--attack", "pgd", "--n", "10",
-                            "--batch", "100000", "--cache-dir", str(tmp_path))
+    code, _, err = run_main(
+        capsys,
+        "attack",
+        "--arch",
+        ARCH,
+        "--attack",
+        "pgd",
+        "--n",
+        "10",
+        "--batch",
+        "100000",
+        "--cache-dir",
+        str(tmp_path),
+    )
     assert_one_line(code, err, "stop here")
     assert seen == [(10, 10)]
 
@@ -344,6 +418,7 @@ def cache_with_random_backbone(root: pathlib.Path) -> None:
 
 
 # 5. filesystem faults are one line; --cache-dir "" is an error
+
 
 def test_empty_cache_dir_is_an_error(capsys):
     code, _, err = run_main(capsys, "backbone", "eval", "--arch", ARCH, "--cache-dir", "")
@@ -360,8 +435,11 @@ def test_a_file_as_cache_dir_is_one_line(capsys, tmp_path):
 
 def test_a_read_only_cache_is_one_line_before_training(capsys, tmp_path, monkeypatch):
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: not (pathlib.Path(p) == tmp_path and mode & os.W_OK)
-                        and real_access(p, mode))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode: not (pathlib.Path(p) == tmp_path and mode & os.W_OK) and real_access(p, mode),
+    )
     monkeypatch.setattr(training, "_train_and_save", lambda *a: pytest.fail("trained into a read-only cache"))
     code, _, err = run_main(capsys, "backbone", "train", "--arch", ARCH, "--cache-dir", str(tmp_path))
     assert_one_line(code, err, "read-only", str(tmp_path))
@@ -413,8 +491,10 @@ def test_two_builders_of_one_store_do_the_work_once(tmp_path):
     log, target = tmp_path / "produced.txt", tmp_path / "store"
     code = BUILDER.format(tests=str(pathlib.Path(__file__).parent), log=str(log), store=str(target))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     assert log.read_text().split() == ["0", "16", "32", "48"]  # each shard produced once, by one of them

@@ -31,17 +31,29 @@ def cache_with_backbone(root: pathlib.Path) -> pathlib.Path:
 
 
 def start(cache: pathlib.Path, jax_cache: pathlib.Path) -> subprocess.Popen:
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax_cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen([sys.executable, "-m", "jaxlogit", *LOGITS, "--cache-dir", str(cache)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(jax_cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxlogit", *LOGITS, "--cache-dir", str(cache)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def store_files(cache: pathlib.Path) -> dict[str, bytes]:
     """Every file under ``cache/logits`` (relative name -> bytes) but the event logs, which hold times."""
     root = cache / "logits"
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "events.jsonl"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "events.jsonl"
+    }
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ NUM_ITEMS, SHARD_SIZE, NUM_CLASSES = 103, 10, 7  # 11 shards, the last one short
 CONFIG = {"arch": "toy", "attack": "pgd", "eps": 16 / 255, "split": "test"}
 
 # The same deterministic producer, as source, so a subprocess can run it too.
-PRODUCER_SOURCE = '''
+PRODUCER_SOURCE = f"""
 import time
 import numpy as np
 
@@ -28,27 +28,30 @@ def produce(start, stop, sleep=0.0):
     time.sleep(sleep)
     rng = np.random.default_rng(start)
     n = stop - start
-    clean = rng.normal(size=(n, {c})).astype(np.float32)
+    clean = rng.normal(size=(n, {NUM_CLASSES})).astype(np.float32)
     return {{
         "clean_logits": clean,
-        "adv_logits": (clean + rng.normal(size=(n, {c}))).astype(np.float32),
-        "labels": rng.integers(0, {c}, size=n).astype(np.int32),
+        "adv_logits": (clean + rng.normal(size=(n, {NUM_CLASSES}))).astype(np.float32),
+        "labels": rng.integers(0, {NUM_CLASSES}, size=n).astype(np.int32),
         "success": rng.random(n) < 0.9,
         "norm": rng.random(n).astype(np.float32),
         "index": np.arange(start, stop, dtype=np.int64),
     }}
-'''.format(c=NUM_CLASSES)
+"""
 _namespace: dict = {}
 exec(PRODUCER_SOURCE, _namespace)
 produce = _namespace["produce"]
 
-BUILD_SCRIPT = PRODUCER_SOURCE + '''
+BUILD_SCRIPT = (
+    PRODUCER_SOURCE
+    + f"""
 import functools, json, sys
 from jaxlogit import store
 directory, sleep = sys.argv[1], float(sys.argv[2])
-store.build(directory, {n}, functools.partial(produce, sleep=sleep), shard_size={s},
+store.build(directory, {NUM_ITEMS}, functools.partial(produce, sleep=sleep), shard_size={SHARD_SIZE},
             config=json.loads(sys.argv[3]), progress=False)
-'''.format(n=NUM_ITEMS, s=SHARD_SIZE)
+"""
+)
 
 
 def build_uninterrupted(directory: pathlib.Path) -> store.LogitStore:
@@ -89,7 +92,11 @@ def test_round_trip(tmp_path):
 def test_dtypes_are_coerced_and_single_shard_is_memory_mapped(tmp_path):
     def produce_float64(start, stop):
         out = produce(start, stop)
-        return {**out, "clean_logits": out["clean_logits"].astype(np.float64), "labels": out["labels"].astype(np.int64)}
+        return {
+            **out,
+            "clean_logits": out["clean_logits"].astype(np.float64),
+            "labels": out["labels"].astype(np.int64),
+        }
 
     opened = store.build(tmp_path / "s", 5, produce_float64, shard_size=8, config=CONFIG, progress=False)
     assert opened["clean_logits"].dtype == np.float32 and opened["labels"].dtype == np.int32
@@ -109,15 +116,28 @@ def test_resume_after_exception_equals_uninterrupted(tmp_path):
         return produce(start, stop)
 
     with pytest.raises(Crash):
-        store.build(tmp_path / "resumed", NUM_ITEMS, crash_at_shard_4, shard_size=SHARD_SIZE, config=CONFIG, progress=False)
+        store.build(
+            tmp_path / "resumed",
+            NUM_ITEMS,
+            crash_at_shard_4,
+            shard_size=SHARD_SIZE,
+            config=CONFIG,
+            progress=False,
+        )
     partial = store.open(tmp_path / "resumed", allow_incomplete=True)
     assert not partial.complete and partial.num_shards == 4 and len(partial) == 4 * SHARD_SIZE
     with pytest.raises(JaxlogitError, match="incomplete.*rerun"):
         store.open(tmp_path / "resumed")
 
     calls = []
-    store.build(tmp_path / "resumed", NUM_ITEMS, lambda a, b: calls.append(a) or produce(a, b),
-                shard_size=SHARD_SIZE, config=CONFIG, progress=False)
+    store.build(
+        tmp_path / "resumed",
+        NUM_ITEMS,
+        lambda a, b: calls.append(a) or produce(a, b),
+        shard_size=SHARD_SIZE,
+        config=CONFIG,
+        progress=False,
+    )
     assert calls[0] == 4 * SHARD_SIZE  # resumed after the last complete shard, not from 0
     assert files_of(tmp_path / "resumed") == files_of(tmp_path / "whole")
 
@@ -148,16 +168,31 @@ def test_kill_9_mid_build_then_resume_equals_uninterrupted(tmp_path):
 def test_resuming_with_another_config_is_refused(tmp_path):
     build_uninterrupted(tmp_path / "s")
     with pytest.raises(JaxlogitError, match="another configuration.*delete it"):
-        store.build(tmp_path / "s", NUM_ITEMS, produce, shard_size=SHARD_SIZE, config={**CONFIG, "eps": 0.1}, progress=False)
+        store.build(
+            tmp_path / "s",
+            NUM_ITEMS,
+            produce,
+            shard_size=SHARD_SIZE,
+            config={**CONFIG, "eps": 0.1},
+            progress=False,
+        )
     with pytest.raises(JaxlogitError, match="another configuration"):
-        store.build(tmp_path / "s", NUM_ITEMS, produce, shard_size=SHARD_SIZE + 1, config=CONFIG, progress=False)
+        store.build(
+            tmp_path / "s", NUM_ITEMS, produce, shard_size=SHARD_SIZE + 1, config=CONFIG, progress=False
+        )
 
 
 def test_complete_store_is_reused_without_producing(tmp_path):
     build_uninterrupted(tmp_path / "s")
     before = files_of(tmp_path / "s")
-    reopened = store.build(tmp_path / "s", NUM_ITEMS, lambda a, b: pytest.fail("produced again"),
-                           shard_size=SHARD_SIZE, config=CONFIG, progress=False)
+    reopened = store.build(
+        tmp_path / "s",
+        NUM_ITEMS,
+        lambda a, b: pytest.fail("produced again"),
+        shard_size=SHARD_SIZE,
+        config=CONFIG,
+        progress=False,
+    )
     assert reopened.complete and files_of(tmp_path / "s") == before
 
 

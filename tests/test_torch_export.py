@@ -78,8 +78,11 @@ def test_compact_export_gives_flax_logits(name):
 def test_export_then_import_round_trips(name):
     variables = random_variables(name, seed=3)
     model = models.to_torch(name, variables)
-    backbone_state = {key.removeprefix("backbone."): value
-                      for key, value in model.state_dict().items() if key.startswith("backbone.")}
+    backbone_state = {
+        key.removeprefix("backbone."): value
+        for key, value in model.state_dict().items()
+        if key.startswith("backbone.")
+    }
     back = models.from_torchvision(name, backbone_state)
     for path, value in flax.traverse_util.flatten_dict(variables).items():
         np.testing.assert_array_equal(np.asarray(_get(back, path)), np.asarray(value))
@@ -98,8 +101,7 @@ def test_normalisation_is_inside_the_torch_module():
     spec = models.spec(name)
     normalised = (torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) - spec.mean[0]) / spec.std[0]
     with torch.no_grad():
-        np.testing.assert_allclose(model.backbone(normalised).numpy(), torch_logits(model, x),
-                                   atol=1e-6)
+        np.testing.assert_allclose(model.backbone(normalised).numpy(), torch_logits(model, x), atol=1e-6)
 
 
 def test_variables_of_another_architecture_raise():

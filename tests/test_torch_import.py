@@ -79,15 +79,17 @@ def test_adaptive_avg_pool_matches_torch(in_size, out_size):
     x = np.random.default_rng(0).normal(size=(2, 3, in_size, in_size + 1)).astype(np.float32)
     expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), (out_size, 2))
     got = _layers.adaptive_avg_pool(jnp.asarray(x.transpose(0, 2, 3, 1)), (out_size, 2))
-    np.testing.assert_allclose(np.asarray(got), expected.numpy().transpose(0, 2, 3, 1),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got), expected.numpy().transpose(0, 2, 3, 1), atol=1e-6)
 
 
 def test_legacy_densenet_keys_are_renamed(densenet121):
     state = densenet121.state_dict()
-    legacy = {key.replace("denselayer1.norm1", "denselayer1.norm.1")
-              .replace("denselayer1.conv2", "denselayer1.conv.2"): value
-              for key, value in state.items()}
+    legacy = {
+        key.replace("denselayer1.norm1", "denselayer1.norm.1").replace(
+            "denselayer1.conv2", "denselayer1.conv.2"
+        ): value
+        for key, value in state.items()
+    }
     assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
     want = models.from_torchvision("densenet121", state)
     got = models.from_torchvision("densenet121", legacy)
@@ -127,6 +129,9 @@ def test_head_of_another_size_loads_with_num_classes(resnet50):
 
 
 def test_weights_of_another_arch_fail(resnet50):
-    with pytest.raises(JaxlogitError, match=r"densenet121: \d+ missing keys: .*unexpected keys"
-                                            r": bn1\.bias, bn1\.running_mean, .*more\)"):
+    with pytest.raises(
+        JaxlogitError,
+        match=r"densenet121: \d+ missing keys: .*unexpected keys"
+        r": bn1\.bias, bn1\.running_mean, .*more\)",
+    ):
         models.from_torchvision("densenet121", resnet50.state_dict())

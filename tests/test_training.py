@@ -20,13 +20,16 @@ def small_split():
 
 
 def leaves_equal(a, b) -> bool:
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def test_training_lowers_the_loss_and_learns(small_split, tmp_path):
     variables = training.train(TINY, small_split, tmp_path / "w", progress=False)
-    backbone = training.Backbone(training.models.create("resnet_tiny"), variables,
-                                 {"mean": (0.286,), "std": (0.353,)}, tmp_path)
+    backbone = training.Backbone(
+        training.models.create("resnet_tiny"), variables, {"mean": (0.286,), "std": (0.353,)}, tmp_path
+    )
     acc = training.accuracy(backbone.logits_fn(), small_split)
     assert acc > 0.35  # 10 classes: chance is 0.1; measured ~0.48
 

@@ -21,17 +21,51 @@ Example::
 
 from jaxlogit.adaptive._compose import compose
 from jaxlogit.adaptive._detect import average_ranks, detection_scores, flagged, roc_auc
-from jaxlogit.adaptive._evaluate import (ADAPTIVE_ATTACKS, OBLIVIOUS, Candidate, Evaluation, adaptive_attack,
-                                         evaluate)
+from jaxlogit.adaptive._evaluate import (
+    ADAPTIVE_ATTACKS,
+    OBLIVIOUS,
+    Candidate,
+    Evaluation,
+    adaptive_attack,
+    evaluate,
+)
 from jaxlogit.adaptive._objectives import LogitMatching, logit_matching, loss_on_defended, matching_targets
 from jaxlogit.adaptive._run import AdaptiveConfig, run_objective
-from jaxlogit.adaptive._summary import (ADAPTIVE_WORST, WORST, accuracies, detection, fooled, robust_masks,
-                                        steps_curve)
+from jaxlogit.adaptive._summary import (
+    ADAPTIVE_WORST,
+    WORST,
+    accuracies,
+    detection,
+    fooled,
+    robust_masks,
+    steps_curve,
+)
 from jaxlogit.corrector import eval_fn as corrector_fn  # the eval-mode corrector, under its public name here
 
 __all__ = [
-    "ADAPTIVE_ATTACKS", "ADAPTIVE_WORST", "OBLIVIOUS", "WORST", "AdaptiveConfig", "Candidate", "Evaluation",
-    "LogitMatching", "accuracies", "adaptive_attack", "average_ranks", "compose", "corrector_fn",
-    "detection", "detection_scores", "evaluate", "flagged", "fooled", "logit_matching", "loss_on_defended",
-    "matching_targets", "robust_masks", "roc_auc", "run_objective", "steps_curve",
+    "ADAPTIVE_ATTACKS",
+    "ADAPTIVE_WORST",
+    "OBLIVIOUS",
+    "WORST",
+    "AdaptiveConfig",
+    "Candidate",
+    "Evaluation",
+    "LogitMatching",
+    "accuracies",
+    "adaptive_attack",
+    "average_ranks",
+    "compose",
+    "corrector_fn",
+    "detection",
+    "detection_scores",
+    "evaluate",
+    "flagged",
+    "fooled",
+    "logit_matching",
+    "loss_on_defended",
+    "matching_targets",
+    "robust_masks",
+    "roc_auc",
+    "run_objective",
+    "steps_curve",
 ]

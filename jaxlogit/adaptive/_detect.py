@@ -60,6 +60,6 @@ def roc_auc(negative: np.ndarray, positive: np.ndarray) -> float:
     if not negative.size or not positive.size:
         return float("nan")
     ranks = average_ranks(np.concatenate([negative, positive]))
-    positive_rank_sum = np.sum(ranks[negative.size:])
+    positive_rank_sum = np.sum(ranks[negative.size :])
     n1 = positive.size
     return float((positive_rank_sum - n1 * (n1 + 1) / 2.0) / (n1 * negative.size))

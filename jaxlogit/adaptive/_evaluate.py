@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -66,8 +67,17 @@ def _num_classes(f: Callable, x: np.ndarray) -> int:
     return int(jax.eval_shape(f, jax.ShapeDtypeStruct((1, *x.shape[1:]), np.float32)).shape[-1])
 
 
-def adaptive_attack(name: str, f: Callable, g: Callable, x: np.ndarray, y: np.ndarray, *,
-                    config: AdaptiveConfig, clean_logits: np.ndarray, ids: np.ndarray | None = None) -> Candidate:
+def adaptive_attack(
+    name: str,
+    f: Callable,
+    g: Callable,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: AdaptiveConfig,
+    clean_logits: np.ndarray,
+    ids: np.ndarray | None = None,
+) -> Candidate:
     """Runs one adaptive attack on ``g∘f``.
 
     Args:
@@ -94,9 +104,17 @@ def adaptive_attack(name: str, f: Callable, g: Callable, x: np.ndarray, y: np.nd
     return Candidate(backbone, np.asarray(tracked.logits), np.asarray(tracked.first_success))
 
 
-def evaluate(f: Callable, g: Callable, x: np.ndarray, y: np.ndarray, *, config: AdaptiveConfig,
-             oblivious_logits: np.ndarray | None = None, names: tuple[str, ...] = ADAPTIVE_ATTACKS,
-             ids: np.ndarray | None = None) -> Evaluation:
+def evaluate(
+    f: Callable,
+    g: Callable,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: AdaptiveConfig,
+    oblivious_logits: np.ndarray | None = None,
+    names: tuple[str, ...] = ADAPTIVE_ATTACKS,
+    ids: np.ndarray | None = None,
+) -> Evaluation:
     """Attacks the defended model ``g∘f`` with each adaptive attack and collects the results.
 
     Args:
@@ -114,7 +132,10 @@ def evaluate(f: Callable, g: Callable, x: np.ndarray, y: np.ndarray, *, config: 
       ``Evaluation`` (numpy arrays).
     """
     y = np.asarray(y, np.int32)
-    correct = lambda z: _map(g, z, 1024)  # noqa: E731
+
+    def correct(z):
+        return _map(g, z, 1024)
+
     clean_logits = _map(f, x, config.batch_size)
     never = np.full(len(y), -1, np.int32)
     clean = Candidate(clean_logits, correct(clean_logits), never)

@@ -7,7 +7,7 @@ Every objective judges success on the *defended* model: an iterate succeeds when
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

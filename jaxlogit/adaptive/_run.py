@@ -8,7 +8,8 @@ its random starts from its own key, so its result does not depend on which other
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -65,8 +66,8 @@ def _batches(active: np.ndarray, batch_size: int) -> list[np.ndarray]:
     full = active.size - active.size % batch_size
     if active.size - full > batch_size - small:  # almost full: one padded big batch
         full = active.size
-    big = [active[i:i + batch_size] for i in range(0, full, batch_size)]
-    return big + [active[i:i + small] for i in range(full, active.size, small)]
+    big = [active[i : i + batch_size] for i in range(0, full, batch_size)]
+    return big + [active[i : i + small] for i in range(full, active.size, small)]
 
 
 def _take(tree: Any, idx: np.ndarray, size: int) -> Any:
@@ -84,8 +85,15 @@ def _host_tracked(x: np.ndarray, num_classes: int) -> attacks.Tracked:
     return attacks.Tracked(*(np.array(a) for a in attacks.track_init(x, num_classes)))
 
 
-def run_objective(objective: Callable, x: np.ndarray, side: Any, *, config: AdaptiveConfig,
-                  ids: np.ndarray | None = None, num_classes: int) -> attacks.Tracked:
+def run_objective(
+    objective: Callable,
+    x: np.ndarray,
+    side: Any,
+    *,
+    config: AdaptiveConfig,
+    ids: np.ndarray | None = None,
+    num_classes: int,
+) -> attacks.Tracked:
     """Attacks every image with ``config.restarts`` x ``config.steps`` L-inf steps on ``objective``.
 
     Args:
@@ -126,8 +134,16 @@ def _chunk(objective, x, side, current, tracked, active, config, steps, steps_sp
     small = max(1, config.batch_size // 8)
     for idx in _batches(active, config.batch_size):
         size = config.batch_size if idx.size > small else small
-        last, new = attacks.linf_advance(objective, _take(x, idx, size), _take(side, idx, size),
-                                         _take(current, idx, size), _take(tracked, idx, size),
-                                         eps=config.eps, step_size=config.step, steps=steps, steps_spent=steps_spent)
+        last, new = attacks.linf_advance(
+            objective,
+            _take(x, idx, size),
+            _take(side, idx, size),
+            _take(current, idx, size),
+            _take(tracked, idx, size),
+            eps=config.eps,
+            step_size=config.step,
+            steps=steps,
+            steps_spent=steps_spent,
+        )
         _put(current, idx, last)
         _put(tracked, idx, new)

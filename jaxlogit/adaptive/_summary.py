@@ -37,8 +37,10 @@ def robust_masks(ev: Evaluation) -> dict[str, np.ndarray]:
 def accuracies(ev: Evaluation) -> dict[str, float]:
     """Percent accuracy: clean (backbone, corrected), backbone under the oblivious attack (no
     defense), and the defended model under each attack and the worst cases."""
-    out = {"clean": _pct(np.argmax(ev.clean.backbone_logits, -1) == ev.labels),
-           "clean_corrected": _pct(~fooled(ev.clean, ev.labels))}
+    out = {
+        "clean": _pct(np.argmax(ev.clean.backbone_logits, -1) == ev.labels),
+        "clean_corrected": _pct(~fooled(ev.clean, ev.labels)),
+    }
     if OBLIVIOUS in ev.attacks:
         out["no_defense"] = _pct(np.argmax(ev.attacks[OBLIVIOUS].backbone_logits, -1) == ev.labels)
     out.update({name: _pct(mask) for name, mask in robust_masks(ev).items()})
@@ -94,6 +96,8 @@ def detection(ev: Evaluation) -> dict[str, dict[str, float]]:
         eligible = np.where(any_fool[None, :], fools, True)
         choice = np.argmin(np.where(eligible, scores, np.inf), axis=0)
         columns = np.arange(scores.shape[1])
-        out[WORST] = {"auc": round(roc_auc(negatives, scores[choice, columns]), 4),
-                      "flagged": _pct(flags[choice, columns])}
+        out[WORST] = {
+            "auc": round(roc_auc(negatives, scores[choice, columns]), 4),
+            "flagged": _pct(flags[choice, columns]),
+        }
     return out

@@ -11,7 +11,17 @@ The attacks the pipeline, the CLI and the bench know are the ones registered by 
 (``register(AttackSpec(...))``, ``get(name)``, ``names()``; see ``_registry``).
 """
 
-from jaxlogit.attacks._adaptive import Judged, LossObjective, Tracked, linf_advance, linf_random_starts, loss_objective, pgd_restarts, sample_keys, track_init  # noqa: F401  (adaptive evaluation)
+from jaxlogit.attacks._adaptive import (
+    Judged,
+    LossObjective,
+    Tracked,
+    linf_advance,
+    linf_random_starts,
+    loss_objective,
+    pgd_restarts,
+    sample_keys,
+    track_init,
+)
 from jaxlogit.attacks._builtin import register_builtin
 from jaxlogit.attacks._cw import cw_l2
 from jaxlogit.attacks._deepfool import deepfool
@@ -24,5 +34,32 @@ from jaxlogit.attacks._work import Work
 
 register_builtin()
 
-__all__ = ["AttackResult", "AttackSpec", "LOSSES", "Runner", "TorchCounterpart", "Work", "cross_entropy",
-           "cw_l2", "deepfool", "get", "margin", "mim", "names", "pgd", "register", "unregister"]
+__all__ = [
+    # the attacks and their registry
+    "AttackResult",
+    "AttackSpec",
+    "LOSSES",
+    "Runner",
+    "TorchCounterpart",
+    "Work",
+    "cross_entropy",
+    "cw_l2",
+    "deepfool",
+    "get",
+    "margin",
+    "mim",
+    "names",
+    "pgd",
+    "register",
+    "unregister",
+    # building blocks of jaxlogit.adaptive
+    "Judged",
+    "LossObjective",
+    "Tracked",
+    "linf_advance",
+    "linf_random_starts",
+    "loss_objective",
+    "pgd_restarts",
+    "sample_keys",
+    "track_init",
+]

@@ -16,7 +16,8 @@ per-sample arrays (labels, target logits, ...). Bind its weights with ``functool
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,10 +69,13 @@ class Tracked(NamedTuple):
 def track_init(x: jax.Array, num_classes: int) -> Tracked:
     """The ``Tracked`` state before any iterate: (B, H, W, C) images, C classes."""
     batch = x.shape[0]
-    return Tracked(x_adv=x, logits=jnp.zeros((batch, num_classes), jnp.float32),
-                   value=jnp.full((batch,), -jnp.inf, jnp.float32),
-                   success=jnp.zeros((batch,), jnp.bool_),
-                   first_success=jnp.full((batch,), -1, jnp.int32))
+    return Tracked(
+        x_adv=x,
+        logits=jnp.zeros((batch, num_classes), jnp.float32),
+        value=jnp.full((batch,), -jnp.inf, jnp.float32),
+        success=jnp.zeros((batch,), jnp.bool_),
+        first_success=jnp.full((batch,), -1, jnp.int32),
+    )
 
 
 def keep_best(tracked: Tracked, x_adv: jax.Array, judged: Judged, steps_spent: jax.Array) -> Tracked:
@@ -99,8 +103,18 @@ def judge_and_grad(objective: Objective, x_adv: jax.Array, side: Any) -> tuple[J
     return judged, grad
 
 
-def track(objective: Objective, geometry: _geometry.Geometry, x, side, x_current, tracked: Tracked, eps,
-          step_size, steps_spent, steps) -> tuple[jax.Array, Tracked]:
+def track(
+    objective: Objective,
+    geometry: _geometry.Geometry,
+    x,
+    side,
+    x_current,
+    tracked: Tracked,
+    eps,
+    step_size,
+    steps_spent,
+    steps,
+) -> tuple[jax.Array, Tracked]:
     """``steps`` gradient steps of ``geometry`` from ``x_current``, judging every iterate (traceable).
 
     Judges ``x_current`` and the point after each step (``steps + 1`` iterates, numbered
@@ -122,15 +136,36 @@ def track(objective: Objective, geometry: _geometry.Geometry, x, side, x_current
 
 
 @_xla.jit(static_argnames=("obj_static",))
-def _advance_program(obj_arrays, x, side, x_current, tracked, eps, step_size, steps_spent, steps, *,
-                     obj_static: StaticFn):
+def _advance_program(
+    obj_arrays, x, side, x_current, tracked, eps, step_size, steps_spent, steps, *, obj_static: StaticFn
+):
     objective = obj_static.bind(obj_arrays)
-    return track(objective, _geometry.GEOMETRIES["linf"], x, side, x_current, tracked, eps, step_size,
-                 steps_spent, steps)
+    return track(
+        objective,
+        _geometry.GEOMETRIES["linf"],
+        x,
+        side,
+        x_current,
+        tracked,
+        eps,
+        step_size,
+        steps_spent,
+        steps,
+    )
 
 
-def linf_advance(objective: Objective, x, side, x_current, tracked: Tracked, *, eps: float,
-                 step_size: float, steps: int, steps_spent: int = 0) -> tuple[jax.Array, Tracked]:
+def linf_advance(
+    objective: Objective,
+    x,
+    side,
+    x_current,
+    tracked: Tracked,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    steps_spent: int = 0,
+) -> tuple[jax.Array, Tracked]:
     """Continues an L-inf attack for ``steps`` steps (one compiled program; resumable).
 
     Call it repeatedly (on the samples still worth attacking) to run a long attack in chunks;
@@ -153,9 +188,18 @@ def linf_advance(objective: Objective, x, side, x_current, tracked: Tracked, *, 
     _checks.positive("step_size", step_size)
     steps = _checks.count("steps", steps, minimum=0)
     obj_static, obj_arrays = split_logits_fn(objective)
-    return _advance_program(obj_arrays, jnp.asarray(x, jnp.float32), side, jnp.asarray(x_current, jnp.float32),
-                            tracked, jnp.float32(eps), jnp.float32(step_size), jnp.int32(steps_spent),
-                            jnp.int32(steps), obj_static=obj_static)
+    return _advance_program(
+        obj_arrays,
+        jnp.asarray(x, jnp.float32),
+        side,
+        jnp.asarray(x_current, jnp.float32),
+        tracked,
+        jnp.float32(eps),
+        jnp.float32(step_size),
+        jnp.int32(steps_spent),
+        jnp.int32(steps),
+        obj_static=obj_static,
+    )
 
 
 def sample_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
@@ -189,12 +233,16 @@ class LossObjective:
 
     def __call__(self, logits_fn: Callable, x_adv: jax.Array, labels: jax.Array) -> Judged:
         logits = logits_fn(x_adv)
-        return Judged(value=_losses.objective(self.loss, logits, labels, self.targeted),
-                      success=_result.is_success(logits, labels, self.targeted), logits=logits)
+        return Judged(
+            value=_losses.objective(self.loss, logits, labels, self.targeted),
+            success=_result.is_success(logits, labels, self.targeted),
+            logits=logits,
+        )
 
 
-def loss_objective(logits_fn: Callable, loss: Union[str, _losses.Loss] = "ce", *,
-                   targeted: bool = False) -> jax.tree_util.Partial:
+def loss_objective(
+    logits_fn: Callable, loss: str | _losses.Loss = "ce", *, targeted: bool = False
+) -> jax.tree_util.Partial:
     """The objective "maximise ``loss`` of ``logits_fn``" with side = labels (B,).
 
     Success is ``argmax != labels`` (targeted: ``== labels``), as for every attack.
@@ -203,8 +251,9 @@ def loss_objective(logits_fn: Callable, loss: Union[str, _losses.Loss] = "ce", *
 
 
 @_xla.jit(static_argnames=("obj_static", "norm"))
-def _restarts_program(obj_arrays, x, labels, keys, eps, step_size, steps, restarts, *,
-                      obj_static: StaticFn, norm: str) -> Tracked:
+def _restarts_program(
+    obj_arrays, x, labels, keys, eps, step_size, steps, restarts, *, obj_static: StaticFn, norm: str
+) -> Tracked:
     objective = obj_static.bind(obj_arrays)
     geometry = _geometry.GEOMETRIES[norm]
 
@@ -225,10 +274,10 @@ def pgd_restarts(
     key: jax.Array,
     eps: float = 16 / 255,
     steps: int = 100,
-    step_size: Optional[float] = None,
+    step_size: float | None = None,
     restarts: int = 1,
-    loss: Union[str, _losses.Loss] = "ce",
-    y_target: Optional[jax.Array] = None,
+    loss: str | _losses.Loss = "ce",
+    y_target: jax.Array | None = None,
     norm: str = "linf",
 ) -> _result.AttackResult:
     """PGD with random restarts that returns each sample's best iterate (one program).
@@ -264,11 +313,24 @@ def pgd_restarts(
         raise JaxlogitError("pgd_restarts needs key=jax.random.key(seed) for its random starts")
     norm = _geometry.resolve(norm)
     obj_static, obj_arrays = split_logits_fn(loss_objective(logits_fn, loss, targeted=targeted))
-    tracked = _restarts_program(obj_arrays, x, labels, sample_keys(key, jnp.arange(x.shape[0])),
-                                jnp.float32(eps), jnp.float32(step_size), jnp.int32(steps),
-                                jnp.int32(restarts), obj_static=obj_static, norm=norm)
+    tracked = _restarts_program(
+        obj_arrays,
+        x,
+        labels,
+        sample_keys(key, jnp.arange(x.shape[0])),
+        jnp.float32(eps),
+        jnp.float32(step_size),
+        jnp.int32(steps),
+        jnp.int32(restarts),
+        obj_static=obj_static,
+        norm=norm,
+    )
     _checks.labels_fit(tracked.logits.shape[-1], y, labels, targeted)
     iterations = jnp.where(tracked.success, tracked.first_success, restarts * steps)
-    return _result.AttackResult(x_adv=tracked.x_adv, success=tracked.success, logits=tracked.logits,
-                                norm=_geometry.GEOMETRIES[norm].norm(tracked.x_adv - x),
-                                iterations=iterations)
+    return _result.AttackResult(
+        x_adv=tracked.x_adv,
+        success=tracked.success,
+        logits=tracked.logits,
+        norm=_geometry.GEOMETRIES[norm].norm(tracked.x_adv - x),
+        iterations=iterations,
+    )

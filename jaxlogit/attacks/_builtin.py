@@ -8,7 +8,7 @@ write its algorithm in a file of its own and add one ``register(...)`` entry to
 from __future__ import annotations
 
 import types
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +27,12 @@ MIM = types.MappingProxyType({"steps": 10, "decay": 1.0})
 # DeepFool: the 10 top classes as candidates (fewer if C < 10), 100 iterations, overshoot 0.02.
 DEEPFOOL = types.MappingProxyType({"candidates": 10, "max_iter": 100, "overshoot": 0.02})
 # C&W-L2: 4 binary-search steps x 25 Adam steps, c = 10, kappa = 0, lr 0.01.
-CW = types.MappingProxyType({"steps": 25, "search_steps": 4, "initial_const": 10.0, "confidence": 0.0,
-                             "lr": 0.01})
+CW = types.MappingProxyType(
+    {"steps": 25, "search_steps": 4, "initial_const": 10.0, "confidence": 0.0, "lr": 0.01}
+)
 
 
-def _steps(steps: Optional[int], settings: Mapping) -> int:
+def _steps(steps: int | None, settings: Mapping) -> int:
     return settings["steps"] if steps is None else steps
 
 
@@ -41,8 +42,16 @@ def _num_classes(logits_fn, x) -> int:
 
 def run_pgd(logits_fn, x, y, *, key, eps, steps):
     """PGD with the paper's settings (:class:`jaxlogit.attacks.Runner`)."""
-    return pgd(logits_fn, x, y, key=key, eps=eps, steps=_steps(steps, PGD),
-               step_size=eps / PGD["step_divisor"], random_start=PGD["random_start"])
+    return pgd(
+        logits_fn,
+        x,
+        y,
+        key=key,
+        eps=eps,
+        steps=_steps(steps, PGD),
+        step_size=eps / PGD["step_divisor"],
+        random_start=PGD["random_start"],
+    )
 
 
 def run_mim(logits_fn, x, y, *, key, eps, steps):
@@ -52,36 +61,53 @@ def run_mim(logits_fn, x, y, *, key, eps, steps):
 
 def run_deepfool(logits_fn, x, y, *, key, eps, steps):
     """DeepFool with the paper's settings (``key``, ``eps`` and ``steps`` unused)."""
-    return deepfool(logits_fn, x, y, candidates=min(DEEPFOOL["candidates"], _num_classes(logits_fn, x)),
-                    max_iter=DEEPFOOL["max_iter"], overshoot=DEEPFOOL["overshoot"])
+    return deepfool(
+        logits_fn,
+        x,
+        y,
+        candidates=min(DEEPFOOL["candidates"], _num_classes(logits_fn, x)),
+        max_iter=DEEPFOOL["max_iter"],
+        overshoot=DEEPFOOL["overshoot"],
+    )
 
 
 def run_cw(logits_fn, x, y, *, key, eps, steps):
     """C&W-L2 with the paper's settings; ``steps`` are Adam steps per search step."""
-    return cw_l2(logits_fn, x, y, steps=_steps(steps, CW), search_steps=CW["search_steps"],
-                 initial_const=CW["initial_const"], confidence=CW["confidence"], lr=CW["lr"])
+    return cw_l2(
+        logits_fn,
+        x,
+        y,
+        steps=_steps(steps, CW),
+        search_steps=CW["search_steps"],
+        initial_const=CW["initial_const"],
+        confidence=CW["confidence"],
+        lr=CW["lr"],
+    )
 
 
 def deepfool_call_work(result, num_classes: int):
     """DeepFool's work, from the steps each sample took (``_work.deepfool_work``)."""
-    return deepfool_work(np.asarray(result.iterations), min(DEEPFOOL["candidates"], num_classes),
-                         DEEPFOOL["max_iter"])
+    return deepfool_work(
+        np.asarray(result.iterations), min(DEEPFOOL["candidates"], num_classes), DEEPFOOL["max_iter"]
+    )
 
 
 def torch_pgd(model, *, eps):
     """torchattacks.PGD with the same settings."""
     import torchattacks
 
-    return torchattacks.PGD(model, eps=eps, alpha=eps / PGD["step_divisor"], steps=PGD["steps"],
-                            random_start=PGD["random_start"])
+    return torchattacks.PGD(
+        model, eps=eps, alpha=eps / PGD["step_divisor"], steps=PGD["steps"], random_start=PGD["random_start"]
+    )
 
 
 def torch_mim(model, *, eps):
     """torchattacks.MIFGSM with the same settings (step eps/steps)."""
     import torchattacks
 
-    return torchattacks.MIFGSM(model, eps=eps, alpha=eps / MIM["steps"], steps=MIM["steps"],
-                               decay=MIM["decay"])
+    return torchattacks.MIFGSM(
+        model, eps=eps, alpha=eps / MIM["steps"], steps=MIM["steps"], decay=MIM["decay"]
+    )
 
 
 def torch_deepfool(model, *, eps):
@@ -97,18 +123,54 @@ def torch_cw(model, *, eps):
     early when the loss stops falling), so the bench compares it per step."""
     import torchattacks
 
-    return torchattacks.CW(model, c=CW["initial_const"], kappa=CW["confidence"], steps=CW["steps"],
-                           lr=CW["lr"])
+    return torchattacks.CW(
+        model, c=CW["initial_const"], kappa=CW["confidence"], steps=CW["steps"], lr=CW["lr"]
+    )
 
 
 def register_builtin() -> None:
     """Registers the paper's four attacks, in the paper's order (``jaxlogit.attacks`` does on import)."""
-    register(AttackSpec("pgd", "linf", True, PGD, run_pgd, work=lambda result, c: step_work(PGD["steps"]),
-                        torch=TorchCounterpart(torch_pgd)))
-    register(AttackSpec("mim", "linf", True, MIM, run_mim, work=lambda result, c: step_work(MIM["steps"]),
-                        torch=TorchCounterpart(torch_mim)))
-    register(AttackSpec("deepfool", "l2", False, DEEPFOOL, run_deepfool, work=deepfool_call_work,
-                        torch=TorchCounterpart(torch_deepfool, per_image_loop=True)))
-    register(AttackSpec("cw", "l2", False, CW, run_cw,
-                        work=lambda result, c: step_work(CW["steps"] * CW["search_steps"]),
-                        torch=TorchCounterpart(torch_cw, per_step=True)))
+    register(
+        AttackSpec(
+            "pgd",
+            "linf",
+            True,
+            PGD,
+            run_pgd,
+            work=lambda result, c: step_work(PGD["steps"]),
+            torch=TorchCounterpart(torch_pgd),
+        )
+    )
+    register(
+        AttackSpec(
+            "mim",
+            "linf",
+            True,
+            MIM,
+            run_mim,
+            work=lambda result, c: step_work(MIM["steps"]),
+            torch=TorchCounterpart(torch_mim),
+        )
+    )
+    register(
+        AttackSpec(
+            "deepfool",
+            "l2",
+            False,
+            DEEPFOOL,
+            run_deepfool,
+            work=deepfool_call_work,
+            torch=TorchCounterpart(torch_deepfool, per_image_loop=True),
+        )
+    )
+    register(
+        AttackSpec(
+            "cw",
+            "l2",
+            False,
+            CW,
+            run_cw,
+            work=lambda result, c: step_work(CW["steps"] * CW["search_steps"]),
+            torch=TorchCounterpart(torch_cw, per_step=True),
+        )
+    )

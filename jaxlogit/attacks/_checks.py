@@ -33,8 +33,7 @@ def _as_array(value: Any, name: str) -> Any:
     try:
         return np.asarray(value)
     except ValueError:
-        raise JaxlogitError(f"{name} is a ragged sequence: pass an array (all rows the same "
-                            "shape)") from None
+        raise JaxlogitError(f"{name} is a ragged sequence: pass an array (all rows the same shape)") from None
 
 
 def _dtype(value: Any) -> np.dtype:
@@ -52,19 +51,17 @@ def images(x: Any) -> jax.Array:
         )
     if shape[1] in (1, 3) and shape[3] not in (1, 3):
         raise JaxlogitError(
-            f"x has shape {shape}, which looks like NCHW: pass NHWC images "
-            "(x.transpose(0, 2, 3, 1))"
+            f"x has shape {shape}, which looks like NCHW: pass NHWC images (x.transpose(0, 2, 3, 1))"
         )
     if not jnp.issubdtype(_dtype(x), jnp.floating):
-        raise JaxlogitError(
-            f"x has dtype {_dtype(x)}: pass float images in [0, 1] (e.g. x / 255)"
-        )
+        raise JaxlogitError(f"x has dtype {_dtype(x)}: pass float images in [0, 1] (e.g. x / 255)")
     x = jnp.asarray(x, jnp.float32)
     if _is_concrete(x) and x.size:
         low, high = _extremes(x)
         if np.isnan(low) or np.isnan(high):
-            raise JaxlogitError("x contains NaN pixels: pass finite images in [0, 1] "
-                                "(check how they were loaded)")
+            raise JaxlogitError(
+                "x contains NaN pixels: pass finite images in [0, 1] (check how they were loaded)"
+            )
         if low < 0.0 or high > 1.0:
             raise JaxlogitError(
                 f"x has values in [{low:.3g}, {high:.3g}]: pass images in [0, 1] and put the "

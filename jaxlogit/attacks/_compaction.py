@@ -9,7 +9,8 @@ nothing but their share of the last, partly padded chunk.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,7 @@ def active_rows(active: jax.Array, chunk: int) -> jax.Array:
 
 def gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
     """Rows ``rows`` (n,) of every leaf (B, ...) -> (n, ...); out-of-range rows read zeros."""
-    return jax.tree.map(lambda leaf: jnp.take(leaf, rows, axis=0, mode="fill", fill_value=0),
-                        tree)
+    return jax.tree.map(lambda leaf: jnp.take(leaf, rows, axis=0, mode="fill", fill_value=0), tree)
 
 
 def scatter_rows(tree: PyTree, rows: jax.Array, updates: PyTree) -> PyTree:
@@ -47,8 +47,9 @@ def scatter_rows(tree: PyTree, rows: jax.Array, updates: PyTree) -> PyTree:
     return jax.tree.map(lambda leaf, new: leaf.at[rows].set(new, mode="drop"), tree, updates)
 
 
-def on_active_rows(body: Callable[[PyTree, PyTree], PyTree], active: jax.Array, inputs: PyTree,
-                   state: PyTree, *, chunk: int) -> PyTree:
+def on_active_rows(
+    body: Callable[[PyTree, PyTree], PyTree], active: jax.Array, inputs: PyTree, state: PyTree, *, chunk: int
+) -> PyTree:
     """Updates ``state`` by ``body`` on the active rows only, ``chunk`` rows per call.
 
     Args:

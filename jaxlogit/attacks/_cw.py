@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,12 +63,12 @@ def f6(logits: jax.Array, labels: jax.Array, confidence: jax.Array, targeted: bo
 def confident_success(logits, labels, confidence, targeted: bool) -> jax.Array:
     """(B,) bool: success after handicapping the label's logit by ``confidence`` (reference)."""
     handicap = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype) * confidence
-    return _result.is_success(logits - handicap if targeted else logits + handicap,
-                              labels, targeted)
+    return _result.is_success(logits - handicap if targeted else logits + handicap, labels, targeted)
 
 
-def keep_smallest_success(best: Best, x_adv: jax.Array, squared_l2: jax.Array, success: jax.Array,
-              step: jax.Array) -> Best:
+def keep_smallest_success(
+    best: Best, x_adv: jax.Array, squared_l2: jax.Array, success: jax.Array, step: jax.Array
+) -> Best:
     """Replaces each sample's best by ``x_adv`` where it succeeded with a smaller L2."""
     better = success & (squared_l2 < best.squared_l2)
     return Best(
@@ -93,8 +94,20 @@ def update_bounds(bounds: SearchBounds, found: jax.Array) -> SearchBounds:
     return SearchBounds(const=const, lower=lower, upper=upper)
 
 
-def _search(logits_fn, x, labels, w_start, const, confidence, optimizer, best, first_step, *,
-            steps: int, targeted: bool) -> tuple[Best, jax.Array]:
+def _search(
+    logits_fn,
+    x,
+    labels,
+    w_start,
+    const,
+    confidence,
+    optimizer,
+    best,
+    first_step,
+    *,
+    steps: int,
+    targeted: bool,
+) -> tuple[Best, jax.Array]:
     """``steps`` Adam steps from ``w_start`` at constants ``const`` (B,); returns (best, found)."""
 
     def objective(w):
@@ -120,8 +133,19 @@ def _search(logits_fn, x, labels, w_start, const, confidence, optimizer, best, f
 
 
 @_xla.jit(static_argnames=("fn_static", "steps", "search_steps", "targeted"))
-def _program(fn_arrays, x, labels, initial_const, confidence, lr, *, fn_static: StaticFn,
-             steps: int, search_steps: int, targeted: bool) -> _result.AttackResult:
+def _program(
+    fn_arrays,
+    x,
+    labels,
+    initial_const,
+    confidence,
+    lr,
+    *,
+    fn_static: StaticFn,
+    steps: int,
+    search_steps: int,
+    targeted: bool,
+) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
     optimizer = optax.adam(lr)
     w_start = to_tanh_space(x)
@@ -129,17 +153,31 @@ def _program(fn_arrays, x, labels, initial_const, confidence, lr, *, fn_static: 
 
     def search_step(s, carry):
         bounds, best = carry
-        best, found = _search(logits_fn, x, labels, w_start, bounds.const, confidence,
-                              optimizer, best, s * steps, steps=steps, targeted=targeted)
+        best, found = _search(
+            logits_fn,
+            x,
+            labels,
+            w_start,
+            bounds.const,
+            confidence,
+            optimizer,
+            best,
+            s * steps,
+            steps=steps,
+            targeted=targeted,
+        )
         return update_bounds(bounds, found), best
 
-    bounds = SearchBounds(const=jnp.full(batch, initial_const, jnp.float32),
-                          lower=jnp.zeros(batch, jnp.float32),
-                          upper=jnp.full(batch, _NO_UPPER_BOUND, jnp.float32))
+    bounds = SearchBounds(
+        const=jnp.full(batch, initial_const, jnp.float32),
+        lower=jnp.zeros(batch, jnp.float32),
+        upper=jnp.full(batch, _NO_UPPER_BOUND, jnp.float32),
+    )
     best = Best(jnp.full(batch, jnp.inf, jnp.float32), x, jnp.zeros(batch, jnp.int32))
     _, best = lax.fori_loop(0, search_steps, search_step, (bounds, best))
-    res = _result.assemble(logits_fn, x, best.x_adv, labels, targeted=targeted, norm="l2",
-                           iterations=best.step)
+    res = _result.assemble(
+        logits_fn, x, best.x_adv, labels, targeted=targeted, norm="l2", iterations=best.step
+    )
     return _revert_unconfirmed(logits_fn, x, labels, best, res, targeted)
 
 
@@ -150,8 +188,9 @@ def _revert_unconfirmed(logits_fn, x, labels, best, res, targeted) -> _result.At
     def revert():
         x_adv = jnp.where(_norms.per_sample(unconfirmed, x), x, res.x_adv)
         iterations = jnp.where(unconfirmed, 0, res.iterations)
-        return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm="l2",
-                                iterations=iterations)
+        return _result.assemble(
+            logits_fn, x, x_adv, labels, targeted=targeted, norm="l2", iterations=iterations
+        )
 
     return lax.cond(jnp.any(unconfirmed), revert, lambda: res)
 
@@ -166,7 +205,7 @@ def cw_l2(
     initial_const: float = 10.0,
     confidence: float = 0.0,
     lr: float = 0.01,
-    y_target: Optional[jax.Array] = None,
+    y_target: jax.Array | None = None,
 ) -> _result.AttackResult:
     """C&W L2 with a per-sample binary search on c, all search steps in one compiled program.
 
@@ -212,8 +251,17 @@ def cw_l2(
     _checks.non_negative("confidence", confidence)
     _checks.positive("lr", lr)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
-    res = _program(fn_arrays, x, labels, jnp.float32(initial_const), jnp.float32(confidence),
-                   jnp.float32(lr), fn_static=fn_static, steps=steps,
-                   search_steps=search_steps, targeted=targeted)
+    res = _program(
+        fn_arrays,
+        x,
+        labels,
+        jnp.float32(initial_const),
+        jnp.float32(confidence),
+        jnp.float32(lr),
+        fn_static=fn_static,
+        steps=steps,
+        search_steps=search_steps,
+        targeted=targeted,
+    )
     _checks.labels_fit(res.logits.shape[-1], y, labels, targeted)
     return res

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,8 +70,9 @@ def linearised_step(logit_gaps: jax.Array, gap_grads: jax.Array) -> jax.Array:
     return _norms.per_sample((distance + _STEP_MARGIN) / norm, w) * w
 
 
-def step_rows(logits_fn: Callable, overshoot: jax.Array,
-              inputs: tuple[jax.Array, jax.Array, jax.Array], rows: _Rows) -> _Rows:
+def step_rows(
+    logits_fn: Callable, overshoot: jax.Array, inputs: tuple[jax.Array, jax.Array, jax.Array], rows: _Rows
+) -> _Rows:
     """One DeepFool iteration on n samples: stop those now misclassified, step the others.
 
     One forward pass (with its vjp) at ``rows.x_adv``; the ``K - 1`` candidate vjps run only
@@ -114,8 +116,9 @@ def _iterate(logits_fn, inputs, overshoot, chunk, state: _State) -> _State:
 
 
 @_xla.jit(static_argnames=("fn_static", "candidates", "chunk"))
-def _program(fn_arrays, x, y, overshoot, max_iter, *, fn_static: StaticFn,
-             candidates: int, chunk: int) -> _result.AttackResult:
+def _program(
+    fn_arrays, x, y, overshoot, max_iter, *, fn_static: StaticFn, candidates: int, chunk: int
+) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
     clean_logits = logits_fn(x)
     num_classes = clean_logits.shape[-1]
@@ -134,8 +137,9 @@ def _program(fn_arrays, x, y, overshoot, max_iter, *, fn_static: StaticFn,
         functools.partial(_iterate, logits_fn, (x, y, top), overshoot, chunk),
         init,
     )
-    return _result.assemble(logits_fn, x, final.rows.x_adv, y, targeted=False, norm="l2",
-                            iterations=final.rows.iterations)
+    return _result.assemble(
+        logits_fn, x, final.rows.x_adv, y, targeted=False, norm="l2", iterations=final.rows.iterations
+    )
 
 
 def deepfool(
@@ -191,8 +195,15 @@ def deepfool(
     _checks.non_negative("overshoot", overshoot)
     chunk = backend.deepfool_chunk() if chunk is None else _checks.count("chunk", chunk)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
-    res = _program(fn_arrays, x, y, jnp.float32(overshoot), jnp.int32(max_iter),
-                   fn_static=fn_static, candidates=candidates,
-                   chunk=x.shape[0] if chunk is None else min(chunk, x.shape[0]))
+    res = _program(
+        fn_arrays,
+        x,
+        y,
+        jnp.float32(overshoot),
+        jnp.int32(max_iter),
+        fn_static=fn_static,
+        candidates=candidates,
+        chunk=x.shape[0] if chunk is None else min(chunk, x.shape[0]),
+    )
     _checks.labels_fit(res.logits.shape[-1], y, y, False)
     return res

@@ -40,8 +40,9 @@ class Geometry(NamedTuple):
 
 
 GEOMETRIES: dict[str, Geometry] = {
-    "linf": Geometry("linf", _norms.linf_norm, _norms.linf_random_start, _norms.linf_sign_step,
-                     _norms.linf_project),
+    "linf": Geometry(
+        "linf", _norms.linf_norm, _norms.linf_random_start, _norms.linf_sign_step, _norms.linf_project
+    ),
     "l2": Geometry("l2", _norms.l2_norm, _norms.l2_random_start, _norms.l2_step, _norms.l2_project),
 }
 
@@ -80,8 +81,17 @@ def momentum_rule(decay: jax.Array) -> StepRule:
     return StepRule(init=jnp.zeros_like, update=update)
 
 
-def ascent_step(geometry: Geometry, rule: StepRule, x_adv: jax.Array, grad: jax.Array, state: Any, *,
-                x: jax.Array, eps: jax.Array, step_size: jax.Array) -> tuple[jax.Array, Any]:
+def ascent_step(
+    geometry: Geometry,
+    rule: StepRule,
+    x_adv: jax.Array,
+    grad: jax.Array,
+    state: Any,
+    *,
+    x: jax.Array,
+    eps: jax.Array,
+    step_size: jax.Array,
+) -> tuple[jax.Array, Any]:
     """One iterative-attack update: the rule's direction, a ``geometry`` step, the projection.
 
     Args:

@@ -6,7 +6,7 @@ Untargeted attacks maximise ``loss(logits, y)``; targeted attacks maximise
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ def best_other_logit(logits: jax.Array, labels: jax.Array) -> jax.Array:
 LOSSES: dict[str, Loss] = {"ce": cross_entropy, "margin": margin}
 
 
-def resolve(loss: Union[str, Loss]) -> Loss:
+def resolve(loss: str | Loss) -> Loss:
     """Returns the loss function for a name in ``LOSSES`` or a callable as it is."""
     if callable(loss):
         return loss

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,15 +13,36 @@ from jaxlogit.attacks._compile import StaticFn, split_logits_fn
 
 
 @_xla.jit(static_argnames=("fn_static", "steps", "loss", "targeted", "norm"))
-def _program(fn_arrays, x, labels, eps, step_size, decay, *, fn_static: StaticFn, steps: int,
-             loss: _losses.Loss, targeted: bool, norm: str) -> _result.AttackResult:
+def _program(
+    fn_arrays,
+    x,
+    labels,
+    eps,
+    step_size,
+    decay,
+    *,
+    fn_static: StaticFn,
+    steps: int,
+    loss: _losses.Loss,
+    targeted: bool,
+    norm: str,
+) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
-    x_adv = _pgd.ascend(logits_fn, x, labels, x, eps, step_size, steps=steps, loss=loss,
-                        targeted=targeted, geometry=_geometry.GEOMETRIES[norm],
-                        rule=_geometry.momentum_rule(decay))
+    x_adv = _pgd.ascend(
+        logits_fn,
+        x,
+        labels,
+        x,
+        eps,
+        step_size,
+        steps=steps,
+        loss=loss,
+        targeted=targeted,
+        geometry=_geometry.GEOMETRIES[norm],
+        rule=_geometry.momentum_rule(decay),
+    )
     iterations = jnp.full(x.shape[:1], steps, jnp.int32)
-    return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm=norm,
-                            iterations=iterations)
+    return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm=norm, iterations=iterations)
 
 
 def mim(
@@ -31,10 +52,10 @@ def mim(
     *,
     eps: float = 16 / 255,
     steps: int = 10,
-    step_size: Optional[float] = None,
+    step_size: float | None = None,
     decay: float = 1.0,
-    y_target: Optional[jax.Array] = None,
-    loss: Union[str, _losses.Loss] = "ce",
+    y_target: jax.Array | None = None,
+    loss: str | _losses.Loss = "ce",
     norm: str = "linf",
 ) -> _result.AttackResult:
     """MIM: ``steps`` steps along an L1-normalised gradient momentum, no random start.
@@ -83,8 +104,18 @@ def mim(
     _checks.non_negative("decay", decay)
     norm = _geometry.resolve(norm)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
-    res = _program(fn_arrays, x, labels, jnp.float32(eps), jnp.float32(step_size),
-                   jnp.float32(decay), fn_static=fn_static, steps=steps,
-                   loss=_losses.resolve(loss), targeted=targeted, norm=norm)
+    res = _program(
+        fn_arrays,
+        x,
+        labels,
+        jnp.float32(eps),
+        jnp.float32(step_size),
+        jnp.float32(decay),
+        fn_static=fn_static,
+        steps=steps,
+        loss=_losses.resolve(loss),
+        targeted=targeted,
+        norm=norm,
+    )
     _checks.labels_fit(res.logits.shape[-1], y, labels, targeted)
     return res

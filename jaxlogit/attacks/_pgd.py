@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,16 +63,39 @@ def ascend(
 
 
 @_xla.jit(static_argnames=("fn_static", "steps", "random_start", "loss", "targeted", "norm"))
-def _program(fn_arrays, x, labels, key, eps, step_size, *, fn_static: StaticFn, steps: int,
-             random_start: bool, loss: _losses.Loss, targeted: bool, norm: str) -> _result.AttackResult:
+def _program(
+    fn_arrays,
+    x,
+    labels,
+    key,
+    eps,
+    step_size,
+    *,
+    fn_static: StaticFn,
+    steps: int,
+    random_start: bool,
+    loss: _losses.Loss,
+    targeted: bool,
+    norm: str,
+) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
     geometry = _geometry.GEOMETRIES[norm]
     x_start = geometry.random_start(key, x, eps) if random_start else x
-    x_adv = ascend(logits_fn, x, labels, x_start, eps, step_size, steps=steps, loss=loss,
-                   targeted=targeted, geometry=geometry, rule=_geometry.gradient_rule())
+    x_adv = ascend(
+        logits_fn,
+        x,
+        labels,
+        x_start,
+        eps,
+        step_size,
+        steps=steps,
+        loss=loss,
+        targeted=targeted,
+        geometry=geometry,
+        rule=_geometry.gradient_rule(),
+    )
     iterations = jnp.full(x.shape[:1], steps, jnp.int32)
-    return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm=norm,
-                            iterations=iterations)
+    return _result.assemble(logits_fn, x, x_adv, labels, targeted=targeted, norm=norm, iterations=iterations)
 
 
 def pgd(
@@ -80,13 +103,13 @@ def pgd(
     x: jax.Array,
     y: jax.Array,
     *,
-    key: Optional[jax.Array] = None,
+    key: jax.Array | None = None,
     eps: float = 16 / 255,
     steps: int = 10,
     step_size: float = 2 / 255,
     random_start: bool = True,
-    y_target: Optional[jax.Array] = None,
-    loss: Union[str, _losses.Loss] = "ce",
+    y_target: jax.Array | None = None,
+    loss: str | _losses.Loss = "ce",
     norm: str = "linf",
 ) -> _result.AttackResult:
     """PGD: a random start in the ``eps``-ball, then ``steps`` projected steepest-ascent steps.
@@ -140,9 +163,19 @@ def pgd(
         raise JaxlogitError("pgd with random_start=True needs key=jax.random.key(seed)")
     norm = _geometry.resolve(norm)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
-    res = _program(fn_arrays, x, labels, key if random_start else None,
-                   jnp.float32(eps), jnp.float32(step_size), fn_static=fn_static, steps=steps,
-                   random_start=bool(random_start), loss=_losses.resolve(loss), targeted=targeted,
-                   norm=norm)
+    res = _program(
+        fn_arrays,
+        x,
+        labels,
+        key if random_start else None,
+        jnp.float32(eps),
+        jnp.float32(step_size),
+        fn_static=fn_static,
+        steps=steps,
+        random_start=bool(random_start),
+        loss=_losses.resolve(loss),
+        targeted=targeted,
+        norm=norm,
+    )
     _checks.labels_fit(res.logits.shape[-1], y, labels, targeted)
     return res

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import jax
 
@@ -39,8 +40,16 @@ class Runner(Protocol):
     (an attack without one ignores it). Must be traceable: the pipeline calls it under jit.
     """
 
-    def __call__(self, logits_fn: Callable, x: jax.Array, y: jax.Array, *, key: jax.Array,
-                 eps: float, steps: Optional[int]) -> AttackResult: ...
+    def __call__(
+        self,
+        logits_fn: Callable,
+        x: jax.Array,
+        y: jax.Array,
+        *,
+        key: jax.Array,
+        eps: float,
+        steps: int | None,
+    ) -> AttackResult: ...
 
 
 class TorchCounterpart(NamedTuple):
@@ -81,16 +90,19 @@ class AttackSpec:
     takes_eps: bool
     settings: Mapping[str, Any]
     run: Runner
-    work: Optional[Callable[[AttackResult, int], Work]] = None
-    torch: Optional[TorchCounterpart] = None
+    work: Callable[[AttackResult, int], Work] | None = None
+    torch: TorchCounterpart | None = None
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", str(self.name)):
-            raise JaxlogitError(f"attack name {self.name!r}: use lowercase letters, digits and _ "
-                                "(it is a CLI choice and part of cache folder names)")
+            raise JaxlogitError(
+                f"attack name {self.name!r}: use lowercase letters, digits and _ "
+                "(it is a CLI choice and part of cache folder names)"
+            )
         if self.norm not in NORM_LABELS:
-            raise JaxlogitError(f"attack {self.name!r} has norm {self.norm!r}: use one of "
-                                f"{', '.join(NORM_LABELS)}")
+            raise JaxlogitError(
+                f"attack {self.name!r} has norm {self.norm!r}: use one of {', '.join(NORM_LABELS)}"
+            )
         object.__setattr__(self, "settings", types.MappingProxyType(dict(self.settings)))
 
     @property
@@ -111,8 +123,10 @@ _SPECS: dict[str, AttackSpec] = {}
 def register(spec: AttackSpec) -> AttackSpec:
     """Adds ``spec`` under ``spec.name``; a name already registered is an error."""
     if spec.name in _SPECS:
-        raise JaxlogitError(f"attack {spec.name!r} is already registered: choose another name "
-                            f"(registered: {', '.join(_SPECS)})")
+        raise JaxlogitError(
+            f"attack {spec.name!r} is already registered: choose another name "
+            f"(registered: {', '.join(_SPECS)})"
+        )
     _SPECS[spec.name] = spec
     return spec
 

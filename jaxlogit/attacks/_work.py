@@ -41,5 +41,6 @@ def deepfool_work(iterations: np.ndarray, candidates: int, max_iter: int) -> Wor
     """
     iterations = np.asarray(iterations, np.float64)
     loop_forwards = np.where(iterations > 0, np.minimum(iterations + 1, max_iter), 0.0)
-    return Work(forwards=float(np.mean(loop_forwards)) + 2,
-                gradients=float(np.mean(iterations)) * (candidates - 1))
+    return Work(
+        forwards=float(np.mean(loop_forwards)) + 2, gradients=float(np.mean(iterations)) * (candidates - 1)
+    )

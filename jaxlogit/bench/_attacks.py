@@ -10,7 +10,7 @@ backward passes (one per candidate class) per step it takes.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +29,16 @@ def bench_spec(name: str) -> attacks.AttackSpec:
     """The registered attack ``name``, which must have a work model to be benchmarked."""
     spec = attacks.get(name)
     if spec.work is None:
-        raise JaxlogitError(f"attack {name!r} has no work model, so its FLOPs cannot be counted: "
-                            "register it with AttackSpec(..., work=...)")
+        raise JaxlogitError(
+            f"attack {name!r} has no work model, so its FLOPs cannot be counted: "
+            "register it with AttackSpec(..., work=...)"
+        )
     return spec
 
 
-def jax_attack(name: str, logits_fn: Callable, x: np.ndarray, y: np.ndarray, *,
-               seed: int = 0) -> Callable[[], attacks.AttackResult]:
+def jax_attack(
+    name: str, logits_fn: Callable, x: np.ndarray, y: np.ndarray, *, seed: int = 0
+) -> Callable[[], attacks.AttackResult]:
     """A no-argument function running jaxlogit's ``name`` attack on ``(x, y)`` with its registered
     settings and budget ``EPS``.
 

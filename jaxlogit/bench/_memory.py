@@ -25,7 +25,8 @@ import ctypes
 import ctypes.util
 import functools
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 
@@ -70,7 +71,7 @@ def reset_peak() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The C library if it is glibc (has ``malloc_trim`` and ``mallopt``), else None."""
     name = ctypes.util.find_library("c")
@@ -108,7 +109,7 @@ def fresh_blocks() -> Iterator[None]:
         _set_thresholds(GLIBC_DEFAULT_THRESHOLD_BYTES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measurable() -> bool:
     """Whether :func:`peak_growth` can measure here: JAX on the CPU and a resettable peak."""
     return jax.default_backend() == "cpu" and resident_bytes() is not None and reset_peak()

@@ -8,8 +8,10 @@ exported back with ``to_torch``: the weights go both ways.
 
 from __future__ import annotations
 
+import importlib
 import pathlib
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -62,9 +64,8 @@ def default_batch(arch: str) -> int:
 def torch_available() -> bool:
     """Whether torch, torchvision and torchattacks import."""
     try:
-        import torch  # noqa: F401
-        import torchattacks  # noqa: F401
-        import torchvision  # noqa: F401
+        for name in ("torch", "torchattacks", "torchvision"):
+            importlib.import_module(name)
     except ImportError:
         return False
     return True
@@ -77,15 +78,18 @@ def cached_backbone(arch: str, cache: str | None = None) -> pathlib.Path | None:
     return None if newest is None else newest.parent
 
 
-def _variables(arch: str, *, checkpoint: str | None, cache: str | None, seed: int,
-               torchvision_weights: bool) -> tuple[Any, dict, str]:
+def _variables(
+    arch: str, *, checkpoint: str | None, cache: str | None, seed: int, torchvision_weights: bool
+) -> tuple[Any, dict, str]:
     """``(module, variables, description)`` of the weights to benchmark."""
     directory = checkpoint or cached_backbone(arch, cache)
     if directory is not None:
         module, variables, meta = models.load_checkpoint(directory)
         if meta.get("arch") != arch:
-            raise JaxlogitError(f"checkpoint {directory} holds {meta.get('arch')!r}, not {arch!r}: "
-                                "pass --arch matching the checkpoint")
+            raise JaxlogitError(
+                f"checkpoint {directory} holds {meta.get('arch')!r}, not {arch!r}: "
+                "pass --arch matching the checkpoint"
+            )
         return module, variables, f"trained checkpoint {directory}"
     if torchvision_weights:
         import torch
@@ -93,8 +97,11 @@ def _variables(arch: str, *, checkpoint: str | None, cache: str | None, seed: in
 
         torch.manual_seed(seed)
         state_dict = getattr(torchvision.models, arch)(weights=None).state_dict()
-        return models.create(arch), models.from_torchvision(arch, state_dict), \
-            f"random torchvision weights (seed {seed}), imported with from_torchvision"
+        return (
+            models.create(arch),
+            models.from_torchvision(arch, state_dict),
+            f"random torchvision weights (seed {seed}), imported with from_torchvision",
+        )
     module = models.create(arch)
     variables = models.init(module, jax.random.key(seed), models.spec(arch).input_shape)
     return module, variables, f"random weights (models.init, seed {seed}): timings only"
@@ -149,9 +156,17 @@ def to_nchw(x: np.ndarray) -> Any:
     return images.to(torch_device())
 
 
-def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = None,
-            cache: str | None = None, data_dir: str | None = None, seed: int = 0,
-            with_torch: bool = True, compute_dtype=None) -> BenchModel:
+def prepare(
+    arch: str,
+    batch: int | None = None,
+    *,
+    checkpoint: str | None = None,
+    cache: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    with_torch: bool = True,
+    compute_dtype=None,
+) -> BenchModel:
     """Builds the :class:`BenchModel` of ``arch`` for a batch of ``batch`` images.
 
     Args:
@@ -167,11 +182,15 @@ def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = Non
     """
     batch = default_batch(arch) if batch is None else batch
     with_torch = with_torch and torch_available()
-    module, variables, weights = _variables(arch, checkpoint=checkpoint, cache=cache, seed=seed,
-                                    torchvision_weights=with_torch and is_imagenet(arch))
+    module, variables, weights = _variables(
+        arch,
+        checkpoint=checkpoint,
+        cache=cache,
+        seed=seed,
+        torchvision_weights=with_torch and is_imagenet(arch),
+    )
     spec = models.spec(arch)
-    logits_fn = models.logits_fn(module, variables, mean=spec.mean, std=spec.std,
-                                 compute_dtype=compute_dtype)
+    logits_fn = models.logits_fn(module, variables, mean=spec.mean, std=spec.std, compute_dtype=compute_dtype)
     x, images = _images(arch, batch, data_dir=data_dir, seed=seed)
     logits = np.asarray(jax.jit(lambda f, images: f(images))(logits_fn, x))
     y = logits.argmax(-1).astype(np.int32)
@@ -180,4 +199,3 @@ def prepare(arch: str, batch: int | None = None, *, checkpoint: str | None = Non
         torch_model = _torch_twin(arch, variables)
         diff = float(np.abs(torch_logits(torch_model, x) - logits).max())
     return BenchModel(arch, logits_fn, x, y, logits.shape[-1], weights, images, torch_model, diff)
-

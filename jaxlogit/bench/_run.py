@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -62,8 +63,7 @@ class BenchConfig:
         for name in self.attacks:
             _attacks.bench_spec(name)  # unknown, or no work model: a one-line error
         if self.precision not in PRECISIONS:
-            raise JaxlogitError(f"unknown precision {self.precision!r}: choose "
-                                f"{' or '.join(PRECISIONS)}")
+            raise JaxlogitError(f"unknown precision {self.precision!r}: choose {' or '.join(PRECISIONS)}")
         if self.repeats < 1 or (self.batch is not None and self.batch < 1):
             raise JaxlogitError("repeats and batch must be >= 1: pass --repeats 3 --batch 256")
 
@@ -144,10 +144,14 @@ def measure_baseline(model: _model.BenchModel, repeats: int) -> tuple[Baseline, 
         torch_calls = _torch.baseline_calls(model.torch_model, x, y)
         calls.update({f"torch_{name}": call for name, call in torch_calls.items()})
     timings, _ = _timing.interleaved(calls, repeats)
-    baseline = Baseline(timings["forward"], timings["gradient"],
-                        _flops.compiled_flops(_forward, f, x),
-                        _flops.compiled_flops(_gradient, f, x, y),
-                        timings.get("torch_forward"), timings.get("torch_gradient"))
+    baseline = Baseline(
+        timings["forward"],
+        timings["gradient"],
+        _flops.compiled_flops(_forward, f, x),
+        _flops.compiled_flops(_gradient, f, x, y),
+        timings.get("torch_forward"),
+        timings.get("torch_gradient"),
+    )
     return baseline, calls
 
 
@@ -174,8 +178,7 @@ def attack_logits_fn(model: _model.BenchModel, config: BenchConfig) -> Callable:
     return lambda images: partial(images)
 
 
-def measure_attack(name: str, model: _model.BenchModel,
-                   config: BenchConfig) -> tuple[AttackBench, dict]:
+def measure_attack(name: str, model: _model.BenchModel, config: BenchConfig) -> tuple[AttackBench, dict]:
     """Times jaxlogit's ``name`` and, if possible, torchattacks' (interleaved, same weights).
 
     Returns:
@@ -184,16 +187,16 @@ def measure_attack(name: str, model: _model.BenchModel,
       batch (torchattacks' DeepFool runs on a few images, whose memory is not the batch's).
     """
     batch = len(model.y)
-    calls = {"jax": _attacks.jax_attack(name, attack_logits_fn(model, config), model.x,
-                                        model.y, seed=config.seed)}
+    calls = {
+        "jax": _attacks.jax_attack(name, attack_logits_fn(model, config), model.x, model.y, seed=config.seed)
+    }
     n_torch = torch_images(config, name, batch) if model.torch_model is not None else 0
     counter = None
     if n_torch:
         from jaxlogit.bench import _torch
 
         counter = _torch.WorkCounter(model.torch_model)
-        torch_call = _torch.attack_call(name, model.torch_model, model.x[:n_torch],
-                                        model.y[:n_torch])
+        torch_call = _torch.attack_call(name, model.torch_model, model.x[:n_torch], model.y[:n_torch])
         calls["torch"] = _counted(torch_call, counter)
     try:
         timings, results = _timing.interleaved(calls, config.repeats)
@@ -201,8 +204,12 @@ def measure_attack(name: str, model: _model.BenchModel,
         if counter is not None:
             counter.close()
     res = results["jax"]
-    jax_run = AttackRun(timings["jax"], _attacks.jax_work(name, res, model.num_classes), batch,
-                        float(np.mean(np.asarray(res.success))))
+    jax_run = AttackRun(
+        timings["jax"],
+        _attacks.jax_work(name, res, model.num_classes),
+        batch,
+        float(np.mean(np.asarray(res.success))),
+    )
     torch_run = None
     if counter is not None:
         success = _torch.success_rate(model.torch_model, results["torch"], model.y[:n_torch])
@@ -211,8 +218,9 @@ def measure_attack(name: str, model: _model.BenchModel,
     return AttackBench(name, jax_run, torch_run), memory_calls
 
 
-def measure_memory(baseline: Baseline, baseline_calls: dict, benches: list[AttackBench],
-                   attack_calls: list[dict]) -> tuple[Baseline, list[AttackBench]]:
+def measure_memory(
+    baseline: Baseline, baseline_calls: dict, benches: list[AttackBench], attack_calls: list[dict]
+) -> tuple[Baseline, list[AttackBench]]:
     """Peak memory of one more call of everything timed (``_memory.peaks``), run after every
     timing because it changes how glibc allocates. The first JAX call and the first torch call
     after that switch reuse memory glibc kept from before it and would under-count, so the
@@ -221,8 +229,11 @@ def measure_memory(baseline: Baseline, baseline_calls: dict, benches: list[Attac
     Returns:
       ``baseline`` and ``benches`` with their ``peak_bytes`` filled in.
     """
-    warm_ups = {f"warm-up {name}": baseline_calls[name] for name in ("forward", "torch_forward")
-                if name in baseline_calls}
+    warm_ups = {
+        f"warm-up {name}": baseline_calls[name]
+        for name in ("forward", "torch_forward")
+        if name in baseline_calls
+    }
     calls = {**warm_ups, **baseline_calls}
     for bench, sides in zip(benches, attack_calls):
         calls.update({f"{bench.attack}/{side}": call for side, call in sides.items()})
@@ -230,19 +241,21 @@ def measure_memory(baseline: Baseline, baseline_calls: dict, benches: list[Attac
     baseline = baseline._replace(peak_bytes={name: memory[name] for name in baseline_calls})
 
     def with_memory(bench: AttackBench) -> AttackBench:
-        torch_run = bench.torch and bench.torch._replace(
-            peak_bytes=memory.get(f"{bench.attack}/torch"))
-        return bench._replace(jax=bench.jax._replace(peak_bytes=memory[f"{bench.attack}/jax"]),
-                              torch=torch_run)
+        torch_run = bench.torch and bench.torch._replace(peak_bytes=memory.get(f"{bench.attack}/torch"))
+        return bench._replace(
+            jax=bench.jax._replace(peak_bytes=memory[f"{bench.attack}/jax"]), torch=torch_run
+        )
 
     return baseline, [with_memory(bench) for bench in benches]
 
 
 def _counted(call: Callable, counter) -> Callable:
     """``call`` with the work counter reset first, so it holds the last call's work."""
+
     def run():
         counter.reset()
         return call()
+
     return run
 
 
@@ -254,14 +267,20 @@ class Timed(NamedTuple):
     attack_calls: list
 
 
-def run_timings(config: BenchConfig, *,
-                log: Callable[[str], None] = lambda message: None) -> Timed:
+def run_timings(config: BenchConfig, *, log: Callable[[str], None] = lambda message: None) -> Timed:
     """Times everything ``config`` describes; :func:`add_memory` measures memory afterwards."""
     load_before = os.getloadavg()[0]
     log(f"preparing {config.arch}")
-    model = _model.prepare(config.arch, config.batch, checkpoint=config.checkpoint,
-                           cache=config.cache, data_dir=config.data_dir, seed=config.seed,
-                           with_torch=config.torch, compute_dtype=config.precision)
+    model = _model.prepare(
+        config.arch,
+        config.batch,
+        checkpoint=config.checkpoint,
+        cache=config.cache,
+        data_dir=config.data_dir,
+        seed=config.seed,
+        with_torch=config.torch,
+        compute_dtype=config.precision,
+    )
     log("measuring the matmul peak")
     peak = _flops.matmul_peak_gflops()
     log("timing the forward and forward+gradient baselines")
@@ -277,11 +296,18 @@ def run_timings(config: BenchConfig, *,
         from jaxlogit.bench import _torch
 
         torch_threads = _torch.threads()
-    info = {"arch": model.arch, "batch": len(model.y), "input_shape": list(model.x.shape[1:]),
-            "num_classes": model.num_classes, "weights": model.weights, "images": model.images,
-            "torch_logits_diff": model.torch_logits_diff}
-    report = BenchReport(config, info, peak, torch_threads, baseline, benches,
-                         (load_before, os.getloadavg()[0]))
+    info = {
+        "arch": model.arch,
+        "batch": len(model.y),
+        "input_shape": list(model.x.shape[1:]),
+        "num_classes": model.num_classes,
+        "weights": model.weights,
+        "images": model.images,
+        "torch_logits_diff": model.torch_logits_diff,
+    }
+    report = BenchReport(
+        config, info, peak, torch_threads, baseline, benches, (load_before, os.getloadavg()[0])
+    )
     return Timed(report, baseline_calls, attack_calls)
 
 
@@ -290,13 +316,15 @@ def add_memory(timed: Timed, *, log: Callable[[str], None] = lambda message: Non
     differently (``_memory.fresh_blocks``), which slows torch's allocations: time nothing after
     it in the same process."""
     log(f"measuring peak memory on {timed.report.model['arch']} (one more call of each)")
-    baseline, benches = measure_memory(timed.report.baseline, timed.baseline_calls,
-                                       timed.report.attacks, timed.attack_calls)
+    baseline, benches = measure_memory(
+        timed.report.baseline, timed.baseline_calls, timed.report.attacks, timed.attack_calls
+    )
     return timed.report._replace(baseline=baseline, attacks=benches)
 
 
-def run_many(configs: list[BenchConfig], *,
-             log: Callable[[str], None] = lambda message: None) -> list[BenchReport]:
+def run_many(
+    configs: list[BenchConfig], *, log: Callable[[str], None] = lambda message: None
+) -> list[BenchReport]:
     """Runs several benchmarks in one process: every timing first, then every memory
     measurement, so none of them is timed after glibc's allocation was changed."""
     timed = [run_timings(config, log=log) for config in configs]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -55,5 +56,4 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[s
         for name, fn in fns.items():
             seconds, results[name] = timed_call(fn)
             calls[name].append(seconds)
-    return {name: Timing(firsts[name], min(calls[name]), tuple(calls[name]))
-            for name in fns}, results
+    return {name: Timing(firsts[name], min(calls[name]), tuple(calls[name])) for name in fns}, results

@@ -5,7 +5,8 @@ Only imported when torch and torchattacks are installed (the ``torch`` extra).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +81,7 @@ def synchronised(call: Callable[[], Any]) -> Callable[[], Any]:
         result = call()
         torch.cuda.synchronize()
         return result
+
     return run
 
 

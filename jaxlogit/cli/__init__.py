@@ -12,9 +12,12 @@ import sys
 import click
 
 from jaxlogit import _interrupt, paths
+from jaxlogit.cli import _attack, _backbone, _bench, _correct, _explain, _info
 from jaxlogit.cli._app import cli
-from jaxlogit.cli import _attack, _backbone, _bench, _correct, _explain, _info  # noqa: F401  (registers commands)
 from jaxlogit.errors import JaxlogitError
+
+# Importing a command module registers its commands on ``cli``.
+COMMAND_MODULES = (_attack, _backbone, _bench, _correct, _explain, _info)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,24 +32,45 @@ def _set_quiet(ctx, param, value):
 
 def progress_options(fn):
     """Adds --log-every SECONDS ($JAXLOGIT_LOG_EVERY) and --quiet, which set ``jaxlogit.progress``."""
-    fn = click.option("--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
-                      help="No progress bars or lines (events.jsonl files are still written).")(fn)
-    return click.option("--log-every", type=click.FloatRange(min=0, min_open=True),
-                        envvar="JAXLOGIT_LOG_EVERY", default=None, expose_value=False, callback=_set_log_every,
-                        metavar="SECONDS",
-                        help="When stderr is not a terminal, print a progress line every SECONDS "
-                             f"(default: $JAXLOGIT_LOG_EVERY or {progress.DEFAULT_LOG_EVERY:g}).")(fn)
+    fn = click.option(
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_quiet,
+        help="No progress bars or lines (events.jsonl files are still written).",
+    )(fn)
+    return click.option(
+        "--log-every",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar="JAXLOGIT_LOG_EVERY",
+        default=None,
+        expose_value=False,
+        callback=_set_log_every,
+        metavar="SECONDS",
+        help="When stderr is not a terminal, print a progress line every SECONDS "
+        f"(default: $JAXLOGIT_LOG_EVERY or {progress.DEFAULT_LOG_EVERY:g}).",
+    )(fn)
 
 
 def common_options(fn):
     """Adds --data-dir and --cache-dir (also read from $JAXLOGIT_DATA / $JAXLOGIT_CACHE), the progress
     options, and turns on JAX's compilation cache under the cache root before the command runs."""
 
-    @click.option("--data-dir", envvar="JAXLOGIT_DATA", default=None, type=click.Path(),
-                  help="Dataset folder (default: $JAXLOGIT_DATA, then the system copy).")
-    @click.option("--cache-dir", envvar="JAXLOGIT_CACHE", default=None, type=click.Path(),
-                  help="Where trained models, logit stores and correctors are cached "
-                       "(default: $JAXLOGIT_CACHE or ~/.cache/jaxlogit).")
+    @click.option(
+        "--data-dir",
+        envvar="JAXLOGIT_DATA",
+        default=None,
+        type=click.Path(),
+        help="Dataset folder (default: $JAXLOGIT_DATA, then the system copy).",
+    )
+    @click.option(
+        "--cache-dir",
+        envvar="JAXLOGIT_CACHE",
+        default=None,
+        type=click.Path(),
+        help="Where trained models, logit stores and correctors are cached "
+        "(default: $JAXLOGIT_CACHE or ~/.cache/jaxlogit).",
+    )
     @progress_options
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -77,12 +98,23 @@ class DatasetName(click.ParamType):
 
 def dataset_option(fn):
     """Adds --dataset (default ``data.DEFAULT_DATASET``): a name registered in ``jaxlogit.data``."""
-    return click.option("--dataset", type=DatasetName(), default=data.DEFAULT_DATASET, show_default=True,
-                        help="A registered dataset (see jaxlogit.data.names()).")(fn)
+    return click.option(
+        "--dataset",
+        type=DatasetName(),
+        default=data.DEFAULT_DATASET,
+        show_default=True,
+        help="A registered dataset (see jaxlogit.data.names()).",
+    )(fn)
 
 
-def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
-                     config: training.BackboneConfig | None = None, rebuild: bool = False) -> training.Backbone:
+def trained_backbone(
+    arch: str,
+    dataset: str,
+    data_dir,
+    cache_dir,
+    config: training.BackboneConfig | None = None,
+    rebuild: bool = False,
+) -> training.Backbone:
     """The compact ``arch`` trained on ``dataset`` with ``config`` (default: ``training.default_config``),
     from the cache or trained now.
 
@@ -95,7 +127,8 @@ def trained_backbone(arch: str, dataset: str, data_dir, cache_dir,
         raise JaxlogitError(
             f"--dataset {dataset} needs converted {spec.backbones} weights, which this command cannot "
             f"load yet; run the experiments with --weights-dir, or use a dataset with compact backbones "
-            f"({', '.join(n for n in data.names() if data.get(n).backbones == data.COMPACT)})")
+            f"({', '.join(n for n in data.names() if data.get(n).backbones == data.COMPACT)})"
+        )
     check_arch(arch, compact_only=True)
     config = training.default_config(arch, dataset=dataset) if config is None else config
     return training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir, rebuild=rebuild)
@@ -105,7 +138,9 @@ def check_arch(arch: str, *, compact_only: bool = False) -> str:
     """Returns ``arch`` if it names a backbone, else raises a one-line error listing them."""
     names = [n for n in models.names() if not compact_only or models.spec(n).kind == data.COMPACT]
     if arch not in names:
-        raise JaxlogitError(f"unknown arch {arch!r}: choose one of {', '.join(names)} (see `jaxlogit models`)")
+        raise JaxlogitError(
+            f"unknown arch {arch!r}: choose one of {', '.join(names)} (see `jaxlogit models`)"
+        )
     return arch
 
 

@@ -8,13 +8,14 @@ import click
 import jax
 import numpy as np
 
-from jaxlogit import adaptive as adaptive_eval
 from jaxlogit import _xla, batching, data, pipeline, training
+from jaxlogit import adaptive as adaptive_eval
 from jaxlogit.cli._app import AttackName, cli, common_options, dataset_option, trained_backbone
 
 
-def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray,
-              norm: np.ndarray) -> dict:
+def summarize(
+    y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray, norm: np.ndarray
+) -> dict:
     """Accuracy before/after, success rate and norms of the successful examples."""
     fooled = norm[success] if success.any() else np.array([np.nan])
     return {
@@ -29,26 +30,62 @@ def summarize(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, succe
 
 @cli.command()
 @click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
-@click.option("--attack", "attack_name", required=True, type=AttackName(),
-              help="A registered attack (jaxlogit.attacks), with the paper's settings.")
-@click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Test images to attack.")
-@click.option("--eps", type=float, default=16 / 255, show_default="16/255",
-              help="Budget of the attacks that take one (pgd, mim: L-inf).")
+@click.option(
+    "--attack",
+    "attack_name",
+    required=True,
+    type=AttackName(),
+    help="A registered attack (jaxlogit.attacks), with the paper's settings.",
+)
+@click.option(
+    "--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Test images to attack."
+)
+@click.option(
+    "--eps",
+    type=float,
+    default=16 / 255,
+    show_default="16/255",
+    help="Budget of the attacks that take one (pgd, mim: L-inf).",
+)
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--adaptive", "adaptive_", is_flag=True,
-              help="Also attack the defended model g∘f (the corrector trained for this attack) with adaptive "
-                   "PGD (cross-entropy, margin) and logit matching at --eps; report accuracy and detection AUC.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Adaptive: steps per restart.")
-@click.option("--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
-              help="The backbone's compute dtype inside the attack "
-                   "(images, perturbation and projection stay float32).")
+@click.option(
+    "--adaptive",
+    "adaptive_",
+    is_flag=True,
+    help="Also attack the defended model g∘f (the corrector trained for this attack) with adaptive "
+    "PGD (cross-entropy, margin) and logit matching at --eps; report accuracy and detection AUC.",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Adaptive: steps per restart."
+)
+@click.option(
+    "--restarts", type=click.IntRange(min=1), default=3, show_default=True, help="Adaptive: random restarts."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="The backbone's compute dtype inside the attack (images, perturbation and projection stay float32).",
+)
 @dataset_option
 @common_options
-def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restarts, precision, dataset, data_dir,
-           cache_dir) -> None:
+def attack(
+    arch,
+    attack_name,
+    n,
+    eps,
+    batch_size,
+    seed,
+    adaptive_,
+    steps,
+    restarts,
+    precision,
+    dataset,
+    data_dir,
+    cache_dir,
+) -> None:
     """Attack the first N evaluation images of --dataset (default Fashion-MNIST's test set) and
     report accuracy, success and norms.
 
@@ -78,32 +115,56 @@ def attack(arch, attack_name, n, eps, batch_size, seed, adaptive_, steps, restar
     click.echo(f"clean accuracy:       {stats['clean_accuracy']:.4f}")
     click.echo(f"adversarial accuracy: {stats['adversarial_accuracy']:.4f}")
     click.echo(f"success rate:         {stats['success_rate']:.4f}")
-    click.echo(f"{config.spec.norm_label} norm (fooled): mean {stats['mean_norm']:.4f}, "
-               f"median {stats['median_norm']:.4f}")
+    click.echo(
+        f"{config.spec.norm_label} norm (fooled): mean {stats['mean_norm']:.4f}, "
+        f"median {stats['median_norm']:.4f}"
+    )
     click.echo(f"wall time:            {seconds:.1f} s (including compilation)")
     if adaptive_:
-        config = adaptive_eval.AdaptiveConfig(eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size)
+        config = adaptive_eval.AdaptiveConfig(
+            eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size
+        )
         report_adaptive(backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir)
 
 
-def report_adaptive(backbone: training.Backbone, config: adaptive_eval.AdaptiveConfig, x: np.ndarray, y: np.ndarray,
-                    oblivious_logits: np.ndarray, attack_name: str, dataset: str, data_dir,
-                    cache_dir) -> None:
+def report_adaptive(
+    backbone: training.Backbone,
+    config: adaptive_eval.AdaptiveConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    oblivious_logits: np.ndarray,
+    attack_name: str,
+    dataset: str,
+    data_dir,
+    cache_dir,
+) -> None:
     """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs."""
     train_split = data.load(dataset, data.get(dataset).train_split, data_dir=data_dir)
-    trained = pipeline.corrector_for_attack(backbone, pipeline.AttackConfig(attack_name), train_split, pipeline.DEFAULT_CORRECTOR,
-                                            limit=pipeline.DEFAULT_TRAIN_LIMIT, cache=cache_dir)
+    trained = pipeline.corrector_for_attack(
+        backbone,
+        pipeline.AttackConfig(attack_name),
+        train_split,
+        pipeline.DEFAULT_CORRECTOR,
+        limit=pipeline.DEFAULT_TRAIN_LIMIT,
+        cache=cache_dir,
+    )
     g = adaptive_eval.corrector_fn(trained.module, trained.params)
     start = time.perf_counter()
-    ev = adaptive_eval.evaluate(backbone.logits_fn(), g, x, y, config=config, oblivious_logits=oblivious_logits)
+    ev = adaptive_eval.evaluate(
+        backbone.logits_fn(), g, x, y, config=config, oblivious_logits=oblivious_logits
+    )
     seconds = time.perf_counter() - start
     acc = adaptive_eval.accuracies(ev)
     detection = adaptive_eval.detection(ev)
     click.echo(f"\ndefended by the corrector trained on {attack_name} logits ({trained.directory.name})")
-    click.echo(f"adaptive attacks on g∘f: Linf eps {config.eps * 255:g}/255, {config.steps} steps x "
-               f"{config.restarts} restarts, step {config.step * 255:g}/255")
-    rows = [("clean", "clean_corrected", None),
-            ("oblivious attack (paper)", adaptive_eval.OBLIVIOUS, adaptive_eval.OBLIVIOUS)]
+    click.echo(
+        f"adaptive attacks on g∘f: Linf eps {config.eps * 255:g}/255, {config.steps} steps x "
+        f"{config.restarts} restarts, step {config.step * 255:g}/255"
+    )
+    rows = [
+        ("clean", "clean_corrected", None),
+        ("oblivious attack (paper)", adaptive_eval.OBLIVIOUS, adaptive_eval.OBLIVIOUS),
+    ]
     rows += [(f"adaptive {name}", name, name) for name in adaptive_eval.ADAPTIVE_ATTACKS]
     rows += [("worst case (all attacks)", adaptive_eval.WORST, adaptive_eval.WORST)]
     click.echo(f"{'defended accuracy':34s} {'':>8s}  detection AUC")

@@ -18,13 +18,18 @@ def backbone_options(fn):
     fn = common_options(fn)
     fn = dataset_option(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
-    fn = click.option("--epochs", type=click.IntRange(min=1), default=None,
-                      help="Training epochs (default: the arch's, see training.DEFAULT_EPOCHS).")(fn)
+    fn = click.option(
+        "--epochs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Training epochs (default: the arch's, see training.DEFAULT_EPOCHS).",
+    )(fn)
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
-def _ensure(arch, epochs, seed, dataset, data_dir, cache_dir,
-            rebuild=False) -> tuple[training.BackboneConfig, training.Backbone]:
+def _ensure(
+    arch, epochs, seed, dataset, data_dir, cache_dir, rebuild=False
+) -> tuple[training.BackboneConfig, training.Backbone]:
     overrides = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
     config = training.default_config(arch, dataset=dataset, **overrides)
     return config, trained_backbone(arch, dataset, data_dir, cache_dir, config=config, rebuild=rebuild)

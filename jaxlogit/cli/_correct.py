@@ -23,18 +23,34 @@ def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_d
 def attack_options(fn):
     """--arch, --attack, --eps, --dataset shared by the logit and corrector commands."""
     fn = dataset_option(fn)
-    fn = click.option("--eps", type=float, default=16 / 255, show_default="16/255",
-                      help="Budget of the attacks that take one (pgd, mim: L-inf).")(fn)
-    fn = click.option("--attack", "attack_name", required=True, type=AttackName(),
-                      help="A registered attack (jaxlogit.attacks), with the paper's settings.")(fn)
+    fn = click.option(
+        "--eps",
+        type=float,
+        default=16 / 255,
+        show_default="16/255",
+        help="Budget of the attacks that take one (pgd, mim: L-inf).",
+    )(fn)
+    fn = click.option(
+        "--attack",
+        "attack_name",
+        required=True,
+        type=AttackName(),
+        help="A registered attack (jaxlogit.attacks), with the paper's settings.",
+    )(fn)
     return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
 
 
 @cli.command()
 @attack_options
-@click.option("--split", "split_name", required=True,
-              help="The dataset's training or evaluation split (fashion_mnist: train or test).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (default: all).")
+@click.option(
+    "--split",
+    "split_name",
+    required=True,
+    help="The dataset's training or evaluation split (fashion_mnist: train or test).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (default: all)."
+)
 @common_options
 def logits(arch, attack_name, eps, dataset, split_name, limit, data_dir, cache_dir) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
@@ -57,14 +73,22 @@ def corrector_options(fn):
     defaults = pipeline.DEFAULT_CORRECTOR
     fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
     fn = click.option("--lr", type=float, default=defaults.lr, show_default=True)(fn)
-    fn = click.option("--hidden", type=int, default=defaults.hidden, show_default=True, help="D; 0 = single layer C -> C.")(fn)
+    fn = click.option(
+        "--hidden", type=int, default=defaults.hidden, show_default=True, help="D; 0 = single layer C -> C."
+    )(fn)
     fn = click.option("--epochs", type=click.IntRange(min=1), default=defaults.epochs, show_default=True)(fn)
-    return click.option("--limit", type=click.IntRange(min=1), default=pipeline.DEFAULT_TRAIN_LIMIT, show_default=True,
-                        help="Training images whose logits train the corrector.")(fn)
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=pipeline.DEFAULT_TRAIN_LIMIT,
+        show_default=True,
+        help="Training images whose logits train the corrector.",
+    )(fn)
 
 
-def _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir,
-               rebuild=False):
+def _corrector(
+    arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir, rebuild=False
+):
     config = pipeline.CorrectorConfig(hidden=hidden or None, epochs=epochs, lr=lr, seed=seed)
     train_split = data.get(dataset).train_split
     train_store = _store(arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir)
@@ -78,8 +102,9 @@ def _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed,
 def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir) -> None:
     """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
     one is retrained)."""
-    trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
-                         cache_dir, rebuild=True)
+    trained = _corrector(
+        arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir, rebuild=True
+    )
     click.echo(f"corrector: {trained.directory}")
     click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
 
@@ -87,18 +112,23 @@ def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, 
 @correct.command("eval")
 @attack_options
 @corrector_options
-@click.option("--eval-attack", default=None, type=AttackName(),
-              help="Evaluate on another attack's logits (transfer).")
+@click.option(
+    "--eval-attack", default=None, type=AttackName(), help="Evaluate on another attack's logits (transfer)."
+)
 @common_options
-def eval_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, eval_attack, data_dir,
-             cache_dir) -> None:
+def eval_cmd(
+    arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, eval_attack, data_dir, cache_dir
+) -> None:
     """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
-    trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
-                         cache_dir)
+    trained = _corrector(
+        arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir
+    )
     eval_split = data.get(dataset).eval_split
     test = _store(arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir)
     labels = np.asarray(test["labels"])
     for kind in ("clean", "adv"):
         z = np.asarray(test[f"{kind}_logits"])
-        click.echo(f"{kind:5s} accuracy: {np.mean(z.argmax(-1) == labels):.4f}  corrected: "
-                   f"{np.mean(trained.predict_classes(z) == labels):.4f}")
+        click.echo(
+            f"{kind:5s} accuracy: {np.mean(z.argmax(-1) == labels):.4f}  corrected: "
+            f"{np.mean(trained.predict_classes(z) == labels):.4f}"
+        )

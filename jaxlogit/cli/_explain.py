@@ -18,8 +18,10 @@ def vote_table(classes: np.ndarray, counts: np.ndarray, names: tuple[str, ...]) 
     total = max(int(counts.sum()), 1)
     width = max(len("name"), *(len(names[c]) for c in classes))
     lines = [f"{'rank':>4}  {'class':>5}  {'name':<{width}}  {'votes':>6}  {'share':>6}"]
-    lines += [f"{rank:>4}  {c:>5}  {names[c]:<{width}}  {int(counts[c]):>6}  {100 * counts[c] / total:>5.1f}%"
-              for rank, c in enumerate(classes.tolist(), start=1)]
+    lines += [
+        f"{rank:>4}  {c:>5}  {names[c]:<{width}}  {int(counts[c]):>6}  {100 * counts[c] / total:>5.1f}%"
+        for rank, c in enumerate(classes.tolist(), start=1)
+    ]
     return lines
 
 
@@ -33,37 +35,71 @@ def _check_k(name: str, value: int | None, num_classes: int) -> int:
 
 @cli.command("explain")
 @attack_options
-@click.option("--per-example", type=click.IntRange(min=1), default=None,
-              help="Classes each example votes for (default: explain.scaled_k(C), 3 of 10 classes).")
-@click.option("--top", type=click.IntRange(min=1), default=None,
-              help="Supporting classes to list (default: explain.scaled_k(C)).")
-@click.option("--per-class", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Images per class in the selected set (correctly classified by resnet_compact).")
+@click.option(
+    "--per-example",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Classes each example votes for (default: explain.scaled_k(C), 3 of 10 classes).",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Supporting classes to list (default: explain.scaled_k(C)).",
+)
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Images per class in the selected set (correctly classified by resnet_compact).",
+)
 @corrector_options
 @common_options
-def explain_cmd(arch, attack_name, eps, dataset, per_example, top, per_class, limit, epochs, hidden, lr, seed,
-                data_dir, cache_dir) -> None:
+def explain_cmd(
+    arch,
+    attack_name,
+    eps,
+    dataset,
+    per_example,
+    top,
+    per_class,
+    limit,
+    epochs,
+    hidden,
+    lr,
+    seed,
+    data_dir,
+    cache_dir,
+) -> None:
     """Supporting classes of the corrector trained on ATTACK: votes of the largest S_k over the
     selected test set's adversarial logits (the paper's Figures 2-3)."""
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     num_classes = int(backbone.meta["num_classes"])
     per_example = _check_k("--per-example", per_example, num_classes)
     top = _check_k("--top", top, num_classes)
-    trained = _corrector(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir,
-                         cache_dir)
+    trained = _corrector(
+        arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir
+    )
     split_name = data.get(dataset).eval_split
     split = data.load(dataset, split_name, data_dir=data_dir)
-    selector = backbone if arch == SELECTING_ARCH else trained_backbone(SELECTING_ARCH, dataset, data_dir,
-                                                                        cache_dir)
+    selector = (
+        backbone if arch == SELECTING_ARCH else trained_backbone(SELECTING_ARCH, dataset, data_dir, cache_dir)
+    )
     indices = pipeline.selected_indices(selector, split, per_class=per_class, cache=cache_dir)
-    rows = pipeline.selected_logits(backbone, pipeline.AttackConfig(attack_name, eps=eps), split, split_name,
-                                    indices, cache=cache_dir)
+    rows = pipeline.selected_logits(
+        backbone, pipeline.AttackConfig(attack_name, eps=eps), split, split_name, indices, cache=cache_dir
+    )
     scores = explain.supporting_scores(trained.g_fn(), rows["adv_logits"], rows["labels"])
     classes, counts = explain.supporting_classes(scores, per_example=per_example, top=top)
-    click.echo(f"supporting classes of the {attack_name} corrector on {arch}: {len(indices)} selected test images, "
-               f"adversarial logits")
-    click.echo(f"each image votes for its {per_example} largest S_k; top {top} shown "
-               f"(the paper's 10 assumes 1000 classes; default here explain.scaled_k({num_classes}) = "
-               f"{explain.scaled_k(num_classes)})")
+    click.echo(
+        f"supporting classes of the {attack_name} corrector on {arch}: {len(indices)} selected test images, "
+        f"adversarial logits"
+    )
+    click.echo(
+        f"each image votes for its {per_example} largest S_k; top {top} shown "
+        f"(the paper's 10 assumes 1000 classes; default here explain.scaled_k({num_classes}) = "
+        f"{explain.scaled_k(num_classes)})"
+    )
     for line in vote_table(np.asarray(classes), np.asarray(counts), split.class_names):
         click.echo(line)

@@ -14,7 +14,18 @@ from jaxlogit.data import _inventory
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.models import _checkpoint
 
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "torch", "torchvision", "torchattacks")
+_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "tensorflow-datasets",
+    "numpy",
+    "torch",
+    "torchvision",
+    "torchattacks",
+)
 
 
 def _version(package: str) -> str:
@@ -61,14 +72,17 @@ def _echo_datasets(data_dir) -> None:
             if spec.find is not None:
                 found = spec.find(None)
                 click.echo(f"{spec.name}: {found if found else f'not found ({spec.install_hint})'}")
-        click.echo("imagenet: no --data-dir given "
-                   "(a TFDS data dir or a folder with val/<wnid>/ and train/<wnid>/)")
+        click.echo(
+            "imagenet: no --data-dir given (a TFDS data dir or a folder with val/<wnid>/ and train/<wnid>/)"
+        )
         return
     found = _inventory.find_datasets(data_dir)
     click.echo(f"data dir: {data_dir}")
     if not found:
-        click.echo("  no dataset found (expected val/<wnid>/*.JPEG and train/<wnid>/, a TFDS data dir with "
-                   "imagenet2012 or fashion_mnist, or the Fashion-MNIST IDX files)")
+        click.echo(
+            "  no dataset found (expected val/<wnid>/*.JPEG and train/<wnid>/, a TFDS data dir with "
+            "imagenet2012 or fashion_mnist, or the Fashion-MNIST IDX files)"
+        )
     for dataset in found:
         click.echo(f"  {dataset.name} ({dataset.layout}): {dataset.location}")
         for split in dataset.splits:
@@ -82,8 +96,10 @@ def _echo_weights(weights_dir) -> None:
     click.echo(f"weights dir: {weights_dir}")
     directories = _checkpoint.find_checkpoints(weights_dir)
     if not directories:
-        click.echo("  no converted weights (make them with `jaxlogit convert --arch ARCH --weights FILE.pth "
-                   f"--out {weights_dir}/ARCH`)")
+        click.echo(
+            "  no converted weights (make them with `jaxlogit convert --arch ARCH --weights FILE.pth "
+            f"--out {weights_dir}/ARCH`)"
+        )
     for directory in directories:
         try:
             summary = _checkpoint.summarize_checkpoint(directory)
@@ -91,8 +107,10 @@ def _echo_weights(weights_dir) -> None:
             click.echo(f"  {directory.name}: unreadable ({err})")
             continue
         digest = f"sha256 {summary.digest} ({summary.digest_origin})" if summary.digest else "no digest"
-        click.echo(f"  {directory.name}: arch {summary.arch}, {summary.num_classes} classes, {digest}, "
-                   f"source {summary.source or 'unknown'}")
+        click.echo(
+            f"  {directory.name}: arch {summary.arch}, {summary.num_classes} classes, {digest}, "
+            f"source {summary.source or 'unknown'}"
+        )
 
 
 def _echo_cache(cache_dir) -> None:
@@ -109,17 +127,24 @@ def _echo_cache(cache_dir) -> None:
 
 
 @cli.command()
-@click.option("--weights-dir", default=None, type=click.Path(),
-              help="Folder of `jaxlogit convert` outputs (one per arch) to describe.")
+@click.option(
+    "--weights-dir",
+    default=None,
+    type=click.Path(),
+    help="Folder of `jaxlogit convert` outputs (one per arch) to describe.",
+)
 @common_options
 def info(weights_dir, data_dir, cache_dir) -> None:
     """Show devices, package versions, the datasets and converted weights found, and the cache."""
     import jax
 
     devices = jax.devices()
-    click.echo("devices: " + ", ".join(f"{d.platform}:{d.id}" for d in devices)
-               + f"; {len(devices)} device(s) in {jax.process_count()} process(es), "
-               + f"{jax.local_device_count()} local")
+    click.echo(
+        "devices: "
+        + ", ".join(f"{d.platform}:{d.id}" for d in devices)
+        + f"; {len(devices)} device(s) in {jax.process_count()} process(es), "
+        + f"{jax.local_device_count()} local"
+    )
     click.echo("versions: " + ", ".join(f"{p} {_version(p)}" for p in _PACKAGES))
     _echo_datasets(data_dir)
     if weights_dir is not None:
@@ -147,19 +172,28 @@ def _load_state_dict(weights: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file
-        raise JaxlogitError(f"cannot read {weights} as a torch state_dict ({type(err).__name__}): pass a torchvision .pth file") from err
+        raise JaxlogitError(
+            f"cannot read {weights} as a torch state_dict ({type(err).__name__}): pass a torchvision .pth "
+            "file"
+        ) from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise JaxlogitError(f"{weights} holds a {type(state).__name__}, not a state_dict: save model.state_dict()")
+        raise JaxlogitError(
+            f"{weights} holds a {type(state).__name__}, not a state_dict: save model.state_dict()"
+        )
     return state
 
 
 @cli.command()
 @click.option("--arch", required=True, help="vgg16, vgg16_bn, resnet50 or densenet121.")
 @click.option("--weights", required=True, type=click.Path(), help="A torchvision state_dict (.pth).")
-@click.option("--out", required=True, type=click.Path(),
-              help="Folder for the orbax checkpoint: new or empty (nothing else is ever overwritten).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="Folder for the orbax checkpoint: new or empty (nothing else is ever overwritten).",
+)
 @click.option("--force", is_flag=True, help="Replace a checkpoint of the same --arch already at --out.")
 def convert(arch, weights, out, force) -> None:
     """Convert torchvision weights to an orbax checkpoint that every command loads.
@@ -175,7 +209,12 @@ def convert(arch, weights, out, force) -> None:
         state_dict = _load_state_dict(weights)
         variables = models.from_torchvision(arch, state_dict)
         spec = models.spec(arch)
-        meta = {"arch": arch, "num_classes": spec.num_classes, "mean": list(spec.mean), "std": list(spec.std),
-                "source": str(pathlib.Path(weights).absolute())}
+        meta = {
+            "arch": arch,
+            "num_classes": spec.num_classes,
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "source": str(pathlib.Path(weights).absolute()),
+        }
         models.save_checkpoint(target, arch, variables, meta)
     click.echo(f"wrote {out}")

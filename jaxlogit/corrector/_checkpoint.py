@@ -20,7 +20,9 @@ PARAMS = "params"
 _REBUILD = "rebuild it with `jaxlogit correct train ...` (it replaces the damaged one)"
 
 
-def save(directory: str | os.PathLike, params: Any, meta: dict | None = None, *, module: Corrector | None = None) -> None:
+def save(
+    directory: str | os.PathLike, params: Any, meta: dict | None = None, *, module: Corrector | None = None
+) -> None:
     """Saves a trained corrector: params with orbax, then ``meta.json`` (written last, atomically)
     with SHA-256 digests of the params files and of itself, which ``load`` verifies.
 
@@ -38,8 +40,11 @@ def save(directory: str | os.PathLike, params: Any, meta: dict | None = None, *,
     checkpointer.save(directory / PARAMS, jax.device_get(params), force=True)
     checkpointer.wait_until_finished()
     architecture = {"num_classes": module.num_classes, "hidden": module.hidden, "keep_prob": module.keep_prob}
-    record = {"architecture": architecture, "meta": meta or {},
-              "params_sha256": _digest.tree_sha256(directory / PARAMS)}
+    record = {
+        "architecture": architecture,
+        "meta": meta or {},
+        "params_sha256": _digest.tree_sha256(directory / PARAMS),
+    }
     paths.write_json_atomic(directory / META, _digest.with_json_sha256(record))
 
 
@@ -52,7 +57,9 @@ def load(directory: str | os.PathLike) -> tuple[Corrector, Any, dict]:
     """
     directory = pathlib.Path(directory).absolute()
     if not (directory / META).is_file():
-        raise JaxlogitError(f"no corrector saved in {directory}; train one first (jaxlogit correct train ...)")
+        raise JaxlogitError(
+            f"no corrector saved in {directory}; train one first (jaxlogit correct train ...)"
+        )
     try:
         record = json.loads((directory / META).read_text())
         module = Corrector(**record["architecture"])

@@ -64,7 +64,13 @@ def corrected_logits(
 
 
 def evaluate(
-    params: Any, module: Corrector, logits: np.ndarray, labels: np.ndarray, *, batch_size: int = 1024, put: Callable = lambda z: z
+    params: Any,
+    module: Corrector,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 1024,
+    put: Callable = lambda z: z,
 ) -> float:
     """Accuracy of the corrected logits: ``mean(argmax g(logits) == labels)``.
 

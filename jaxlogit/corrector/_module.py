@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -76,7 +76,7 @@ def init_params(module: Corrector, *, key: jax.Array) -> dict:
     return _jitted_init(module)(key)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_init(module: Corrector) -> Callable[[jax.Array], dict]:
     shape = (1, module.num_classes)
     return jax.jit(lambda key: module.init(key, jnp.zeros(shape, jnp.float32))["params"])

@@ -11,7 +11,7 @@ the step free of them.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -41,7 +41,9 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     """The global batch must split evenly over the devices."""
     devices = mesh.devices.size
     if batch_size % devices:
-        raise JaxlogitError(f"batch size {batch_size} is not divisible by the {devices} devices; use a multiple of {devices}")
+        raise JaxlogitError(
+            f"batch size {batch_size} is not divisible by the {devices} devices; use a multiple of {devices}"
+        )
 
 
 def shard_train_step(train_step: Callable, mesh: Mesh) -> Callable:

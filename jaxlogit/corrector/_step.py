@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,9 @@ class CorrectorState(NamedTuple):
     opt_state: Any
 
 
-def corrector_optimizer(learning_rate: float = 5e-5,
-                        weight_decay: float = 1e-4) -> optax.GradientTransformation:
+def corrector_optimizer(
+    learning_rate: float = 5e-5, weight_decay: float = 1e-4
+) -> optax.GradientTransformation:
     """Adam with *coupled* L2 weight decay, as ``torch.optim.Adam(weight_decay=...)``.
 
     torch adds ``weight_decay * param`` to the gradient before the Adam moments, so the decay
@@ -46,7 +48,9 @@ def init_state(params: Any, optimizer: optax.GradientTransformation) -> Correcto
     return CorrectorState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def mix_batch(clean: jax.Array, adv: jax.Array, *, key: jax.Array, p_clean: float) -> tuple[jax.Array, jax.Array]:
+def mix_batch(
+    clean: jax.Array, adv: jax.Array, *, key: jax.Array, p_clean: float
+) -> tuple[jax.Array, jax.Array]:
     """Algorithm 1's input: each example is its clean logits with probability ``p_clean``.
 
     Args:
@@ -81,7 +85,9 @@ def make_train_step(
     def train_step(state: CorrectorState, batch: Batch, key: jax.Array) -> tuple[CorrectorState, dict]:
         mix_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
         z, is_clean = mix_batch(batch["clean_logits"], batch["adv_logits"], key=mix_key, p_clean=p_clean)
-        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, z, batch["labels"], dropout_key)
+        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, z, batch["labels"], dropout_key
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {

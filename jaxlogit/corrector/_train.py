@@ -7,7 +7,8 @@ import hashlib
 import json
 import os
 import pathlib
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,7 +118,9 @@ def train(
     train_rows, holdout_rows = holdout_split(len(labels), holdout_fraction, key=holdout_key)
     steps_per_epoch = len(train_rows) // batch_size
     if steps_per_epoch == 0:
-        raise JaxlogitError(f"{len(train_rows)} training rows are fewer than one batch of {batch_size}; lower the batch size")
+        raise JaxlogitError(
+            f"{len(train_rows)} training rows are fewer than one batch of {batch_size}; lower the batch size"
+        )
 
     module = Corrector(num_classes=num_classes, hidden=hidden, keep_prob=keep_prob)
     state = _state_initializer(module, lr, weight_decay, mesh)(init_key)
@@ -125,24 +128,37 @@ def train(
     put_batch = functools.partial(jax.device_put, device=_parallel.batch_sharding(mesh))
     holdout = _holdout_logits(clean, adv, labels, holdout_rows)
 
-    settings = _run_settings(num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key)
+    settings = _run_settings(
+        num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key
+    )
     identity = _identity(settings, clean, adv, labels)
     checkpoints = EpochCheckpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and checkpoints is None:
-        raise JaxlogitError("resume needs a checkpoint directory; pass checkpoint_dir (CLI: --checkpoint-dir)")
+        raise JaxlogitError(
+            "resume needs a checkpoint directory; pass checkpoint_dir (CLI: --checkpoint-dir)"
+        )
     start, state, best_params, history = _start(checkpoints, resume, identity, epochs, state, checkpoint_dir)
 
     try:
         events = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / EVENTS_FILE
-        with progress_bar("corrector", epochs, enabled=progress, completed=start, unit="epoch",
-                          events=events) as advance:
+        with progress_bar(
+            "corrector", epochs, enabled=progress, completed=start, unit="epoch", events=events
+        ) as advance:
             for epoch in range(start + 1, epochs + 1):
                 order = train_rows[_epoch_permutation(order_key, epoch, len(train_rows))]
-                state, losses, fractions = _run_epoch(step_fn, state, (clean, adv, labels), order, batch_size, put_batch, step_key)
+                state, losses, fractions = _run_epoch(
+                    step_fn, state, (clean, adv, labels), order, batch_size, put_batch, step_key
+                )
                 accuracy = _holdout_accuracy(state.params, module, holdout, 4 * batch_size, put_batch)
-                best_params, history = _update_history(history, best_params, state.params, epoch, losses, fractions, accuracy)
+                best_params, history = _update_history(
+                    history, best_params, state.params, epoch, losses, fractions, accuracy
+                )
                 if checkpoints is not None:
-                    checkpoints.save(epoch, {"state": state, "best_params": best_params}, {"identity": identity, **history._asdict()})
+                    checkpoints.save(
+                        epoch,
+                        {"state": state, "best_params": best_params},
+                        {"identity": identity, **history._asdict()},
+                    )
                 advance(1, loss=float(np.mean(losses)), holdout=accuracy)
     finally:
         if checkpoints is not None:
@@ -165,7 +181,10 @@ def train(
 def _state_initializer(module: Corrector, lr: float, weight_decay: float, mesh) -> Callable:
     """``key -> CorrectorState`` compiled once per setting, replicated over the mesh."""
     optimizer = corrector_optimizer(lr, weight_decay)
-    return jax.jit(lambda key: init_state(init_params(module, key=key), optimizer), out_shardings=_parallel.replicated(mesh))
+    return jax.jit(
+        lambda key: init_state(init_params(module, key=key), optimizer),
+        out_shardings=_parallel.replicated(mesh),
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -208,7 +227,9 @@ def _split4(key: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jax.random.split(key, 4))
 
 
-def _training_arrays(data: Mapping[str, np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _training_arrays(
+    data: Mapping[str, np.ndarray], num_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``clean_logits`` (N, C), ``adv_logits`` (N, C) float32 and ``labels`` (N,) int32, checked."""
     clean = np.asarray(data["clean_logits"], np.float32)
     adv = np.asarray(data["adv_logits"], np.float32)
@@ -287,22 +308,40 @@ def _start(checkpoints, resume, identity, epochs, state, checkpoint_dir):
     if latest is None:
         return fresh
     if not resume:
-        raise JaxlogitError(f"{checkpoint_dir} already holds corrector checkpoints; pass resume=True (CLI: --resume) or delete it")
+        raise JaxlogitError(
+            f"{checkpoint_dir} already holds corrector checkpoints; pass resume=True (CLI: --resume) or "
+            "delete it"
+        )
     if checkpoints.record(latest)["identity"] != identity:
-        raise JaxlogitError(f"the checkpoints in {checkpoint_dir} belong to another training run; delete them or choose another directory")
+        raise JaxlogitError(
+            f"the checkpoints in {checkpoint_dir} belong to another training run; delete them or choose "
+            "another directory"
+        )
     if latest > epochs:
-        raise JaxlogitError(f"{checkpoint_dir} holds {latest} epochs, more than the {epochs} asked; ask for at least {latest}")
+        raise JaxlogitError(
+            f"{checkpoint_dir} holds {latest} epochs, more than the {epochs} asked; ask for at least {latest}"
+        )
     tree, record = checkpoints.restore(latest, {"state": state, "best_params": state.params})
-    history = _History(record["losses"], record["clean_fractions"], record["holdout_accuracy"], record["best_epoch"])
+    history = _History(
+        record["losses"], record["clean_fractions"], record["holdout_accuracy"], record["best_epoch"]
+    )
     return latest, tree["state"], tree["best_params"], history
 
 
-def _run_settings(num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key) -> dict:
+def _run_settings(
+    num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key
+) -> dict:
     """The settings that make a run what it is (not ``epochs``: a run may be extended)."""
     key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     return {
-        "num_classes": num_classes, "hidden": hidden, "keep_prob": keep_prob, "batch_size": batch_size,
-        "lr": lr, "weight_decay": weight_decay, "p_clean": p_clean, "holdout_fraction": holdout_fraction,
+        "num_classes": num_classes,
+        "hidden": hidden,
+        "keep_prob": keep_prob,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "p_clean": p_clean,
+        "holdout_fraction": holdout_fraction,
         "key": np.asarray(key_data).tolist(),
     }
 

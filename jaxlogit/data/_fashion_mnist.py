@@ -103,7 +103,9 @@ def _read_idx_split(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np
             "fetch both files again"
         )
     if labels.size and labels.max() >= len(CLASS_NAMES):
-        raise JaxlogitError(f"{label_file} has label {labels.max()}, Fashion-MNIST has 10 classes; fetch it again")
+        raise JaxlogitError(
+            f"{label_file} has label {labels.max()}, Fashion-MNIST has 10 classes; fetch it again"
+        )
     return images[..., None], labels.astype(np.int32)
 
 

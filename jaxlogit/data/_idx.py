@@ -54,10 +54,13 @@ def parse_idx(raw: bytes, *, ndim: int, source: str = "<bytes>") -> np.ndarray:
     if magic != expected_magic:
         found = "no magic number" if magic is None else f"magic number 0x{magic:08x}"
         raise JaxlogitError(
-            f"bad IDX file {source}: {found}, expected 0x{expected_magic:08x}; is it the right file? fetch it again"
+            f"bad IDX file {source}: {found}, expected 0x{expected_magic:08x}; is it the right file? "
+            "fetch it again"
         )
     if len(raw) < 4 + 4 * ndim:
-        raise JaxlogitError(f"bad IDX file {source}: only {len(raw)} bytes, too short for a header; fetch it again")
+        raise JaxlogitError(
+            f"bad IDX file {source}: only {len(raw)} bytes, too short for a header; fetch it again"
+        )
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = raw[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)):

@@ -83,7 +83,9 @@ class ImageFolderSplit(Split):
             self._paths.extend(os.fspath(directory / folder / name) for name in files)
             labels.extend([index[folder]] * len(files))
         if not self._paths:
-            raise JaxlogitError(f"no images in the class folders of {directory}; expected {directory}/<wnid>/*.JPEG")
+            raise JaxlogitError(
+                f"no images in the class folders of {directory}; expected {directory}/<wnid>/*.JPEG"
+            )
         self._labels = np.asarray(labels, dtype=np.int32)
         self._labels.setflags(write=False)
 
@@ -157,7 +159,9 @@ class TfdsImageSplit(Split):
         chunk = 1024
         for first in range(0, len(self), chunk):
             keys = list(range(first, min(first + chunk, len(self))))
-            labels[first : first + len(keys)] = [record["label"] for record in self._source.__getitems__(keys)]
+            labels[first : first + len(keys)] = [
+                record["label"] for record in self._source.__getitems__(keys)
+            ]
         return labels
 
     @property
@@ -177,7 +181,8 @@ class TfdsImageSplit(Split):
 
 
 def _tfds_data_dir(root: pathlib.Path) -> pathlib.Path | None:
-    """The TFDS data dir ``root`` points at: ``root``, or its ancestor when it is ``imagenet2012[/<version>]``."""
+    """The TFDS data dir ``root`` points at: ``root``, or its ancestor when it is
+    ``imagenet2012[/<version>]``."""
     if _tfds.prepared_versions(root, TFDS_NAME):
         return root
     if root.name == TFDS_NAME and _tfds.prepared_versions(root.parent, TFDS_NAME):
@@ -217,7 +222,8 @@ def load_imagenet(split: str, data_dir: str | os.PathLike | None) -> Split:
     if any(root.glob("ILSVRC2012_img_*.tar")):
         raise JaxlogitError(
             f"{root} holds the ImageNet archives but no prepared dataset; run "
-            f"`tfds build imagenet2012 --manual_dir {root} --file_format=array_record` and pass its data dir, "
+            f"`tfds build imagenet2012 --manual_dir {root} --file_format=array_record` and pass its data "
+            "dir, "
             "or extract the images to DIR/val/<wnid>/"
         )
     raise JaxlogitError(f"no ImageNet {split} split found in {root}; {LAYOUT_HINT}")

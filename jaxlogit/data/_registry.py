@@ -110,8 +110,9 @@ def register(spec: DatasetSpec) -> DatasetSpec:
       JaxlogitError: the name is taken or the spec is inconsistent.
     """
     if spec.name in _DATASETS:
-        raise JaxlogitError(f"dataset {spec.name!r} is already registered; "
-                            "pick another name or unregister it first")
+        raise JaxlogitError(
+            f"dataset {spec.name!r} is already registered; pick another name or unregister it first"
+        )
     problems = _problems(spec)
     if problems:
         raise JaxlogitError(f"dataset {spec.name!r} not registered: {'; '.join(problems)}")
@@ -160,18 +161,36 @@ def load(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Sp
     return get(name).load(split, data_dir)
 
 
-register(DatasetSpec(
-    name="fashion_mnist", loader=_fashion_mnist.load_fashion_mnist, train_split="train", eval_split="test",
-    image_shape=(28, 28, 1), mean=(0.2860,), std=(0.3530,), num_classes=10,
-    class_names=_fashion_mnist.CLASS_NAMES, backbones=COMPACT,
-    description="Fashion-MNIST: 60,000 + 10,000 grey 28x28 images of 10 clothes (the embedded default)",
-    find=_fashion_mnist.find_fashion_mnist,
-    install_hint="apt-get install -y dataset-fashion-mnist, or --data-dir",
-))
-register(DatasetSpec(
-    name="imagenet", loader=_imagenet.load_imagenet, train_split="train", eval_split="validation",
-    image_shape=(CROP, CROP, 3), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
-    class_names=imagenet_class_names, backbones=IMAGENET,
-    description="ImageNet (ILSVRC 2012) from --data-dir: TFDS imagenet2012 or val/<wnid>/*.JPEG, "
-                "224x224 crops",
-))
+register(
+    DatasetSpec(
+        name="fashion_mnist",
+        loader=_fashion_mnist.load_fashion_mnist,
+        train_split="train",
+        eval_split="test",
+        image_shape=(28, 28, 1),
+        mean=(0.2860,),
+        std=(0.3530,),
+        num_classes=10,
+        class_names=_fashion_mnist.CLASS_NAMES,
+        backbones=COMPACT,
+        description="Fashion-MNIST: 60,000 + 10,000 grey 28x28 images of 10 clothes (the embedded default)",
+        find=_fashion_mnist.find_fashion_mnist,
+        install_hint="apt-get install -y dataset-fashion-mnist, or --data-dir",
+    )
+)
+register(
+    DatasetSpec(
+        name="imagenet",
+        loader=_imagenet.load_imagenet,
+        train_split="train",
+        eval_split="validation",
+        image_shape=(CROP, CROP, 3),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        num_classes=1000,
+        class_names=imagenet_class_names,
+        backbones=IMAGENET,
+        description="ImageNet (ILSVRC 2012) from --data-dir: TFDS imagenet2012 or val/<wnid>/*.JPEG, "
+        "224x224 crops",
+    )
+)

@@ -53,6 +53,11 @@ def selected_indices(predictions, labels, per_class: int, num_classes: int | Non
         logger.warning(
             "selected_indices: %d of %d classes have fewer than %d correctly classified images "
             "(first: %s); selected %d instead of %d",
-            short.size, num_classes, per_class, short[:10].tolist(), chosen.size, per_class * num_classes,
+            short.size,
+            num_classes,
+            per_class,
+            short[:10].tolist(),
+            chosen.size,
+            per_class * num_classes,
         )
     return chosen

@@ -83,7 +83,9 @@ class ArraySplit(Split):
         images_uint8 = np.asarray(images_uint8)
         labels = np.asarray(labels)
         if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, H, W, C), got {images_uint8.dtype} {images_uint8.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, H, W, C), got {images_uint8.dtype} {images_uint8.shape}"
+            )
         if labels.shape != images_uint8.shape[:1]:
             raise ValueError(f"labels {labels.shape} do not match {images_uint8.shape[0]} images")
         self._images = images_uint8

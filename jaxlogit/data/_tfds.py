@@ -74,7 +74,9 @@ def open_data_source(data_dir: pathlib.Path, name: str, split: str, *, skip_imag
 
     decoders = {"image": tfds.decode.SkipDecoding()} if skip_image_decoding else None
     try:
-        return tfds.data_source(f"{name}:{version}", split=split, data_dir=os.fspath(data_dir), decoders=decoders)
+        return tfds.data_source(
+            f"{name}:{version}", split=split, data_dir=os.fspath(data_dir), decoders=decoders
+        )
     except (ValueError, KeyError, FileNotFoundError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JaxlogitError(

@@ -101,7 +101,10 @@ def write_tfds_imagenet(
         )
 
     examples = {
-        split: [{"image": io.BytesIO(data), "label": wnid, "file_name": file_name} for data, wnid, file_name in items]
+        split: [
+            {"image": io.BytesIO(data), "label": wnid, "file_name": file_name}
+            for data, wnid, file_name in items
+        ]
         for split, items in splits.items()
     }
     return _prepare(data_dir, "imagenet2012", "5.1.0", features, examples)
@@ -127,7 +130,10 @@ def write_tfds_fashion_mnist(
         )
 
     examples = {
-        split: [{"image": io.BytesIO(encode_image(image, "PNG")), "label": int(label)} for image, label in zip(*arrays)]
+        split: [
+            {"image": io.BytesIO(encode_image(image, "PNG")), "label": int(label)}
+            for image, label in zip(*arrays)
+        ]
         for split, arrays in splits.items()
     }
     return _prepare(data_dir, "fashion_mnist", "3.0.1", features, examples)

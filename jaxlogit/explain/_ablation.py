@@ -48,7 +48,9 @@ def _predict_chunk(g_static: StaticFn, g_arrays: Sequence[jax.Array], z: jax.Arr
 
 def _lowered(z: jax.Array, supporting: jax.Array, amount: float) -> jax.Array:
     """``z`` with ``amount`` subtracted once from each listed class (per row or shared)."""
-    listed = jnp.minimum(jax.nn.one_hot(supporting, z.shape[1], dtype=z.dtype).sum(axis=-2), 1)  # (C,) or (B, C)
+    listed = jnp.minimum(
+        jax.nn.one_hot(supporting, z.shape[1], dtype=z.dtype).sum(axis=-2), 1
+    )  # (C,) or (B, C)
     return z - amount * listed
 
 
@@ -101,7 +103,8 @@ def ablate_supporting(
     well_shaped = supporting.ndim in (1, 2) and supporting.shape[:-1] in ((), (batch,))
     if not well_shaped or not jnp.issubdtype(supporting.dtype, jnp.integer):
         raise JaxlogitError(
-            f"supporting must be integer classes (K,) or ({batch}, K), got {supporting.dtype} {supporting.shape}; "
+            f"supporting must be integer classes (K,) or ({batch}, K), got {supporting.dtype} "
+            f"{supporting.shape}; "
             "pass the classes from explain.supporting_classes"
         )
     check_class_range(supporting, num_classes, "supporting")

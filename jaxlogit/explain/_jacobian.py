@@ -150,7 +150,10 @@ def supporting_scores_from_jacobian(H: jax.Array, y: jax.Array) -> jax.Array:
     """
     H = jnp.asarray(H)
     if H.ndim != 3:
-        raise JaxlogitError(f"H must be Jacobians of shape (B, C_out, C), got shape {H.shape}; compute it with explain.jacobian")
+        raise JaxlogitError(
+            f"H must be Jacobians of shape (B, C_out, C), got shape {H.shape}; compute it with "
+            "explain.jacobian"
+        )
     y = check_labels(y, H.shape[0], H.shape[1])
     true_rows = jnp.take_along_axis(H, y[:, None, None], axis=1)[:, 0]
     return true_rows - H.mean(axis=1)

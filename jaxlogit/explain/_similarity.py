@@ -16,7 +16,8 @@ def _check_counts(counts: jax.Array, name: str) -> None:
         values = np.asarray(counts)
         if values.size == 0 or values.min() < 0 or values.sum() <= 0:
             raise JaxlogitError(
-                f"{name} must be non-negative counts with a positive total; pass the counts from explain.supporting_classes"
+                f"{name} must be non-negative counts with a positive total; pass the counts from "
+                "explain.supporting_classes"
             )
 
 
@@ -54,7 +55,8 @@ def bhattacharyya(counts_a: jax.Array, counts_b: jax.Array) -> jax.Array:
     counts_a, counts_b = jnp.asarray(counts_a), jnp.asarray(counts_b)
     if counts_a.shape != counts_b.shape:
         raise JaxlogitError(
-            f"counts_a {counts_a.shape} and counts_b {counts_b.shape} differ in shape; pass counts over the same classes"
+            f"counts_a {counts_a.shape} and counts_b {counts_b.shape} differ in shape; pass counts over "
+            "the same classes"
         )
     _check_counts(counts_a, "counts_a")
     _check_counts(counts_b, "counts_b")

@@ -39,7 +39,9 @@ def scaled_k(num_classes: int) -> int:
       [1, 3, 6, 10, 10]
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise JaxlogitError(f"num_classes must be a positive int, got {num_classes!r}; pass the number of classes C")
+        raise JaxlogitError(
+            f"num_classes must be a positive int, got {num_classes!r}; pass the number of classes C"
+        )
     return min(PAPER_K, max(1, round(SMALL_FRACTION * num_classes)))
 
 
@@ -51,7 +53,9 @@ def _check_k(name: str, value: int, num_classes: int) -> None:
         )
 
 
-def supporting_classes(scores: jax.Array, per_example: int = 10, top: int = 10) -> tuple[jax.Array, jax.Array]:
+def supporting_classes(
+    scores: jax.Array, per_example: int = 10, top: int = 10
+) -> tuple[jax.Array, jax.Array]:
     """The most frequent supporting classes over a set of examples.
 
     Each example votes for its ``per_example`` classes with the largest ``S_k`` (ties: the
@@ -79,7 +83,9 @@ def supporting_classes(scores: jax.Array, per_example: int = 10, top: int = 10) 
     """
     scores = jnp.asarray(scores)
     if scores.ndim != 2:
-        raise JaxlogitError(f"scores must have shape (B, C), got {scores.shape}; pass explain.supporting_scores(...)")
+        raise JaxlogitError(
+            f"scores must have shape (B, C), got {scores.shape}; pass explain.supporting_scores(...)"
+        )
     num_classes = scores.shape[1]
     _check_k("per_example", per_example, num_classes)
     _check_k("top", top, num_classes)
@@ -106,7 +112,9 @@ class InstanceScores(NamedTuple):
     scores: jax.Array
 
 
-def instance_scores(g_fn: LogitsFn, z_by_attack: Mapping[str, jax.Array], y: int, k: int = 10) -> dict[str, InstanceScores]:
+def instance_scores(
+    g_fn: LogitsFn, z_by_attack: Mapping[str, jax.Array], y: int, k: int = 10
+) -> dict[str, InstanceScores]:
     """The top-``k`` supporting scores of one example under each attack (the paper's Figure 4).
 
     Args:
@@ -131,8 +139,13 @@ def instance_scores(g_fn: LogitsFn, z_by_attack: Mapping[str, jax.Array], y: int
     names = list(z_by_attack)
     z = jnp.stack([jnp.asarray(z_by_attack[name]) for name in names])
     if z.ndim != 2:
-        raise JaxlogitError(f"each z_by_attack value must be logits of shape (C,), got {z.shape[1:]}; pass one example's logits")
+        raise JaxlogitError(
+            f"each z_by_attack value must be logits of shape (C,), got {z.shape[1:]}; pass one example's "
+            "logits"
+        )
     _check_k("k", k, z.shape[1])
     scores = supporting_scores(g_fn, z, jnp.full((len(names),), y, jnp.int32))
     top_scores, top_classes = jax.lax.top_k(scores, k)
-    return {name: InstanceScores(top_classes[i].astype(jnp.int32), top_scores[i]) for i, name in enumerate(names)}
+    return {
+        name: InstanceScores(top_classes[i].astype(jnp.int32), top_scores[i]) for i, name in enumerate(names)
+    }

@@ -32,7 +32,10 @@ def _layer(params: Mapping, name: str) -> tuple[jax.Array, jax.Array]:
     """``(kernel, bias)`` of layer ``name``, or a loud error listing what is there."""
     layer = params.get(name)
     if not isinstance(layer, Mapping) or "kernel" not in layer or "bias" not in layer:
-        found = {key: sorted(value) if isinstance(value, Mapping) else type(value).__name__ for key, value in params.items()}
+        found = {
+            key: sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            for key, value in params.items()
+        }
         raise JaxlogitError(
             f"corrector params need {name!r} with 'kernel' and 'bias', found {found}; "
             "pass the corrector's params {'hidden': {...}, 'output': {...}} (or {'output': {...}})"
@@ -53,7 +56,9 @@ def _active_counts(w_in: jax.Array, b_in: jax.Array, z: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=4)
-def _jacobian_chunk(w_in: jax.Array, b_in: jax.Array, w_out: jax.Array, z: jax.Array, width: int) -> jax.Array:
+def _jacobian_chunk(
+    w_in: jax.Array, b_in: jax.Array, w_out: jax.Array, z: jax.Array, width: int
+) -> jax.Array:
     active = (z @ w_in + b_in) > 0  # (n, D); relu'(0) = 0 as in jax.grad
     w_in_t = w_in.T  # (D, C): gathering rows is contiguous
     contract_units = (((0,), (0,)), ((), ()))
@@ -113,7 +118,8 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
     _check_inputs(z, w_in.shape[0])
     if w_out.shape[0] != w_in.shape[1]:
         raise JaxlogitError(
-            f"hidden kernel {w_in.shape} and output kernel {w_out.shape} disagree on D; pass one corrector's params"
+            f"hidden kernel {w_in.shape} and output kernel {w_out.shape} disagree on D; pass one "
+            "corrector's params"
         )
     width = w_in.shape[1]
     if is_concrete(z) and is_concrete(w_in) and z.shape[0] > 0:
@@ -121,12 +127,16 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
         counts = batching.map_batches(count_fn, z, batch_size=256, pad="pow2", on_device=True)
         if is_concrete(counts):  # not when z is a constant closed over by an outer jit
             width = _hidden_width(int(np.max(counts)), w_in.shape[1])
-    chunk_fn = lambda z_chunk: _jacobian_chunk(w_in, b_in, w_out, z_chunk, width)  # noqa: E731
+
+    def chunk_fn(z_chunk):
+        return _jacobian_chunk(w_in, b_in, w_out, z_chunk, width)
+
     return batching.map_batches(chunk_fn, z, batch_size=chunk_size, pad="pow2", on_device=True)
 
 
 def _check_inputs(z: jax.Array, num_in: int) -> None:
     if z.shape[1] != num_in:
         raise JaxlogitError(
-            f"z has {z.shape[1]} classes but the corrector takes {num_in}; pass logits of the backbone it was trained on"
+            f"z has {z.shape[1]} classes but the corrector takes {num_in}; pass logits of the backbone it "
+            "was trained on"
         )

@@ -25,9 +25,14 @@ def check_logits(z: jax.Array, name: str = "z") -> jax.Array:
     """Returns ``z`` as a floating ``(B, C)`` array, or raises naming the problem."""
     z = jnp.asarray(z)
     if z.ndim != 2:
-        raise JaxlogitError(f"{name} must be logits of shape (B, C), got shape {z.shape}; add a batch axis with {name}[None]")
+        raise JaxlogitError(
+            f"{name} must be logits of shape (B, C), got shape {z.shape}; add a batch axis with {name}[None]"
+        )
     if not jnp.issubdtype(z.dtype, jnp.floating):
-        raise JaxlogitError(f"{name} must be floating point to differentiate, got {z.dtype}; cast it with .astype(jnp.float32)")
+        raise JaxlogitError(
+            f"{name} must be floating point to differentiate, got {z.dtype}; cast it with "
+            ".astype(jnp.float32)"
+        )
     _validate.finite(name, z, "logits")
     return z
 
@@ -37,7 +42,8 @@ def check_labels(y: jax.Array, batch: int, num_classes: int, name: str = "y") ->
     y = jnp.asarray(y)
     if y.shape != (batch,) or not jnp.issubdtype(y.dtype, jnp.integer):
         raise JaxlogitError(
-            f"{name} must be integer classes of shape ({batch},), got {y.dtype} {y.shape}; pass one class per row of z"
+            f"{name} must be integer classes of shape ({batch},), got {y.dtype} {y.shape}; pass one class "
+            "per row of z"
         )
     check_class_range(y, num_classes, name)
     return y.astype(jnp.int32)

@@ -19,8 +19,8 @@ from jaxlogit.models._densenet import DenseNet
 from jaxlogit.models._logits import logits_fn
 from jaxlogit.models._registry import ModelSpec, create, init, names, spec
 from jaxlogit.models._resnet import ResNet
-from jaxlogit.models._torch_import import from_torchvision
 from jaxlogit.models._torch_export import to_state_dict, to_torch
+from jaxlogit.models._torch_import import from_torchvision
 from jaxlogit.models._vgg import VGG
 
 __all__ = [

@@ -20,12 +20,15 @@ from jaxlogit.models import _registry
 STATE_DIR = "state"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
-_RECREATE = ("rebuild it with `jaxlogit backbone train` (a cached backbone; it replaces the damaged one) "
-             "or `jaxlogit convert --force` (a converted one)")
+_RECREATE = (
+    "rebuild it with `jaxlogit backbone train` (a cached backbone; it replaces the damaged one) "
+    "or `jaxlogit convert --force` (a converted one)"
+)
 
 
-def save_checkpoint(directory: str | os.PathLike, name: str, variables: dict,
-                    meta: dict | None = None) -> pathlib.Path:
+def save_checkpoint(
+    directory: str | os.PathLike, name: str, variables: dict, meta: dict | None = None
+) -> pathlib.Path:
     """Write ``variables`` of model ``name`` to ``directory`` (replaced atomically).
 
     ``directory/state`` is an orbax ``StandardCheckpointer`` checkpoint; ``directory/meta.json``
@@ -44,9 +47,15 @@ def save_checkpoint(directory: str | os.PathLike, name: str, variables: dict,
     """
     directory = pathlib.Path(directory).expanduser().absolute()
     model_spec = _registry.spec(name)
-    full_meta = {"mean": list(model_spec.mean), "std": list(model_spec.std),
-                 "input_shape": list(model_spec.input_shape), "num_classes": model_spec.num_classes,
-                 **(meta or {}), "arch": name, "format_version": FORMAT_VERSION}
+    full_meta = {
+        "mean": list(model_spec.mean),
+        "std": list(model_spec.std),
+        "input_shape": list(model_spec.input_shape),
+        "num_classes": model_spec.num_classes,
+        **(meta or {}),
+        "arch": name,
+        "format_version": FORMAT_VERSION,
+    }
     module = _registry.create(name, full_meta["num_classes"])
     _check_fits(variables, _registry.variable_shapes(module, tuple(full_meta["input_shape"])), name)
     check_target(directory, name, force=True)
@@ -134,19 +143,23 @@ def check_target(directory: str | os.PathLike, name: str, *, force: bool) -> Non
     if not directory.exists() and not directory.is_symlink():
         return
     if not directory.is_dir():
-        raise JaxlogitError(f"{directory} is a file: choose a folder path for the checkpoint "
-                            "(the file is kept)")
+        raise JaxlogitError(
+            f"{directory} is a file: choose a folder path for the checkpoint (the file is kept)"
+        )
     if not any(directory.iterdir()):
         return
     if not _holds_checkpoint(directory):
-        raise JaxlogitError(f"{directory} is not empty and holds no jaxlogit checkpoint: choose a new or "
-                            "empty folder (nothing in it is deleted)")
+        raise JaxlogitError(
+            f"{directory} is not empty and holds no jaxlogit checkpoint: choose a new or "
+            "empty folder (nothing in it is deleted)"
+        )
     arch = _stored_arch(directory)
     if arch not in (None, name):
         raise JaxlogitError(f"{directory} holds a {arch} checkpoint, not {name}: choose another folder")
     if not force:
-        raise JaxlogitError(f"{directory} already holds a {arch or 'damaged'} checkpoint: "
-                            "pass --force to replace it")
+        raise JaxlogitError(
+            f"{directory} already holds a {arch or 'damaged'} checkpoint: pass --force to replace it"
+        )
 
 
 def _check_fits(variables: dict, expected: dict, name: str) -> None:
@@ -154,9 +167,11 @@ def _check_fits(variables: dict, expected: dict, name: str) -> None:
     got = jax.tree.map(lambda a: tuple(a.shape), variables)
     want = jax.tree.map(lambda a: tuple(a.shape), expected)
     if got != want:
-        raise JaxlogitError(f"variables do not fit model {name!r}: create them with "
-                            f"models.create({name!r}, num_classes=...) and pass the same "
-                            "num_classes in meta")
+        raise JaxlogitError(
+            f"variables do not fit model {name!r}: create them with "
+            f"models.create({name!r}, num_classes=...) and pass the same "
+            "num_classes in meta"
+        )
 
 
 def _replace_dir(source: pathlib.Path, target: pathlib.Path) -> None:
@@ -214,8 +229,9 @@ def summarize_checkpoint(directory: str | os.PathLike) -> CheckpointSummary:
     recorded = next((str(meta[k]) for k in DIGEST_KEYS if meta.get(k)), None)
     digest = recorded or state_sha256(directory)
     origin = "meta" if recorded else ("computed" if digest else "none")
-    return CheckpointSummary(directory, str(meta["arch"]), int(meta["num_classes"]), digest, origin,
-                             meta.get("source"))
+    return CheckpointSummary(
+        directory, str(meta["arch"]), int(meta["num_classes"]), digest, origin, meta.get("source")
+    )
 
 
 def find_checkpoints(weights_dir: str | os.PathLike) -> list[pathlib.Path]:

@@ -35,15 +35,15 @@ every trained default model and every number the README reports. The kernel grad
 
 ``python -m benchmarks.bench_conv_grad`` times the formulations on these layers and whole PGD
 steps with and without them (``benchmarks/results/conv_grad.md``); ``python -m
-benchmarks.bench_conv_layers`` times every layer of a backbone. All equal the plain convolution and its VJP up to float
-rounding (``tests/test_fast_layers.py``); "bitwise equal here" was measured on this project's
-AVX-512 CPU with jaxlib 0.10.
+benchmarks.bench_conv_layers`` times every layer of a backbone. All equal the plain convolution
+and its VJP up to float rounding (``tests/test_fast_layers.py``); "bitwise equal here" was
+measured on this project's AVX-512 CPU with jaxlib 0.10.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -64,11 +64,17 @@ KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-def conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding,
-         lhs_dilation: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+def conv(
+    x: jnp.ndarray,
+    kernel: jnp.ndarray,
+    strides: tuple[int, int],
+    padding: Padding,
+    lhs_dilation: tuple[int, int] = (1, 1),
+) -> jnp.ndarray:
     """Cross-correlation of (B,H,W,I) with (kh,kw,I,O) -> (B,H',W',O)."""
-    return lax.conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dilation,
-                                    dimension_numbers=CONV_DIMENSIONS)
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, lhs_dilation=lhs_dilation, dimension_numbers=CONV_DIMENSIONS
+    )
 
 
 def forward_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> str:
@@ -89,21 +95,25 @@ def forward_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> str
 def _pad(x: jnp.ndarray, padding: Padding) -> jnp.ndarray:
     """(B,H,W,C) zero-padded (negative pads crop) along H and W as a convolution pads it."""
     (top, bottom), (left, right) = padding
-    return lax.pad(x, jnp.zeros((), x.dtype),
-                   ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
 
 
-def window_taps(padded: jnp.ndarray, kernel_size: tuple[int, int], strides: tuple[int, int],
-                out_size: tuple[int, int]) -> list[jnp.ndarray]:
+def window_taps(
+    padded: jnp.ndarray, kernel_size: tuple[int, int], strides: tuple[int, int], out_size: tuple[int, int]
+) -> list[jnp.ndarray]:
     """The kh*kw strided views (B,h,w,C) of padded (B,H,W,C) that a kernel's windows read; view
     ``a*kw + b`` holds tap (a, b) of every one of the h x w windows."""
     (kh, kw), (sh, sw), (rows, cols) = kernel_size, strides, out_size
-    return [padded[:, a:a + (rows - 1) * sh + 1:sh, b:b + (cols - 1) * sw + 1:sw]
-            for a in range(kh) for b in range(kw)]
+    return [
+        padded[:, a : a + (rows - 1) * sh + 1 : sh, b : b + (cols - 1) * sw + 1 : sw]
+        for a in range(kh)
+        for b in range(kw)
+    ]
 
 
-def _patches_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-                     padding: Padding) -> jnp.ndarray:
+def _patches_forward(
+    x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding
+) -> jnp.ndarray:
     """Convolution as im2col: (B,H,W,I) -> taps (B,H',W',kh*kw*I) -> one 1x1 convolution.
 
     Channel ``(a*kw + b)*I + i`` of the taps is input channel ``i`` read by tap (a, b), the
@@ -111,15 +121,16 @@ def _patches_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, in
     """
     kh, kw, in_channels, out_channels = kernel.shape
     padded = _pad(x, padding)
-    out_size = tuple((padded.shape[axis + 1] - k) // s + 1
-                     for axis, (k, s) in enumerate(zip((kh, kw), strides)))
+    out_size = tuple(
+        (padded.shape[axis + 1] - k) // s + 1 for axis, (k, s) in enumerate(zip((kh, kw), strides))
+    )
     taps = jnp.concatenate(window_taps(padded, (kh, kw), strides, out_size), axis=-1)
-    return conv(taps, kernel.reshape(1, 1, kh * kw * in_channels, out_channels), (1, 1),
-                ((0, 0), (0, 0)))
+    return conv(taps, kernel.reshape(1, 1, kh * kw * in_channels, out_channels), (1, 1), ((0, 0), (0, 0)))
 
 
-def _subsample_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-                       padding: Padding) -> jnp.ndarray:
+def _subsample_forward(
+    x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding
+) -> jnp.ndarray:
     """Strided 1x1 convolution as im2col, whose one tap is every (sh, sw)-th pixel of the
     padded input, then a 1x1 conv. Only for 1x1 kernels (``forward_method`` picks it for no
     other)."""
@@ -135,8 +146,9 @@ FORWARDS: dict[str, Callable[..., jnp.ndarray]] = {
 }
 
 
-def conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-                 padding: Padding, method: str | None = None) -> jnp.ndarray:
+def conv_forward(
+    x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding, method: str | None = None
+) -> jnp.ndarray:
     """(B,H,W,I) convolved with (kh,kw,I,O) -> (B,H',W',O), formulated per ``method``.
 
     Args:
@@ -163,14 +175,18 @@ def input_grad_method(kernel_shape: Sequence[int], strides: tuple[int, int]) -> 
 
 def fit(full: jnp.ndarray, offsets: tuple[int, int], size: tuple[int, int]) -> jnp.ndarray:
     """Rows/cols ``offset:offset+size`` of (B,h,w,I), zero-filled where ``full`` is too short."""
-    pads = [(0, 0)] + [(0, max(0, off + n - full.shape[axis]))
-                       for axis, off, n in zip((1, 2), offsets, size)] + [(0, 0)]
+    pads = (
+        [(0, 0)]
+        + [(0, max(0, off + n - full.shape[axis])) for axis, off, n in zip((1, 2), offsets, size)]
+        + [(0, 0)]
+    )
     full = jnp.pad(full, pads)
-    return full[:, offsets[0]:offsets[0] + size[0], offsets[1]:offsets[1] + size[1]]
+    return full[:, offsets[0] : offsets[0] + size[0], offsets[1] : offsets[1] + size[1]]
 
 
-def col2im(tap_values: Callable[[int, int], jnp.ndarray], kernel_size: tuple[int, int],
-           strides: tuple[int, int]) -> jnp.ndarray:
+def col2im(
+    tap_values: Callable[[int, int], jnp.ndarray], kernel_size: tuple[int, int], strides: tuple[int, int]
+) -> jnp.ndarray:
     """Sums what each window tap receives back where that tap read its input.
 
     Args:
@@ -189,13 +205,19 @@ def col2im(tap_values: Callable[[int, int], jnp.ndarray], kernel_size: tuple[int
         for b in range(kw):
             values = tap_values(a, b)
             zero = jnp.zeros((), values.dtype)
-            total = total + lax.pad(values, zero, ((0, 0, 0), (a, kh - 1 - a, sh - 1),
-                                                   (b, kw - 1 - b, sw - 1), (0, 0, 0)))
+            total = total + lax.pad(
+                values, zero, ((0, 0, 0), (a, kh - 1 - a, sh - 1), (b, kw - 1 - b, sw - 1), (0, 0, 0))
+            )
     return total
 
 
-def _dilated_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[int],
-                        strides: tuple[int, int], padding: Padding) -> jnp.ndarray:
+def _dilated_input_grad(
+    grad: jnp.ndarray,
+    kernel: jnp.ndarray,
+    in_shape: Sequence[int],
+    strides: tuple[int, int],
+    padding: Padding,
+) -> jnp.ndarray:
     """Input gradient as the flipped-kernel convolution of the stride-dilated gradient.
 
     Along one axis, ``y[o] = sum_k x[o*s + k - lo] w[k]``: dilating ``g`` by ``s`` and
@@ -211,8 +233,13 @@ def _dilated_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequen
     return conv(grad, flipped, (1, 1), tuple(pads), lhs_dilation=strides)
 
 
-def _scatter_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[int],
-                        strides: tuple[int, int], padding: Padding) -> jnp.ndarray:
+def _scatter_input_grad(
+    grad: jnp.ndarray,
+    kernel: jnp.ndarray,
+    in_shape: Sequence[int],
+    strides: tuple[int, int],
+    padding: Padding,
+) -> jnp.ndarray:
     """Input gradient as per-tap products ``g @ w[a, b]^T`` summed back in place (col2im).
 
     Tap (a, b) of output (i, j) touched padded input (i*sh + a, j*sw + b): :func:`col2im`
@@ -225,8 +252,13 @@ def _scatter_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequen
     return fit(total, (padding[0][0], padding[1][0]), tuple(in_shape[1:3]))
 
 
-def _polyphase_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[int],
-                          strides: tuple[int, int], padding: Padding) -> jnp.ndarray:
+def _polyphase_input_grad(
+    grad: jnp.ndarray,
+    kernel: jnp.ndarray,
+    in_shape: Sequence[int],
+    strides: tuple[int, int],
+    padding: Padding,
+) -> jnp.ndarray:
     """Input gradient of a strided convolution as one stride-1 convolution over its phases.
 
     Along one axis, with ``i + lo = q*s + r``: ``dx[i] = sum_j g[q - j] w[j*s + r]``, a full
@@ -254,9 +286,14 @@ INPUT_GRADS: dict[str, Callable[..., jnp.ndarray]] = {
 }
 
 
-def conv_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[int],
-                    strides: tuple[int, int], padding: Padding,
-                    method: str | None = None) -> jnp.ndarray:
+def conv_input_grad(
+    grad: jnp.ndarray,
+    kernel: jnp.ndarray,
+    in_shape: Sequence[int],
+    strides: tuple[int, int],
+    padding: Padding,
+    method: str | None = None,
+) -> jnp.ndarray:
     """Gradient (B,H',W',O) of a convolution's output -> gradient (B,H,W,I) of its input.
 
     Args:
@@ -271,8 +308,7 @@ def conv_input_grad(grad: jnp.ndarray, kernel: jnp.ndarray, in_shape: Sequence[i
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def fast_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-              padding: Padding) -> jnp.ndarray:
+def fast_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding) -> jnp.ndarray:
     """``lax.conv_general_dilated`` in NHWC/HWIO, forward and input gradient fast on XLA:CPU.
 
     Args:
@@ -334,8 +370,9 @@ class FastConv(nn.Module):
         return y
 
     @staticmethod
-    def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-                 padding: Padding) -> jnp.ndarray:
+    def convolve(
+        x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding
+    ) -> jnp.ndarray:
         """(B,H,W,I) convolved with (kh,kw,I,O) -> (B,H',W',O): :func:`fast_conv`."""
         return fast_conv(x, kernel, strides, padding)
 
@@ -345,7 +382,8 @@ class PlainConv(FastConv):
     autodiff: what XLA's GPU/TPU convolution rewriters recognise (``jaxlogit.backend``)."""
 
     @staticmethod
-    def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-                 padding: Padding) -> jnp.ndarray:
+    def convolve(
+        x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int], padding: Padding
+    ) -> jnp.ndarray:
         """(B,H,W,I) convolved with (kh,kw,I,O) -> (B,H',W',O): :func:`conv`."""
         return conv(x, kernel, strides, padding)

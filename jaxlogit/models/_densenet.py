@@ -7,7 +7,7 @@ Submodules are named after torchvision's module paths with ``.`` replaced by ``_
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -41,8 +41,7 @@ class DenseBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for index in range(self.num_layers):
-            layer = DenseLayer(self.growth_rate, self.bn_size, conv=self.conv,
-                               name=f"denselayer{index + 1}")
+            layer = DenseLayer(self.growth_rate, self.bn_size, conv=self.conv, name=f"denselayer{index + 1}")
             x = jnp.concatenate([x, layer(x, train)], axis=-1)
         return x
 
@@ -92,36 +91,52 @@ class DenseNet(nn.Module):
         x = self._stem(x, train, conv_layer, max_pool)
         features = self.num_init_features
         for index, num_layers in enumerate(self.block_config):
-            x = DenseBlock(num_layers, self.growth_rate, self.bn_size, conv=conv_layer,
-                           name=f"features_denseblock{index + 1}")(x, train)
+            x = DenseBlock(
+                num_layers,
+                self.growth_rate,
+                self.bn_size,
+                conv=conv_layer,
+                name=f"features_denseblock{index + 1}",
+            )(x, train)
             features += num_layers * self.growth_rate
             if index != len(self.block_config) - 1:
                 features //= 2
-                x = Transition(features, conv=conv_layer,
-                               name=f"features_transition{index + 1}")(x, train)
+                x = Transition(features, conv=conv_layer, name=f"features_transition{index + 1}")(x, train)
         x = nn.relu(_layers.batch_norm(train, name="features_norm5")(x))
         return nn.Dense(self.num_classes, name="classifier")(_layers.global_avg_pool(x))
 
-    def _stem(self, x: jnp.ndarray, train: bool, conv_layer: type[_conv.FastConv],
-              max_pool: Callable) -> jnp.ndarray:
+    def _stem(
+        self, x: jnp.ndarray, train: bool, conv_layer: type[_conv.FastConv], max_pool: Callable
+    ) -> jnp.ndarray:
         if self.small_stem:
-            x = _layers.conv(self.num_init_features, 3, padding=1, name="features_conv0",
-                             layer=conv_layer)(x)
+            x = _layers.conv(self.num_init_features, 3, padding=1, name="features_conv0", layer=conv_layer)(x)
         else:
-            x = _layers.conv(self.num_init_features, 7, stride=2, padding=3,
-                             name="features_conv0", layer=conv_layer)(x)
+            x = _layers.conv(
+                self.num_init_features, 7, stride=2, padding=3, name="features_conv0", layer=conv_layer
+            )(x)
         x = nn.relu(_layers.batch_norm(train, name="features_norm0")(x))
         if self.small_stem:
             return max_pool(x, 2, 2)
         return max_pool(x, 3, 2, padding=1)
 
 
-densenet121 = functools.partial(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16),
-                                num_init_features=64)
+densenet121 = functools.partial(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64)
 # Fashion-MNIST: 28x28 stem, dense blocks at 14x14, 7x7, 3x3.
-densenet_compact = functools.partial(DenseNet, growth_rate=12, block_config=(2, 3, 3),
-                                     num_init_features=24, bn_size=4, small_stem=True,
-                                     num_classes=10)
-densenet_tiny = functools.partial(DenseNet, growth_rate=4, block_config=(1, 1),
-                                  num_init_features=8, bn_size=2, small_stem=True,
-                                  num_classes=10)  # for tests only
+densenet_compact = functools.partial(
+    DenseNet,
+    growth_rate=12,
+    block_config=(2, 3, 3),
+    num_init_features=24,
+    bn_size=4,
+    small_stem=True,
+    num_classes=10,
+)
+densenet_tiny = functools.partial(
+    DenseNet,
+    growth_rate=4,
+    block_config=(1, 1),
+    num_init_features=8,
+    bn_size=2,
+    small_stem=True,
+    num_classes=10,
+)  # for tests only

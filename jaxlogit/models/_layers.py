@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -21,17 +21,32 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # flax's decay of the running stats == torch's momentum 0.1
 
 
-def conv(features: int, kernel: int, *, stride: int = 1, padding: int = 0, bias: bool = False,
-         name: str | None = None, layer: type[FastConv] = FastConv) -> FastConv:
+def conv(
+    features: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    bias: bool = False,
+    name: str | None = None,
+    layer: type[FastConv] = FastConv,
+) -> FastConv:
     """A torch-style ``Conv2d(in, features, kernel, stride, padding, bias)`` in NHWC, as
     ``layer`` (``FastConv`` or ``PlainConv``: same variables)."""
-    return layer(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=bias,
-                 kernel_init=KAIMING_FAN_OUT, name=name)
+    return layer(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=bias,
+        kernel_init=KAIMING_FAN_OUT,
+        name=name,
+    )
 
 
-def conv_layers(conv_layer: type[FastConv] | None,
-                max_pool: Callable | None) -> tuple[type[FastConv], Callable]:
+def conv_layers(
+    conv_layer: type[FastConv] | None, max_pool: Callable | None
+) -> tuple[type[FastConv], Callable]:
     """A backbone's ``(conv, max_pool)`` fields, each None filled in by
     :func:`jaxlogit.backend.conv_layers` (the backend's choice)."""
     if conv_layer is None or max_pool is None:
@@ -42,8 +57,7 @@ def conv_layers(conv_layer: type[FastConv] | None,
 
 def batch_norm(train: bool, *, name: str | None = None) -> nn.BatchNorm:
     """torch's ``BatchNorm2d`` (eps 1e-5, momentum 0.1); eval mode uses the running stats."""
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                        epsilon=BN_EPSILON, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def avg_pool(x: jnp.ndarray, kernel: int, stride: int) -> jnp.ndarray:
@@ -56,7 +70,7 @@ def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(x, axis=(1, 2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
     """The (out, in) averaging matrix of torch's ``adaptive_avg_pool`` along one axis.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -40,8 +40,8 @@ class NormalisedEval:
 def cast_floating(tree, dtype) -> dict:
     """``tree`` with its floating-point leaves cast to ``dtype`` (a no-op where they are)."""
     return jax.tree.map(
-        lambda leaf: leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf,
-        tree)
+        lambda leaf: leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, tree
+    )
 
 
 def compute_dtype_name(compute_dtype) -> str | None:
@@ -54,13 +54,16 @@ def compute_dtype_name(compute_dtype) -> str | None:
     except TypeError:
         dtype = None
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise JaxlogitError(f"compute_dtype={compute_dtype!r} is not a float dtype: "
-                            "pass jnp.bfloat16, jnp.float16 or jnp.float32")
+        raise JaxlogitError(
+            f"compute_dtype={compute_dtype!r} is not a float dtype: "
+            "pass jnp.bfloat16, jnp.float16 or jnp.float32"
+        )
     return None if dtype == jnp.float32 else dtype.name
 
 
-def logits_fn(module: nn.Module, variables: dict, *, mean: Sequence[float],
-              std: Sequence[float], compute_dtype=None) -> jax.tree_util.Partial:
+def logits_fn(
+    module: nn.Module, variables: dict, *, mean: Sequence[float], std: Sequence[float], compute_dtype=None
+) -> jax.tree_util.Partial:
     """The backbone as ``f(x) -> logits`` for images in [0, 1], in eval mode.
 
     ``f(x)`` maps (B, H, W, C) float32 in [0, 1] to logits (B, num_classes): it subtracts
@@ -85,8 +88,10 @@ def logits_fn(module: nn.Module, variables: dict, *, mean: Sequence[float],
     """
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     if len(mean) != len(std) or not mean or min(std) <= 0:
-        raise JaxlogitError(f"bad normalisation mean={mean} std={std}: give one mean and one "
-                            "positive std per channel (e.g. models.spec(name).mean/.std)")
+        raise JaxlogitError(
+            f"bad normalisation mean={mean} std={std}: give one mean and one "
+            "positive std per channel (e.g. models.spec(name).mean/.std)"
+        )
     dtype = compute_dtype_name(compute_dtype)
     if dtype is not None:
         variables = cast_floating(variables, dtype)

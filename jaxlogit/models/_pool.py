@@ -34,11 +34,12 @@ def pooled_size(size: int, kernel: int, stride: int, padding: int) -> int:
 def _pool_forward(x: jnp.ndarray, kernel: int, stride: int, padding: int):
     """(pooled (B,h,w,C), -inf padded input (B,H+2p,W+2p,C))."""
     if kernel * kernel > MAX_TAPS:
-        raise ValueError(f"max_pool_windows supports kernels up to 5x5, got {kernel}x{kernel}; "
-                         "use flax.linen.max_pool for larger windows")
+        raise ValueError(
+            f"max_pool_windows supports kernels up to 5x5, got {kernel}x{kernel}; "
+            "use flax.linen.max_pool for larger windows"
+        )
     _, height, width, _ = x.shape
-    out_size = (pooled_size(height, kernel, stride, padding),
-                pooled_size(width, kernel, stride, padding))
+    out_size = (pooled_size(height, kernel, stride, padding), pooled_size(width, kernel, stride, padding))
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
     padded = jnp.pad(x, pads, constant_values=-jnp.inf)
     views = _conv.window_taps(padded, (kernel, kernel), (stride, stride), out_size)
@@ -65,14 +66,15 @@ def _max_pool_bwd(kernel, stride, padding, residuals, grad):
     # The barrier keeps XLA from recomputing the pooled maxima inside each consumer.
     pooled, padded = lax.optimization_barrier(residuals)
     views = _conv.window_taps(padded, (kernel, kernel), (stride, stride), pooled.shape[1:3])
-    hits = [jnp.where(view == pooled, jnp.int32(1 << tap), jnp.int32(0))
-            for tap, view in enumerate(views)]
+    hits = [jnp.where(view == pooled, jnp.int32(1 << tap), jnp.int32(0)) for tap, view in enumerate(views)]
     bits = lax.optimization_barrier(functools.reduce(jnp.bitwise_or, hits))
     share = grad / lax.population_count(bits).astype(grad.dtype)
     zero = jnp.zeros((), grad.dtype)
     total = _conv.col2im(
         lambda row, col: jnp.where((bits >> (row * kernel + col)) & 1 == 1, share, zero),
-        (kernel, kernel), (stride, stride))
+        (kernel, kernel),
+        (stride, stride),
+    )
     _, padded_h, padded_w, _ = padded.shape
     in_size = (padded_h - 2 * padding, padded_w - 2 * padding)
     return (_conv.fit(total, (padding, padding), in_size),)
@@ -81,8 +83,7 @@ def _max_pool_bwd(kernel, stride, padding, residuals, grad):
 max_pool_windows.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def select_and_scatter_max_pool(x: jnp.ndarray, kernel: int, stride: int,
-                                padding: int = 0) -> jnp.ndarray:
+def select_and_scatter_max_pool(x: jnp.ndarray, kernel: int, stride: int, padding: int = 0) -> jnp.ndarray:
     """``nn.max_pool`` with torch's padding (differentiated by ``select_and_scatter``):
     (B,H,W,C) -> (B,h,w,C)."""
     pads = ((padding, padding), (padding, padding))
@@ -96,7 +97,7 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     ``max`` gradient is already cheap.
     """
     batch, height, width, channels = x.shape
-    x = x[:, :height - height % 2, :width - width % 2]
+    x = x[:, : height - height % 2, : width - width % 2]
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 

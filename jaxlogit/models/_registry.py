@@ -9,7 +9,8 @@ from a dataset in ``jaxlogit.data``'s registry: ``spec(name)`` from its default 
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -51,8 +52,9 @@ class ModelSpec(NamedTuple):
 def _for_dataset(model_spec: ModelSpec, dataset: str) -> ModelSpec:
     """``model_spec`` taking ``dataset``'s images (shape, normalisation) and predicting its classes."""
     ds = data.get(dataset)
-    return model_spec._replace(input_shape=tuple(ds.image_shape), num_classes=ds.num_classes,
-                               mean=tuple(ds.mean), std=tuple(ds.std))
+    return model_spec._replace(
+        input_shape=tuple(ds.image_shape), num_classes=ds.num_classes, mean=tuple(ds.mean), std=tuple(ds.std)
+    )
 
 
 def _of_kind(name: str, family: str, description: str, kind: str) -> ModelSpec:
@@ -70,28 +72,33 @@ def _fashion(name: str, family: str, description: str) -> ModelSpec:
 
 
 _ZOO: dict[str, tuple[ModelSpec, Callable[..., nn.Module]]] = {
-    "vgg16": (_imagenet("vgg16", "vgg", "torchvision VGG-16 (ImageNet, 138M params)"),
-              _vgg.vgg16),
-    "vgg16_bn": (_imagenet("vgg16_bn", "vgg", "torchvision VGG-16 with BatchNorm (ImageNet)"),
-                 _vgg.vgg16_bn),
-    "resnet50": (_imagenet("resnet50", "resnet", "torchvision ResNet-50 v1.5 (ImageNet)"),
-                 _resnet.resnet50),
-    "densenet121": (_imagenet("densenet121", "densenet", "torchvision DenseNet-121 (ImageNet)"),
-                    _densenet.densenet121),
-    "vgg_compact": (_fashion("vgg_compact", "vgg", "VGG-BN 16-32-64, 5 convs (Fashion-MNIST)"),
-                    _vgg.vgg_compact),
-    "resnet_compact": (_fashion("resnet_compact", "resnet",
-                                "ResNet-14, basic blocks 16/32/64 (Fashion-MNIST)"),
-                       _resnet.resnet_compact),
-    "densenet_compact": (_fashion("densenet_compact", "densenet",
-                                  "DenseNet-BC, growth 12, blocks 2-3-3 (Fashion-MNIST)"),
-                         _densenet.densenet_compact),
+    "vgg16": (_imagenet("vgg16", "vgg", "torchvision VGG-16 (ImageNet, 138M params)"), _vgg.vgg16),
+    "vgg16_bn": (_imagenet("vgg16_bn", "vgg", "torchvision VGG-16 with BatchNorm (ImageNet)"), _vgg.vgg16_bn),
+    "resnet50": (_imagenet("resnet50", "resnet", "torchvision ResNet-50 v1.5 (ImageNet)"), _resnet.resnet50),
+    "densenet121": (
+        _imagenet("densenet121", "densenet", "torchvision DenseNet-121 (ImageNet)"),
+        _densenet.densenet121,
+    ),
+    "vgg_compact": (
+        _fashion("vgg_compact", "vgg", "VGG-BN 16-32-64, 5 convs (Fashion-MNIST)"),
+        _vgg.vgg_compact,
+    ),
+    "resnet_compact": (
+        _fashion("resnet_compact", "resnet", "ResNet-14, basic blocks 16/32/64 (Fashion-MNIST)"),
+        _resnet.resnet_compact,
+    ),
+    "densenet_compact": (
+        _fashion("densenet_compact", "densenet", "DenseNet-BC, growth 12, blocks 2-3-3 (Fashion-MNIST)"),
+        _densenet.densenet_compact,
+    ),
 }
 _TEST_ONLY: dict[str, tuple[ModelSpec, Callable[..., nn.Module]]] = {
-    f"{family}_tiny": (_fashion(f"{family}_tiny", family, "a few hundred FLOPs, for tests only"),
-                       factory)
-    for family, factory in (("vgg", _vgg.vgg_tiny), ("resnet", _resnet.resnet_tiny),
-                            ("densenet", _densenet.densenet_tiny))
+    f"{family}_tiny": (_fashion(f"{family}_tiny", family, "a few hundred FLOPs, for tests only"), factory)
+    for family, factory in (
+        ("vgg", _vgg.vgg_tiny),
+        ("resnet", _resnet.resnet_tiny),
+        ("densenet", _densenet.densenet_tiny),
+    )
 }
 
 
@@ -132,8 +139,10 @@ def spec(name: str, dataset: str | None = None) -> ModelSpec:
     if dataset is None:
         return model_spec
     if data.get(dataset).backbones != model_spec.kind:
-        raise JaxlogitError(f"model {name!r} does not take {dataset} images: choose one of "
-                            f"{', '.join(names(dataset=dataset))}")
+        raise JaxlogitError(
+            f"model {name!r} does not take {dataset} images: choose one of "
+            f"{', '.join(names(dataset=dataset))}"
+        )
     return _for_dataset(model_spec, dataset)
 
 
@@ -149,8 +158,7 @@ def create(name: str, num_classes: int | None = None, *, conv: str | None = None
     layers = {}
     if conv is not None:
         layers = dict(zip(("conv", "max_pool"), backend.conv_layers(conv)))
-    return factory(num_classes=model_spec.num_classes if num_classes is None else num_classes,
-                   **layers)
+    return factory(num_classes=model_spec.num_classes if num_classes is None else num_classes, **layers)
 
 
 def init(module: nn.Module, key: jax.Array, input_shape: tuple[int, int, int]) -> dict:
@@ -172,6 +180,7 @@ def _compiled_init(module: nn.Module, input_shape: tuple[int, ...]) -> Callable:
     bits of even a tiny model; unoptimised it takes ~1 s (values equal up to float32 ulps).
     Other backends compile it with their defaults.
     """
+
     def init_fn(key):
         return module.init({"params": key}, jnp.zeros((1, *input_shape), jnp.float32))
 

@@ -7,7 +7,8 @@ Submodules are named after torchvision's module paths with ``.`` replaced by ``_
 from __future__ import annotations
 
 import functools
-from typing import Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -30,8 +31,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(_layers.batch_norm(train, name="bn1")(y))
         y = conv(self.planes, 3, padding=1, name="conv2")(y)
         y = _layers.batch_norm(train, name="bn2")(y)
-        return nn.relu(y + _shortcut(x, self.planes * self.expansion, self.stride, train,
-                                     self.conv))
+        return nn.relu(y + _shortcut(x, self.planes * self.expansion, self.stride, train, self.conv))
 
 
 class Bottleneck(nn.Module):
@@ -51,12 +51,12 @@ class Bottleneck(nn.Module):
         y = nn.relu(_layers.batch_norm(train, name="bn2")(y))
         y = conv(self.planes * self.expansion, 1, name="conv3")(y)
         y = _layers.batch_norm(train, name="bn3")(y)
-        return nn.relu(y + _shortcut(x, self.planes * self.expansion, self.stride, train,
-                                     self.conv))
+        return nn.relu(y + _shortcut(x, self.planes * self.expansion, self.stride, train, self.conv))
 
 
-def _shortcut(x: jnp.ndarray, features: int, stride: int, train: bool,
-              conv: type[_conv.FastConv]) -> jnp.ndarray:
+def _shortcut(
+    x: jnp.ndarray, features: int, stride: int, train: bool, conv: type[_conv.FastConv]
+) -> jnp.ndarray:
     """Identity, or torchvision's ``downsample`` (1x1 strided conv + BN) when shapes change.
 
     Called inside a block's compact ``__call__``, so its layers belong to that block.
@@ -106,19 +106,33 @@ class ResNet(nn.Module):
         x = nn.relu(_layers.batch_norm(train, name="bn1")(x))
         if not self.small_stem:
             x = max_pool(x, 3, 2, padding=1)
-        for stage, (size, width, stride) in enumerate(
-                zip(self.stage_sizes, self.widths, self.stage_strides)):
+        for stage, (size, width, stride) in enumerate(zip(self.stage_sizes, self.widths, self.stage_strides)):
             for block in range(size):
-                x = self.block_cls(width, stride if block == 0 else 1, conv=conv_layer,
-                                   name=f"layer{stage + 1}_{block}")(x, train)
+                x = self.block_cls(
+                    width, stride if block == 0 else 1, conv=conv_layer, name=f"layer{stage + 1}_{block}"
+                )(x, train)
         return nn.Dense(self.num_classes, name="fc")(_layers.global_avg_pool(x))
 
 
 resnet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
 # Fashion-MNIST: 28x28 stem, then stages at 14x14, 7x7, 4x4 (a ResNet-14 of basic blocks).
-resnet_compact = functools.partial(ResNet, stage_sizes=(2, 2, 2), block_cls=BasicBlock,
-                                   widths=(16, 32, 64), stage_strides=(2, 2, 2), stem_width=16,
-                                   small_stem=True, num_classes=10)
-resnet_tiny = functools.partial(ResNet, stage_sizes=(1, 1), block_cls=BasicBlock, widths=(4, 8),
-                                stage_strides=(2, 2), stem_width=4, small_stem=True,
-                                num_classes=10)  # for tests only
+resnet_compact = functools.partial(
+    ResNet,
+    stage_sizes=(2, 2, 2),
+    block_cls=BasicBlock,
+    widths=(16, 32, 64),
+    stage_strides=(2, 2, 2),
+    stem_width=16,
+    small_stem=True,
+    num_classes=10,
+)
+resnet_tiny = functools.partial(
+    ResNet,
+    stage_sizes=(1, 1),
+    block_cls=BasicBlock,
+    widths=(4, 8),
+    stage_strides=(2, 2),
+    stem_width=4,
+    small_stem=True,
+    num_classes=10,
+)  # for tests only

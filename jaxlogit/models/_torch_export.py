@@ -75,8 +75,9 @@ def _import_torch():
         import torch
         import torchvision
     except ImportError as err:
-        raise JaxlogitError(f"to_torch needs torch and torchvision ({err}): "
-                            "pip install 'jaxlogit[torch]'") from err
+        raise JaxlogitError(
+            f"to_torch needs torch and torchvision ({err}): pip install 'jaxlogit[torch]'"
+        ) from err
     return torch, torchvision
 
 
@@ -86,8 +87,10 @@ def _num_classes(variables: dict) -> int:
     for head in ("fc", "classifier", "classifier_6"):
         if head in params:
             return int(np.shape(params[head]["bias"])[-1])
-    raise JaxlogitError("variables have no head (fc/classifier/classifier_6): pass the "
-                        "variables of models.create(name) for the same name")
+    raise JaxlogitError(
+        "variables have no head (fc/classifier/classifier_6): pass the "
+        "variables of models.create(name) for the same name"
+    )
 
 
 def _to_torch_layout(array: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
@@ -121,8 +124,7 @@ def _torch_backbone(name: str, num_classes: int, torch, torchvision):
         return _resnet_mirror(module, in_channels, torch, torchvision)
     if isinstance(module, _densenet.DenseNet):
         return _densenet_mirror(module, in_channels, torch, torchvision)
-    raise JaxlogitError(f"no torch export for {name!r}: "
-                        f"export one of {', '.join(_registry.names())}")
+    raise JaxlogitError(f"no torch export for {name!r}: export one of {', '.join(_registry.names())}")
 
 
 def _vgg_mirror(module: _vgg.VGG, in_channels: int, torch):
@@ -139,14 +141,22 @@ def _vgg_mirror(module: _vgg.VGG, in_channels: int, torch):
         channels = item
     height, width = module.pool_size
     classifier = torch.nn.Sequential(
-        torch.nn.Linear(channels * height * width, module.hidden), torch.nn.ReLU(),
-        torch.nn.Dropout(module.dropout), torch.nn.Linear(module.hidden, module.hidden),
-        torch.nn.ReLU(), torch.nn.Dropout(module.dropout),
-        torch.nn.Linear(module.hidden, module.num_classes))
-    return torch.nn.Sequential(collections.OrderedDict(
-        features=torch.nn.Sequential(*layers),
-        avgpool=torch.nn.AdaptiveAvgPool2d(module.pool_size), flatten=torch.nn.Flatten(),
-        classifier=classifier))
+        torch.nn.Linear(channels * height * width, module.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(module.dropout),
+        torch.nn.Linear(module.hidden, module.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(module.dropout),
+        torch.nn.Linear(module.hidden, module.num_classes),
+    )
+    return torch.nn.Sequential(
+        collections.OrderedDict(
+            features=torch.nn.Sequential(*layers),
+            avgpool=torch.nn.AdaptiveAvgPool2d(module.pool_size),
+            flatten=torch.nn.Flatten(),
+            classifier=classifier,
+        )
+    )
 
 
 def _resnet_mirror(module: _resnet.ResNet, in_channels: int, torch, torchvision):
@@ -164,7 +174,8 @@ def _resnet_mirror(module: _resnet.ResNet, in_channels: int, torch, torchvision)
         stem["maxpool"] = torch.nn.MaxPool2d(3, 2, 1)
     stages, channels = {}, module.stem_width
     for index, (size, width, stride) in enumerate(
-            zip(module.stage_sizes, module.widths, module.stage_strides)):
+        zip(module.stage_sizes, module.widths, module.stage_strides)
+    ):
         blocks = []
         for block in range(size):
             block_stride = stride if block == 0 else 1
@@ -172,46 +183,62 @@ def _resnet_mirror(module: _resnet.ResNet, in_channels: int, torch, torchvision)
             if block_stride != 1 or channels != width * expansion:
                 downsample = torch.nn.Sequential(
                     torch.nn.Conv2d(channels, width * expansion, 1, block_stride, bias=False),
-                    torch.nn.BatchNorm2d(width * expansion))
+                    torch.nn.BatchNorm2d(width * expansion),
+                )
             blocks.append(block_cls(channels, width, block_stride, downsample))
             channels = width * expansion
         stages[f"layer{index + 1}"] = torch.nn.Sequential(*blocks)
-    return torch.nn.Sequential(collections.OrderedDict(
-        **stem, **stages, avgpool=torch.nn.AdaptiveAvgPool2d(1), flatten=torch.nn.Flatten(),
-        fc=torch.nn.Linear(channels, module.num_classes)))
+    return torch.nn.Sequential(
+        collections.OrderedDict(
+            **stem,
+            **stages,
+            avgpool=torch.nn.AdaptiveAvgPool2d(1),
+            flatten=torch.nn.Flatten(),
+            fc=torch.nn.Linear(channels, module.num_classes),
+        )
+    )
 
 
 def _densenet_mirror(module: _densenet.DenseNet, in_channels: int, torch, torchvision):
     """torchvision's DenseNet, with the 3x3/1 conv + 2x2/2 max-pool stem when ``small_stem``."""
     model = torchvision.models.DenseNet(
-        growth_rate=module.growth_rate, block_config=tuple(module.block_config),
-        num_init_features=module.num_init_features, bn_size=module.bn_size,
-        num_classes=module.num_classes)
+        growth_rate=module.growth_rate,
+        block_config=tuple(module.block_config),
+        num_init_features=module.num_init_features,
+        bn_size=module.bn_size,
+        num_classes=module.num_classes,
+    )
     if module.small_stem:
-        model.features.conv0 = torch.nn.Conv2d(in_channels, module.num_init_features, 3,
-                                               padding=1, bias=False)
+        model.features.conv0 = torch.nn.Conv2d(
+            in_channels, module.num_init_features, 3, padding=1, bias=False
+        )
         model.features.pool0 = torch.nn.MaxPool2d(2, 2)
     elif in_channels != 3:
-        model.features.conv0 = torch.nn.Conv2d(in_channels, module.num_init_features, 7, 2, 3,
-                                               bias=False)
+        model.features.conv0 = torch.nn.Conv2d(in_channels, module.num_init_features, 7, 2, 3, bias=False)
     return model
 
 
 def _load_state_dict(name: str, backbone, arrays: dict[str, np.ndarray], torch) -> None:
     """Loads ``arrays`` into ``backbone`` after checking keys and shapes (BN counters kept)."""
-    target = {key: value for key, value in backbone.state_dict().items()
-              if not key.endswith("num_batches_tracked")}
+    target = {
+        key: value for key, value in backbone.state_dict().items() if not key.endswith("num_batches_tracked")
+    }
     missing, unexpected = sorted(set(target) - set(arrays)), sorted(set(arrays) - set(target))
-    wrong = [f"{key} {arrays[key].shape} != {tuple(target[key].shape)}"
-             for key in sorted(set(target) & set(arrays))
-             if arrays[key].shape != tuple(target[key].shape)]
+    wrong = [
+        f"{key} {arrays[key].shape} != {tuple(target[key].shape)}"
+        for key in sorted(set(target) & set(arrays))
+        if arrays[key].shape != tuple(target[key].shape)
+    ]
     if missing or unexpected or wrong:
-        problems = [f"{label}: {_torch_import._listing(items)}" for label, items in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong))
-                    if items]
-        raise JaxlogitError(f"variables do not fit {name}: {'; '.join(problems)}; pass the "
-                            f"variables of models.create({name!r})")
+        problems = [
+            f"{label}: {_torch_import._listing(items)}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong))
+            if items
+        ]
+        raise JaxlogitError(
+            f"variables do not fit {name}: {'; '.join(problems)}; pass the "
+            f"variables of models.create({name!r})"
+        )
     state = backbone.state_dict()
-    state.update({key: torch.tensor(np.ascontiguousarray(value))
-                  for key, value in arrays.items()})
+    state.update({key: torch.tensor(np.ascontiguousarray(value)) for key, value in arrays.items()})
     backbone.load_state_dict(state, strict=True)

@@ -8,7 +8,8 @@ key sets are equal and every shape fits before converting a single array.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.traverse_util
 import jax.numpy as jnp
@@ -26,12 +27,12 @@ _TORCH_LEAF = {
 }
 # torchvision's own DenseNet loader renames these legacy keys ("norm.1" -> "norm1").
 _DENSENET_LEGACY_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 _MAX_LISTED = 6
 
 
-def from_torchvision(name: str, state_dict: Mapping[str, Any], *,
-                     num_classes: int | None = None) -> dict:
+def from_torchvision(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None) -> dict:
     """Variables of model ``name`` from a torchvision ``state_dict``.
 
     Args:
@@ -49,12 +50,14 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], *,
     """
     module = _registry.create(name, num_classes)
     expected = flax.traverse_util.flatten_dict(
-        _registry.variable_shapes(module, _registry.spec(name).input_shape))
+        _registry.variable_shapes(module, _registry.spec(name).input_shape)
+    )
     torch_paths = {_torch_key(path): path for path in expected}
     given = _normalise_state_dict(state_dict)
     _check_keys(name, set(torch_paths), set(given))
-    _check_shapes(name, {key: _torch_shape(path, expected[path].shape)
-                         for key, path in torch_paths.items()}, given)
+    _check_shapes(
+        name, {key: _torch_shape(path, expected[path].shape) for key, path in torch_paths.items()}, given
+    )
     special = _special_converters(module)
     flat = {}
     for key, path in torch_paths.items():
@@ -90,8 +93,7 @@ def _special_converters(module) -> dict[str, Callable[[np.ndarray], np.ndarray]]
     """Keys whose conversion is not the plain transpose (VGG's first classifier layer)."""
     if isinstance(module, _vgg.VGG):
         pool_size = module.pool_size
-        return {"classifier.0.weight":
-                lambda w: _vgg.torch_flattened_linear_to_kernel(w, pool_size)}
+        return {"classifier.0.weight": lambda w: _vgg.torch_flattened_linear_to_kernel(w, pool_size)}
     return {}
 
 
@@ -125,15 +127,21 @@ def _check_keys(name: str, expected: set[str], given: set[str]) -> None:
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
     if problems:
-        raise JaxlogitError(f"state_dict does not fit {name}: {'; '.join(problems)}; pass the "
-                            f"state_dict of torchvision.models.{name}")
+        raise JaxlogitError(
+            f"state_dict does not fit {name}: {'; '.join(problems)}; pass the "
+            f"state_dict of torchvision.models.{name}"
+        )
 
 
-def _check_shapes(name: str, expected: dict[str, tuple[int, ...]],
-                  given: dict[str, np.ndarray]) -> None:
-    wrong = [f"{key} {tuple(given[key].shape)} != {shape}"
-             for key, shape in sorted(expected.items()) if tuple(given[key].shape) != shape]
+def _check_shapes(name: str, expected: dict[str, tuple[int, ...]], given: dict[str, np.ndarray]) -> None:
+    wrong = [
+        f"{key} {tuple(given[key].shape)} != {shape}"
+        for key, shape in sorted(expected.items())
+        if tuple(given[key].shape) != shape
+    ]
     if wrong:
-        raise JaxlogitError(f"state_dict does not fit {name}: {len(wrong)} wrong shapes (got != "
-                            f"expected): {_listing(wrong)}; pass the state_dict of "
-                            f"torchvision.models.{name} (with num_classes= if the head differs)")
+        raise JaxlogitError(
+            f"state_dict does not fit {name}: {len(wrong)} wrong shapes (got != "
+            f"expected): {_listing(wrong)}; pass the state_dict of "
+            f"torchvision.models.{name} (with num_classes= if the head differs)"
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,8 +16,7 @@ import jax.numpy as jnp
 from jaxlogit.models import _conv, _layers
 
 MAX_POOL = "M"
-VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
 class VGG(nn.Module):
@@ -64,8 +63,7 @@ class VGG(nn.Module):
                 x = max_pool(x, 2, 2)
                 index += 1
                 continue
-            x = _layers.conv(item, 3, padding=1, bias=True, name=f"features_{index}",
-                             layer=conv_layer)(x)
+            x = _layers.conv(item, 3, padding=1, bias=True, name=f"features_{index}", layer=conv_layer)(x)
             index += 1
             if self.batch_norm:
                 x = _layers.batch_norm(train, name=f"features_{index}")(x)
@@ -78,10 +76,18 @@ class VGG(nn.Module):
 vgg16 = functools.partial(VGG, config=VGG16_CONFIG, batch_norm=False)
 vgg16_bn = functools.partial(VGG, config=VGG16_CONFIG, batch_norm=True)
 # Fashion-MNIST 28x28 -> 14 -> 7 -> 3: the pool keeps the 3x3 map, the head is small.
-vgg_compact = functools.partial(VGG, config=(16, "M", 32, 32, "M", 64, 64, "M"), batch_norm=True,
-                                pool_size=(3, 3), hidden=128, dropout=0.2, num_classes=10)
-vgg_tiny = functools.partial(VGG, config=(4, "M", 8, "M"), batch_norm=True, pool_size=(2, 2),
-                             hidden=16, num_classes=10)  # for tests only
+vgg_compact = functools.partial(
+    VGG,
+    config=(16, "M", 32, 32, "M", 64, 64, "M"),
+    batch_norm=True,
+    pool_size=(3, 3),
+    hidden=128,
+    dropout=0.2,
+    num_classes=10,
+)
+vgg_tiny = functools.partial(
+    VGG, config=(4, "M", 8, "M"), batch_norm=True, pool_size=(2, 2), hidden=16, num_classes=10
+)  # for tests only
 
 
 def torch_flattened_linear_to_kernel(weight, pool_size: tuple[int, int]):

@@ -36,8 +36,15 @@ Example::
 
 from jaxlogit.store._layout import REQUIRED_DTYPES, DamagedStore
 from jaxlogit.store._reader import LogitStore, is_complete
-from jaxlogit.store._reader import open_store as open  # noqa: A001  (the module's reader)
+from jaxlogit.store._reader import open_store as open  # the module's reader
 from jaxlogit.store._writer import DEFAULT_SHARD_SIZE, build
 
-__all__ = ["DEFAULT_SHARD_SIZE", "REQUIRED_DTYPES", "DamagedStore", "LogitStore", "build", "is_complete",
-           "open"]
+__all__ = [
+    "DEFAULT_SHARD_SIZE",
+    "REQUIRED_DTYPES",
+    "DamagedStore",
+    "LogitStore",
+    "build",
+    "is_complete",
+    "open",
+]

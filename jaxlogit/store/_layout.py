@@ -83,7 +83,9 @@ def read_manifest(directory: pathlib.Path) -> dict | None:
     except (ValueError, AttributeError):
         raise DamagedStore(f"the logit store manifest {path} is damaged (not JSON); {REBUILD}") from None
     if fmt != FORMAT:
-        raise JaxlogitError(f"{directory} is not a logit store (bad manifest); delete it or choose another directory")
+        raise JaxlogitError(
+            f"{directory} is not a logit store (bad manifest); delete it or choose another directory"
+        )
     if not _digest.json_intact(manifest):
         raise DamagedStore(f"the logit store manifest {path} is damaged (SHA-256 mismatch); {REBUILD}")
     return manifest
@@ -116,7 +118,10 @@ def check_shard_file(directory: pathlib.Path, manifest: dict, index: int, key: s
 
 def array_layout(arrays: dict[str, np.ndarray]) -> dict:
     """``{key: {"dtype", "shape"}}`` of one shard's arrays (shape without the row axis)."""
-    return {key: {"dtype": value.dtype.str, "shape": list(value.shape[1:])} for key, value in sorted(arrays.items())}
+    return {
+        key: {"dtype": value.dtype.str, "shape": list(value.shape[1:])}
+        for key, value in sorted(arrays.items())
+    }
 
 
 def check_key(key: str) -> None:

@@ -68,7 +68,8 @@ class LogitStore:
             if paths.filesystem_fault(err):
                 raise
             raise _layout.DamagedStore(
-                f"the logit store shard {path} cannot be read ({err}); {_layout.REBUILD}") from None
+                f"the logit store shard {path} cannot be read ({err}); {_layout.REBUILD}"
+            ) from None
 
     def __getitem__(self, key: str) -> np.ndarray:
         """Array ``key`` over all complete shards: (len(self), ...)."""
@@ -98,11 +99,14 @@ def open_store(directory: str | os.PathLike, *, allow_incomplete: bool = False) 
     directory = pathlib.Path(directory)
     manifest = _layout.read_manifest(directory) if directory.is_dir() else None
     if manifest is None:
-        raise JaxlogitError(f"no logit store in {directory}; run the command that makes it (jaxlogit logits ...)")
+        raise JaxlogitError(
+            f"no logit store in {directory}; run the command that makes it (jaxlogit logits ...)"
+        )
     if not manifest["complete"] and not allow_incomplete:
         done, total = manifest["shards_done"], manifest["num_shards"]
         raise JaxlogitError(
-            f"the logit store in {directory} is incomplete ({done}/{total} shards); rerun the command that makes it to finish it"
+            f"the logit store in {directory} is incomplete ({done}/{total} shards); rerun the command "
+            "that makes it to finish it"
         )
     return LogitStore(directory, manifest)
 

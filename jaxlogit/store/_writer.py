@@ -6,7 +6,7 @@ import os
 import pathlib
 import shutil
 import sys
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -58,7 +58,9 @@ def build(
       JaxlogitError: ``directory`` holds another store or something that is not a store.
     """
     if num_items < 1 or shard_size < 1:
-        raise JaxlogitError(f"a logit store needs num_items >= 1 and shard_size >= 1 (got {num_items}, {shard_size})")
+        raise JaxlogitError(
+            f"a logit store needs num_items >= 1 and shard_size >= 1 (got {num_items}, {shard_size})"
+        )
     directory = pathlib.Path(directory)
     if not _complete_and_intact(directory, config, num_items, shard_size):  # else: no lock, no write
         paths.check_writable(directory.parent)
@@ -86,8 +88,9 @@ def _complete_and_intact(directory: pathlib.Path, config: dict, num_items: int, 
     return True
 
 
-def _write_missing_shards(directory: pathlib.Path, manifest: dict, produce_fn: ProduceFn,
-                          progress: bool) -> None:
+def _write_missing_shards(
+    directory: pathlib.Path, manifest: dict, produce_fn: ProduceFn, progress: bool
+) -> None:
     """Produces and commits the shards after ``manifest["shards_done"]``. A run that fails before
     its first shard is committed removes the store folder it created."""
     paths.check_writable(directory)
@@ -97,8 +100,14 @@ def _write_missing_shards(directory: pathlib.Path, manifest: dict, produce_fn: P
     num_items, shard_size = manifest["num_items"], manifest["shard_size"]
     done_rows = min(manifest["shards_done"] * shard_size, num_items)
     try:
-        with progress_bar(f"logits {directory.name}", num_items, enabled=progress, completed=done_rows,
-                          unit="img", events=directory / EVENTS_FILE) as advance:
+        with progress_bar(
+            f"logits {directory.name}",
+            num_items,
+            enabled=progress,
+            completed=done_rows,
+            unit="img",
+            events=directory / EVENTS_FILE,
+        ) as advance:
             for index in range(manifest["shards_done"], manifest["num_shards"]):
                 start, stop = _layout.shard_bounds(index, shard_size, num_items)
                 arrays = _checked_rows(produce_fn(start, stop), stop - start, manifest["arrays"])
@@ -129,7 +138,8 @@ def _start_or_resume(directory: pathlib.Path, config: dict, num_items: int, shar
         return wanted
     if any(existing[k] != wanted[k] for k in _IDENTITY):
         raise JaxlogitError(
-            f"the logit store in {directory} was made with another configuration; delete it or choose another directory"
+            f"the logit store in {directory} was made with another configuration; delete it or choose "
+            "another directory"
         )
     return _cut_at_damage(directory, existing)
 
@@ -142,8 +152,11 @@ def _cut_at_damage(directory: pathlib.Path, manifest: dict) -> dict:
                 _layout.check_shard_file(directory, manifest, index, key)
             except _layout.DamagedStore as err:
                 print(f"warning: {str(err).split(';')[0]}; rewriting shards {index}+", file=sys.stderr)
-                names = {_layout.shard_path(directory, i, k).name
-                         for i in range(index, manifest["num_shards"]) for k in manifest["arrays"]}
+                names = {
+                    _layout.shard_path(directory, i, k).name
+                    for i in range(index, manifest["num_shards"])
+                    for k in manifest["arrays"]
+                }
                 digests = {n: d for n, d in (manifest.get("digests") or {}).items() if n not in names}
                 manifest = {**manifest, "shards_done": index, "complete": False, "digests": digests}
                 paths.check_writable(directory)
@@ -180,7 +193,9 @@ def _check_empty(directory: pathlib.Path) -> None:
         return
     foreign = [p.name for p in directory.iterdir() if not p.name.endswith(".tmp") and p.name != EVENTS_FILE]
     if foreign:
-        raise JaxlogitError(f"{directory} is not empty and not a logit store; delete it or choose another directory")
+        raise JaxlogitError(
+            f"{directory} is not empty and not a logit store; delete it or choose another directory"
+        )
 
 
 def _checked_rows(arrays: Mapping[str, np.ndarray], rows: int, layout: dict | None) -> dict[str, np.ndarray]:
@@ -194,7 +209,9 @@ def _checked_rows(arrays: Mapping[str, np.ndarray], rows: int, layout: dict | No
         dtype = _layout.REQUIRED_DTYPES.get(key)
         out[key] = np.ascontiguousarray(np.asarray(value, dtype=dtype))
         if out[key].ndim == 0 or out[key].shape[0] != rows:
-            raise ValueError(f"produce_fn returned {key} with shape {out[key].shape}; its leading dimension must be {rows}")
+            raise ValueError(
+                f"produce_fn returned {key} with shape {out[key].shape}; its leading dimension must be {rows}"
+            )
     if layout is not None and _layout.array_layout(out) != layout:
         raise ValueError(f"produce_fn returned {_layout.array_layout(out)}, but earlier shards hold {layout}")
     return out
@@ -228,5 +245,10 @@ def _commit_shard(manifest: dict, arrays: dict[str, np.ndarray], digests: dict[s
     """The manifest after one more shard (a new dict; the caller writes it)."""
     done = manifest["shards_done"] + 1
     layout = manifest["arrays"] or _layout.array_layout(arrays)
-    return {**manifest, "arrays": layout, "shards_done": done, "complete": done == manifest["num_shards"],
-            "digests": {**(manifest.get("digests") or {}), **digests}}
+    return {
+        **manifest,
+        "arrays": layout,
+        "shards_done": done,
+        "complete": done == manifest["num_shards"],
+        "digests": {**(manifest.get("digests") or {}), **digests},
+    }
