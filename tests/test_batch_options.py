@@ -305,3 +305,9 @@ def test_adaptive_on_one_class_is_a_one_line_error(tiny_setup, trained_compact, 
         adaptive_experiment.run(tiny_setup, tmp_path, TINY)
     assert "\n" not in str(err.value) and "1 class" in str(err.value)
     assert not (tmp_path / "adaptive.json").exists()
+
+
+def test_attack_adaptive_on_one_class_is_a_one_line_error(compact, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", "1", "--adaptive"])
+    assert_one_line_error(capsys, exit_.value.code, "at least two classes", "--n")
