@@ -17,12 +17,17 @@ from collections.abc import Callable
 import click
 import numpy as np
 
-from jaxlogit import _xla, data, paths, pipeline, progress, store, training
+from jaxlogit import _validate, _xla, adaptive, data, explain, paths, pipeline, progress, store, training
 from jaxlogit.cli._app import progress_options
 from jaxlogit.errors import JaxlogitError
 
 COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
 IMAGENET = ("vgg16_bn", "resnet50", "densenet121")
+
+
+BATCH_OPTIONS = ("attack_batch", "predict_batch", "corrector_batch", "adaptive_batch", "explain_batch")
+"""The batch sizes every experiment takes (``--attack-batch N``, ...); ``corrector_batch`` is
+``Setup.corrector.batch_size``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +40,11 @@ class Setup:
       train_limit: training images whose logits train the corrector (None: all).
       test_limit: evaluation images ("full" set; None: all).
       per_class: images per class of the *selected* set.
-      corrector: corrector training settings.
+      corrector: corrector training settings (its ``batch_size``: ``--corrector-batch``).
+      attack_batch: images per compiled attack call (logit stores, the selected set's logits).
+      predict_batch: images per compiled call of clean predictions (the selected set).
+      adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
+      explain_batch: logit rows per compiled call of the supporting scores (explanations).
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
     """
 
@@ -48,6 +57,14 @@ class Setup:
     data_dir: str | None = None
     weights_dir: str | None = None
     cache_dir: str | None = None
+    attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH
+    predict_batch: int = pipeline.DEFAULT_PREDICT_BATCH
+    adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
+    explain_batch: int = explain.SCORES_CHUNK_SIZE
+
+    def __post_init__(self):
+        for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch"):
+            _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
 
     @property
     def resnet(self) -> str:
@@ -118,7 +135,14 @@ def logits(
     name = setup.train_split_name if which == "train" else setup.test_split_name
     limit = setup.train_limit if which == "train" else setup.test_limit
     return pipeline.ensure_logits(
-        backbone, attack, load_split(setup, name), name, limit=limit, cache=setup.cache_dir, progress=progress
+        backbone,
+        attack,
+        load_split(setup, name),
+        name,
+        limit=limit,
+        batch_size=setup.attack_batch,
+        cache=setup.cache_dir,
+        progress=progress,
     )
 
 
@@ -140,6 +164,7 @@ def corrector_for(
         limit=setup.train_limit,
         cache=setup.cache_dir,
         progress=progress,
+        batch_size=setup.attack_batch,
     )
 
 
@@ -152,6 +177,7 @@ def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
         per_class=setup.per_class,
         limit=setup.test_limit,
         cache=setup.cache_dir,
+        batch_size=setup.predict_batch,
     )
 
 
@@ -209,6 +235,38 @@ def write_report(
     return out_dir
 
 
+def batch_options(fn):
+    """Adds ``--attack-batch``, ``--predict-batch``, ``--corrector-batch``, ``--adaptive-batch`` and
+    ``--explain-batch`` (default: the setup's); lower them if the device runs out of memory."""
+    helps = {
+        "attack_batch": "images per compiled attack call (logit stores; another value makes other "
+        f"stores: PGD/MIM random starts depend on it) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
+        "predict_batch": f"images per clean-prediction call [default: {pipeline.DEFAULT_PREDICT_BATCH}]",
+        "corrector_batch": "corrector training batch (another value trains another corrector) "
+        f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
+        "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",
+        "explain_batch": f"logit rows per supporting-score call [default: {explain.SCORES_CHUNK_SIZE}]",
+    }
+    for name in reversed(BATCH_OPTIONS):
+        option = f"--{name.replace('_', '-')}"
+        fn = click.option(option, name, type=int, default=None, metavar="N", help=helps[name])(fn)
+    return fn
+
+
+def with_batches(setup: Setup, **batches: int | None) -> Setup:
+    """``setup`` with the batch sizes given (None: keep its own); ``corrector_batch`` sets
+    ``setup.corrector.batch_size``.
+
+    Raises:
+      JaxlogitError: a size that is not an integer >= 1.
+    """
+    given = {name: value for name, value in batches.items() if value is not None}
+    if "corrector_batch" in given:
+        size = _validate.positive_int("--corrector-batch", given.pop("corrector_batch"))
+        given["corrector"] = dataclasses.replace(setup.corrector, batch_size=size)
+    return dataclasses.replace(setup, **given)
+
+
 def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> Callable:
     """A click command ``python -m experiments.NAME [--dataset ...]`` that calls ``run``.
 
@@ -247,11 +305,13 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         help="Training images whose logits train the correctors [default: 4000 fashion_mnist, all imagenet].",
     )
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
+    @batch_options
     @progress_options
-    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out):
+    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out, **batches):
         limit = {} if train_limit is None else {"train_limit": train_limit}
-        setup = default_setup(
-            dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit
+        setup = with_batches(
+            default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit),
+            **batches,
         )
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
@@ -299,5 +359,6 @@ def selected_logits(
             limit=setup.test_limit,
             cache=setup.cache_dir,
             progress=progress,
+            batch_size=setup.attack_batch,
         )
     )

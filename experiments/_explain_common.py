@@ -22,11 +22,13 @@ class AttackLogits(NamedTuple):
       name: the attack (pgd, mim, deepfool, cw).
       g_fn: that attack's corrector, logits ``(B, C)`` -> corrected logits ``(B, C)``.
       rows: the selected set's ``clean_logits``/``adv_logits`` ``(N, C)``, ``labels`` ``(N,)``, ...
+      explain_batch: logit rows per compiled call of the supporting scores (``Setup.explain_batch``).
     """
 
     name: str
     g_fn: Callable
     rows: Mapping[str, np.ndarray]
+    explain_batch: int = explain.SCORES_CHUNK_SIZE
 
 
 def load_attacks(setup: _common.Setup) -> dict[str, AttackLogits]:
@@ -36,7 +38,8 @@ def load_attacks(setup: _common.Setup) -> dict[str, AttackLogits]:
     for name in _paper.PAPER_ATTACKS:
         attack = pipeline.AttackConfig(name)
         corrector = _common.corrector_for(setup, backbone, attack)
-        out[name] = AttackLogits(name, corrector.g_fn(), _common.selected_logits(setup, backbone, attack))
+        rows = _common.selected_logits(setup, backbone, attack)
+        out[name] = AttackLogits(name, corrector.g_fn(), rows, setup.explain_batch)
     return out
 
 
@@ -55,7 +58,9 @@ def k_note(num_classes: int) -> str:
     )
 
 
-def supporting(g_fn: Callable, z: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def supporting(
+    g_fn: Callable, z: np.ndarray, y: np.ndarray, k: int, *, chunk_size: int = explain.SCORES_CHUNK_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` supporting classes of ``g_fn`` at logits ``z`` and their votes.
 
     Args:
@@ -63,11 +68,12 @@ def supporting(g_fn: Callable, z: np.ndarray, y: np.ndarray, k: int) -> tuple[np
       z: logits ``(B, C)`` (the adversarial logits of the selected set).
       y: true classes ``(B,)``.
       k: votes per example and classes returned.
+      chunk_size: rows per compiled call (``--explain-batch``).
 
     Returns:
       ``(classes, counts)``: int ``(k,)`` most voted first, int ``(C,)`` votes of every class.
     """
-    scores = explain.supporting_scores(g_fn, z, y)
+    scores = explain.supporting_scores(g_fn, z, y, chunk_size=chunk_size)
     classes, counts = explain.supporting_classes(scores, per_example=k, top=k)
     return np.asarray(classes), np.asarray(counts)
 

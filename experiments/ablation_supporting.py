@@ -93,7 +93,7 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     results = {}
     for index, (name, a) in enumerate(ec.load_attacks(setup).items()):
         z_adv, y = a.rows["adv_logits"], a.rows["labels"]
-        classes, _ = ec.supporting(a.g_fn, z_adv, y, k)
+        classes, _ = ec.supporting(a.g_fn, z_adv, y, k, chunk_size=a.explain_batch)
         key = jax.random.fold_in(jax.random.key(CONTROL_SEED), index)
         results[name] = {
             "supporting_classes": [names[c] for c in classes],

@@ -67,10 +67,22 @@ class Images:
 
 
 def load_images(setup: _common.Setup) -> Images:
-    """The ResNet backbone and the selected set's images (N, H, W, C), labels (N,), indices (N,)."""
+    """The ResNet backbone and the selected set's images (N, H, W, C), labels (N,), indices (N,).
+
+    Raises:
+      JaxlogitError: the selected set holds fewer than two classes (logit matching pulls each
+        image to one of another class).
+    """
     backbone = _common.load_backbone(setup, setup.resnet)
     ids = _common.selected_indices(setup)
     x, y = _common.load_split(setup, setup.test_split_name).get_batch(ids)
+    classes = np.unique(y).size
+    if classes < 2:
+        raise JaxlogitError(
+            f"the selected set holds {len(y)} image(s) of {classes} class(es) but the adaptive evaluation "
+            "needs at least two classes (logit matching): select more test images (Setup.test_limit, "
+            "Setup.per_class)"
+        )
     return Images(backbone, ids, x, y)
 
 
@@ -292,8 +304,15 @@ def markdown(setup: _common.Setup, config: Config, rows, sweep, unbounded, check
 
 
 def run(setup: _common.Setup, out_dir: pathlib.Path, config: Config = Config()) -> str:
-    """Runs the adaptive evaluation (cached logits and correctors), prints and writes the report."""
+    """Runs the adaptive evaluation (cached logits and correctors), prints and writes the report.
+
+    The adaptive attacks run ``setup.adaptive_batch`` images at a time (``--adaptive-batch``), not
+    ``config.attack.batch_size`` (their results do not depend on it).
+    """
     start = time.perf_counter()
+    config = dataclasses.replace(
+        config, attack=dataclasses.replace(config.attack, batch_size=setup.adaptive_batch)
+    )
     images = load_images(setup)
     rows = [
         {**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in _paper.PAPER_ATTACKS

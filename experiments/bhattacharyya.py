@@ -90,7 +90,10 @@ def run(setup: _common.Setup, out_dir: pathlib.Path) -> str:
     names = ec.class_names(setup)
     k = explain.scaled_k(len(names))
     attacks = ec.load_attacks(setup)
-    counts = [ec.supporting(a.g_fn, a.rows["adv_logits"], a.rows["labels"], k)[1] for a in attacks.values()]
+    counts = [
+        ec.supporting(a.g_fn, a.rows["adv_logits"], a.rows["labels"], k, chunk_size=a.explain_batch)[1]
+        for a in attacks.values()
+    ]
     bc, transfer = coefficient_matrix(counts), table3.transfer_matrix(setup)
     paper_bc, paper_transfer = paper_matrices()
     ours, paper = (

@@ -32,7 +32,9 @@ from jaxlogit import explain
 def attack_supporting(attack: ec.AttackLogits, k: int, names: tuple[str, ...]) -> dict:
     """The supporting classes of one attack, as JSON-ready values."""
     rows = attack.rows
-    classes, counts = ec.supporting(attack.g_fn, rows["adv_logits"], rows["labels"], k)
+    classes, counts = ec.supporting(
+        attack.g_fn, rows["adv_logits"], rows["labels"], k, chunk_size=attack.explain_batch
+    )
     total = int(counts.sum())
     return {
         "classes": classes.tolist(),

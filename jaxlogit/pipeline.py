@@ -25,6 +25,13 @@ from jaxlogit import progress as progress_log
 from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
+DEFAULT_ATTACK_BATCH = 250
+"""Images per compiled attack call (``--attack-batch``). The attack key of a batch depends on its
+start index, so PGD's and MIM's random starts, hence their stores, depend on it: a store made with
+another batch is cached under a key of its own."""
+DEFAULT_PREDICT_BATCH = training.DEFAULT_PREDICT_BATCH
+"""Images per compiled call of clean predictions (``--predict-batch``); results do not depend on it."""
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
@@ -118,15 +125,23 @@ def store_dir(
     split_name: str,
     subset: int | str | None,
     cache: str | None,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
 ) -> pathlib.Path:
-    """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split."""
+    """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split,
+    attacked ``batch_size`` images at a time (keyed only when not the default)."""
     config = {
         "backbone": backbone.directory.name,
         "attack": dataclasses.asdict(attack),
         "split": split_name,
         "limit": subset,
+        **_batch_key(batch_size),
     }
     return paths.artifact_dir("logits", f"{backbone.meta['arch']}-{attack.name}-{split_name}", config, cache)
+
+
+def _batch_key(batch_size: int) -> dict:
+    """The attack batch as a part of a store's key: empty for the default (whose keys predate it)."""
+    return {} if batch_size == DEFAULT_ATTACK_BATCH else {"attack_batch": batch_size}
 
 
 def ensure_logits(
@@ -137,7 +152,7 @@ def ensure_logits(
     *,
     limit: int | None = None,
     indices: np.ndarray | None = None,
-    batch_size: int = 250,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
     cache: str | None = None,
     progress: bool = True,
 ) -> store.LogitStore:
@@ -145,8 +160,10 @@ def ensure_logits(
     or of the images at ``indices`` (e.g. the selected set; row i is image ``indices[i]``).
 
     Streams shard by shard and resumes after a crash (``jaxlogit.store``). The attack key
-    of a batch depends only on its start index, so a resumed store equals an uninterrupted one.
+    of a batch depends only on its start index, so a resumed store equals an uninterrupted one;
+    ``batch_size`` images are attacked at a time (another than the default makes another store).
     """
+    _validate.positive_int("--attack-batch", batch_size)
     if indices is None:
         indices = np.arange(len(split) if limit is None else min(limit, len(split)))
         subset = limit
@@ -154,7 +171,7 @@ def ensure_logits(
         indices = np.asarray(indices)
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
-    directory = store_dir(backbone, attack, split_name, subset, cache)
+    directory = store_dir(backbone, attack, split_name, subset, cache, batch_size)
     attack_batch = attack_program(backbone.logits_fn(), attack)
 
     def produce(start: int, stop: int) -> dict:
@@ -181,6 +198,7 @@ def ensure_logits(
         "split": split_name,
         "subset": subset,
         "num_items": n,
+        **_batch_key(batch_size),
     }
     return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
 
@@ -330,19 +348,23 @@ def selected_indices(
     per_class: int,
     limit: int | None = None,
     cache: str | None = None,
+    batch_size: int = DEFAULT_PREDICT_BATCH,
 ) -> np.ndarray:
     """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
     classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
 
+    The backbone predicts ``batch_size`` images at a time (the result does not depend on it).
+
     Returns:
       int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
     """
+    _validate.positive_int("--predict-batch", batch_size)
     config = {"backbone": backbone.directory.name, "per_class": per_class, "limit": limit}
     directory = paths.artifact_dir("selected", backbone.meta["arch"], config, cache)
     cached = directory / "indices.npy"
     if cached.exists():
         return np.load(cached)
-    preds = training.predict_classes(backbone.logits_fn(), split)
+    preds = training.predict_classes(backbone.logits_fn(), split, batch_size=batch_size)
     labels = split.labels
     if limit is not None:
         preds, labels = preds[:limit], labels[:limit]
@@ -365,17 +387,28 @@ def selected_logits(
     limit: int | None = None,
     cache: str | None = None,
     progress: bool = True,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
 ) -> dict[str, np.ndarray]:
     """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
 
     Sliced from the complete store of the first ``limit`` images if one is cached, else the
-    attack runs on those images only (a store of its own). Row i is image ``indices[i]``.
+    attack runs on those images only (a store of its own), ``batch_size`` at a time. Row i is
+    image ``indices[i]``.
     """
-    full_dir = store_dir(backbone, attack, split_name, limit, cache)
+    full_dir = store_dir(backbone, attack, split_name, limit, cache, batch_size)
     if store.is_complete(full_dir):
         full = store.open(full_dir)
         return {k: np.asarray(full[k])[indices] for k in full.keys()}
-    sel = ensure_logits(backbone, attack, split, split_name, indices=indices, cache=cache, progress=progress)
+    sel = ensure_logits(
+        backbone,
+        attack,
+        split,
+        split_name,
+        indices=indices,
+        batch_size=batch_size,
+        cache=cache,
+        progress=progress,
+    )
     return {k: np.asarray(sel[k]) for k in sel.keys()}
 
 
@@ -388,13 +421,22 @@ def corrector_for_attack(
     limit: int | None,
     cache: str | None = None,
     progress: bool = True,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
 ) -> TrainedCorrector:
     """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.
 
     Cached: the same store and corrector as ``experiments._common.corrector_for`` with the same
-    ``limit`` and ``config`` (library code for the CLI, which must not import ``experiments``).
+    ``limit`` and ``config`` (library code for the CLI, which must not import ``experiments``);
+    ``batch_size`` images are attacked at a time.
     """
     train_store = ensure_logits(
-        backbone, attack, train_split, "train", limit=limit, cache=cache, progress=progress
+        backbone,
+        attack,
+        train_split,
+        "train",
+        limit=limit,
+        batch_size=batch_size,
+        cache=cache,
+        progress=progress,
     )
     return ensure_corrector(train_store, config, cache=cache, progress=progress)

@@ -54,6 +54,9 @@ class BackboneConfig:
 # Epochs that bring each compact backbone to >= 90% test accuracy (DenseNet learns slowest).
 DEFAULT_EPOCHS = {"densenet_compact": 3}
 
+DEFAULT_PREDICT_BATCH = 500
+"""Images per compiled call of ``predict_classes`` and ``accuracy`` (results do not depend on it)."""
+
 
 def default_config(arch: str, **overrides) -> BackboneConfig:
     """The training config the CLI and experiments use for ``arch`` (``overrides`` win)."""
@@ -206,7 +209,7 @@ def train(
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def predict_classes(logits_fn: Callable, split, *, batch_size: int = 500) -> np.ndarray:
+def predict_classes(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH) -> np.ndarray:
     """Predicted classes (N,) int32 of every image of ``split``."""
     fn = _xla.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
     chunk = batch_size * 8
@@ -219,7 +222,7 @@ def predict_classes(logits_fn: Callable, split, *, batch_size: int = 500) -> np.
     return np.concatenate(preds).astype(np.int32)
 
 
-def accuracy(logits_fn: Callable, split, *, batch_size: int = 500) -> float:
+def accuracy(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH) -> float:
     """Top-1 accuracy of ``logits_fn`` on all of ``split``."""
     return float(np.mean(predict_classes(logits_fn, split, batch_size=batch_size) == split.labels))
 

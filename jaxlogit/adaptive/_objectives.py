@@ -58,8 +58,12 @@ def matching_targets(clean_logits: np.ndarray, labels: np.ndarray) -> np.ndarray
     """
     z = np.asarray(clean_logits, np.float64)
     labels = np.asarray(labels)
-    if np.unique(labels).size < 2:
-        raise JaxlogitError("logit matching needs images of at least two classes: evaluate more images")
+    classes = np.unique(labels)
+    if classes.size < 2:
+        raise JaxlogitError(
+            f"logit matching needs images of at least two classes, got {labels.size} image(s) of "
+            f"{classes.size} class(es): evaluate images of more classes"
+        )
     squared = np.sum(z**2, axis=1)
     distances = squared[:, None] + squared[None, :] - 2.0 * z @ z.T
     distances[labels[:, None] == labels[None, :]] = np.inf

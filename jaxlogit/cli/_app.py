@@ -172,3 +172,18 @@ class AttackName(click.ParamType):
         except JaxlogitError as err:
             tail = f" or {' or '.join(self.extra)}" if self.extra else ""
             self.fail(f"{err}{tail}", param, ctx)
+
+
+def batch_option(kind: str, default: int | None, what: str, *aliases: str):
+    """Adds ``--KIND-batch N`` (and ``aliases``), passed as ``KIND_batch``: how many items one
+    compiled call takes (``what`` says which, e.g. "images per attack call")."""
+    shown = "" if default is None else f" [default: {default}]"
+    return click.option(
+        f"--{kind}-batch",
+        *aliases,
+        f"{kind}_batch",
+        type=click.IntRange(min=1),
+        default=default,
+        metavar="N",
+        help=f"{what}; lower it if the device runs out of memory{shown}.",
+    )

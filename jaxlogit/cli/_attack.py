@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import click
@@ -10,7 +11,8 @@ import numpy as np
 
 from jaxlogit import _xla, batching, data, pipeline, training
 from jaxlogit import adaptive as adaptive_eval
-from jaxlogit.cli._app import AttackName, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.cli._app import AttackName, batch_option, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.errors import JaxlogitError
 
 
 def summarize(
@@ -47,7 +49,9 @@ def summarize(
     show_default="16/255",
     help="Budget of the attacks that take one (pgd, mim: L-inf).",
 )
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=250, show_default=True)
+@batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per attack call", "--batch")
+@batch_option("adaptive", None, "Adaptive: images per attack call (default: --attack-batch)")
+@batch_option("corrector", pipeline.DEFAULT_CORRECTOR.batch_size, "Adaptive: the corrector's training batch")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--adaptive",
@@ -76,7 +80,9 @@ def attack(
     attack_name,
     n,
     eps,
-    batch_size,
+    attack_batch,
+    adaptive_batch,
+    corrector_batch,
     seed,
     adaptive_,
     steps,
@@ -97,7 +103,12 @@ def attack(
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
     x, y = split.get_batch(np.arange(min(n, len(split))))
-    batch_size = min(batch_size, len(y))  # never pad a few images to a huge batch
+    if adaptive_ and np.unique(y).size < 2:
+        raise JaxlogitError(
+            f"--adaptive needs images of at least two classes (logit matching), the first {len(y)} test "
+            f"image(s) hold {np.unique(y).size}: raise --n"
+        )
+    batch_size = min(attack_batch, len(y))  # never pad a few images to a huge batch
     logits_fn = backbone.logits_fn(compute_dtype=precision)
     key = jax.random.key(seed)
 
@@ -121,10 +132,15 @@ def attack(
     )
     click.echo(f"wall time:            {seconds:.1f} s (including compilation)")
     if adaptive_:
+        adaptive_batch = batch_size if adaptive_batch is None else min(adaptive_batch, len(y))
         config = adaptive_eval.AdaptiveConfig(
-            eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size
+            eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=adaptive_batch
         )
-        report_adaptive(backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir)
+        corrector = dataclasses.replace(pipeline.DEFAULT_CORRECTOR, batch_size=corrector_batch)
+        batches = {"attack_batch": attack_batch, "corrector": corrector}
+        report_adaptive(
+            backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir, **batches
+        )
 
 
 def report_adaptive(
@@ -137,16 +153,21 @@ def report_adaptive(
     dataset: str,
     data_dir,
     cache_dir,
+    *,
+    attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH,
+    corrector: pipeline.CorrectorConfig = pipeline.DEFAULT_CORRECTOR,
 ) -> None:
-    """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs."""
+    """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs; the
+    corrector trained with ``corrector`` on logits attacked ``attack_batch`` images at a time."""
     train_split = data.load(dataset, data.get(dataset).train_split, data_dir=data_dir)
     trained = pipeline.corrector_for_attack(
         backbone,
         pipeline.AttackConfig(attack_name),
         train_split,
-        pipeline.DEFAULT_CORRECTOR,
+        corrector,
         limit=pipeline.DEFAULT_TRAIN_LIMIT,
         cache=cache_dir,
+        batch_size=attack_batch,
     )
     g = adaptive_eval.corrector_fn(trained.module, trained.params)
     start = time.perf_counter()

@@ -6,22 +6,25 @@ import click
 import numpy as np
 
 from jaxlogit import data, pipeline
-from jaxlogit.cli._app import AttackName, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.cli._app import AttackName, batch_option, cli, common_options, dataset_option, trained_backbone
 from jaxlogit.errors import JaxlogitError
 
 
-def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir):
+def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch):
     splits = data.get(dataset).splits
     if split_name not in splits:
         raise JaxlogitError(f"--split {split_name!r}: {dataset} has the splits {', '.join(splits)}")
     attack = pipeline.AttackConfig(attack_name, eps=eps)
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     split = data.load(dataset, split_name, data_dir=data_dir)
-    return pipeline.ensure_logits(backbone, attack, split, split_name, limit=limit, cache=cache_dir)
+    return pipeline.ensure_logits(
+        backbone, attack, split, split_name, limit=limit, batch_size=attack_batch, cache=cache_dir
+    )
 
 
 def attack_options(fn):
-    """--arch, --attack, --eps, --dataset shared by the logit and corrector commands."""
+    """--arch, --attack, --eps, --dataset, --attack-batch shared by the logit and corrector commands."""
+    fn = batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per attack call")(fn)
     fn = dataset_option(fn)
     fn = click.option(
         "--eps",
@@ -52,9 +55,9 @@ def attack_options(fn):
     "--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (default: all)."
 )
 @common_options
-def logits(arch, attack_name, eps, dataset, split_name, limit, data_dir, cache_dir) -> None:
+def logits(arch, attack_name, eps, dataset, attack_batch, split_name, limit, data_dir, cache_dir) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
-    s = _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir)
+    s = _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch)
     labels = np.asarray(s["labels"])
     click.echo(f"store: {s.directory}")
     click.echo(f"images: {len(s)}")
@@ -71,6 +74,9 @@ def correct() -> None:
 def corrector_options(fn):
     """Corrector settings; defaults are the embedded default's (see experiments.table1)."""
     defaults = pipeline.DEFAULT_CORRECTOR
+    fn = batch_option(
+        "corrector", defaults.batch_size, "Training batch of the corrector (another value trains another)"
+    )(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
     fn = click.option("--lr", type=float, default=defaults.lr, show_default=True)(fn)
     fn = click.option(
@@ -87,11 +93,29 @@ def corrector_options(fn):
 
 
 def _corrector(
-    arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir, rebuild=False
+    arch,
+    attack_name,
+    eps,
+    dataset,
+    limit,
+    epochs,
+    hidden,
+    lr,
+    seed,
+    data_dir,
+    cache_dir,
+    rebuild=False,
+    *,
+    attack_batch=pipeline.DEFAULT_ATTACK_BATCH,
+    corrector_batch=pipeline.DEFAULT_CORRECTOR.batch_size,
 ):
-    config = pipeline.CorrectorConfig(hidden=hidden or None, epochs=epochs, lr=lr, seed=seed)
+    config = pipeline.CorrectorConfig(
+        hidden=hidden or None, epochs=epochs, batch_size=corrector_batch, lr=lr, seed=seed
+    )
     train_split = data.get(dataset).train_split
-    train_store = _store(arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir)
+    train_store = _store(
+        arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir, attack_batch
+    )
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
@@ -99,11 +123,38 @@ def _corrector(
 @attack_options
 @corrector_options
 @common_options
-def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir) -> None:
+def train_cmd(
+    arch,
+    attack_name,
+    eps,
+    dataset,
+    attack_batch,
+    limit,
+    epochs,
+    hidden,
+    lr,
+    seed,
+    corrector_batch,
+    data_dir,
+    cache_dir,
+) -> None:
     """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
     one is retrained)."""
     trained = _corrector(
-        arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir, rebuild=True
+        arch,
+        attack_name,
+        eps,
+        dataset,
+        limit,
+        epochs,
+        hidden,
+        lr,
+        seed,
+        data_dir,
+        cache_dir,
+        rebuild=True,
+        attack_batch=attack_batch,
+        corrector_batch=corrector_batch,
     )
     click.echo(f"corrector: {trained.directory}")
     click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
@@ -117,14 +168,41 @@ def train_cmd(arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, 
 )
 @common_options
 def eval_cmd(
-    arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, eval_attack, data_dir, cache_dir
+    arch,
+    attack_name,
+    eps,
+    dataset,
+    attack_batch,
+    limit,
+    epochs,
+    hidden,
+    lr,
+    seed,
+    corrector_batch,
+    eval_attack,
+    data_dir,
+    cache_dir,
 ) -> None:
     """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
     trained = _corrector(
-        arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir
+        arch,
+        attack_name,
+        eps,
+        dataset,
+        limit,
+        epochs,
+        hidden,
+        lr,
+        seed,
+        data_dir,
+        cache_dir,
+        attack_batch=attack_batch,
+        corrector_batch=corrector_batch,
     )
     eval_split = data.get(dataset).eval_split
-    test = _store(arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir)
+    test = _store(
+        arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir, attack_batch
+    )
     labels = np.asarray(test["labels"])
     for kind in ("clean", "adv"):
         z = np.asarray(test[f"{kind}_logits"])

@@ -6,7 +6,7 @@ import click
 import numpy as np
 
 from jaxlogit import data, explain, pipeline
-from jaxlogit.cli._app import cli, common_options, trained_backbone
+from jaxlogit.cli._app import batch_option, cli, common_options, trained_backbone
 from jaxlogit.cli._correct import _corrector, attack_options, corrector_options
 
 SELECTING_ARCH = "resnet_compact"
@@ -55,12 +55,15 @@ def _check_k(name: str, value: int | None, num_classes: int) -> int:
     help="Images per class in the selected set (correctly classified by resnet_compact).",
 )
 @corrector_options
+@batch_option("predict", pipeline.DEFAULT_PREDICT_BATCH, "Images per prediction call (the selected set)")
+@batch_option("explain", explain.SCORES_CHUNK_SIZE, "Logit rows per supporting-score call")
 @common_options
 def explain_cmd(
     arch,
     attack_name,
     eps,
     dataset,
+    attack_batch,
     per_example,
     top,
     per_class,
@@ -69,6 +72,9 @@ def explain_cmd(
     hidden,
     lr,
     seed,
+    corrector_batch,
+    predict_batch,
+    explain_batch,
     data_dir,
     cache_dir,
 ) -> None:
@@ -79,18 +85,40 @@ def explain_cmd(
     per_example = _check_k("--per-example", per_example, num_classes)
     top = _check_k("--top", top, num_classes)
     trained = _corrector(
-        arch, attack_name, eps, dataset, limit, epochs, hidden, lr, seed, data_dir, cache_dir
+        arch,
+        attack_name,
+        eps,
+        dataset,
+        limit,
+        epochs,
+        hidden,
+        lr,
+        seed,
+        data_dir,
+        cache_dir,
+        attack_batch=attack_batch,
+        corrector_batch=corrector_batch,
     )
     split_name = data.get(dataset).eval_split
     split = data.load(dataset, split_name, data_dir=data_dir)
     selector = (
         backbone if arch == SELECTING_ARCH else trained_backbone(SELECTING_ARCH, dataset, data_dir, cache_dir)
     )
-    indices = pipeline.selected_indices(selector, split, per_class=per_class, cache=cache_dir)
-    rows = pipeline.selected_logits(
-        backbone, pipeline.AttackConfig(attack_name, eps=eps), split, split_name, indices, cache=cache_dir
+    indices = pipeline.selected_indices(
+        selector, split, per_class=per_class, cache=cache_dir, batch_size=predict_batch
     )
-    scores = explain.supporting_scores(trained.g_fn(), rows["adv_logits"], rows["labels"])
+    rows = pipeline.selected_logits(
+        backbone,
+        pipeline.AttackConfig(attack_name, eps=eps),
+        split,
+        split_name,
+        indices,
+        cache=cache_dir,
+        batch_size=attack_batch,
+    )
+    scores = explain.supporting_scores(
+        trained.g_fn(), rows["adv_logits"], rows["labels"], chunk_size=explain_batch
+    )
     classes, counts = explain.supporting_classes(scores, per_example=per_example, top=top)
     click.echo(
         f"supporting classes of the {attack_name} corrector on {arch}: {len(indices)} selected test images, "

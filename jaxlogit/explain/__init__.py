@@ -20,12 +20,19 @@ mode, rows independent) and logits ``z``:
 """
 
 from jaxlogit.explain._ablation import AblationResult, ablate_supporting
-from jaxlogit.explain._jacobian import LogitsFn, jacobian, supporting_scores, supporting_scores_from_jacobian
+from jaxlogit.explain._jacobian import (
+    SCORES_CHUNK_SIZE,
+    LogitsFn,
+    jacobian,
+    supporting_scores,
+    supporting_scores_from_jacobian,
+)
 from jaxlogit.explain._similarity import bhattacharyya
 from jaxlogit.explain._supporting import InstanceScores, instance_scores, scaled_k, supporting_classes
 from jaxlogit.explain._two_layer import two_layer_jacobian
 
 __all__ = [
+    "SCORES_CHUNK_SIZE",
     "AblationResult",
     "InstanceScores",
     "LogitsFn",
