@@ -10,6 +10,9 @@ import hashlib
 import json
 import os
 import pathlib
+from collections.abc import Iterable
+
+import numpy as np
 
 _CHUNK = 1 << 20
 
@@ -30,6 +33,20 @@ def tree_sha256(directory: str | os.PathLike) -> str:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def arrays_sha256(arrays: Iterable) -> str:
+    """Hex SHA-256 of array values: each array's dtype, shape and bytes, in order.
+
+    Args:
+      arrays: numpy (or jax) arrays of any shapes, e.g. a split's images ``(N, H, W, C)`` and labels ``(N,)``.
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 

@@ -119,18 +119,36 @@ def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Ca
     return attack_batch
 
 
+def _backbone_key(backbone: training.Backbone) -> dict:
+    """What names a backbone in a cache key: its architecture, normalisation and weight digest
+    (``Backbone.fingerprint``), never its folder: a copy of the weights elsewhere shares every artifact."""
+    meta = backbone.meta
+    return {
+        "arch": meta.get("arch"),
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "weights": backbone.fingerprint,
+    }
+
+
 def store_dir(
     backbone: training.Backbone,
     attack: AttackConfig,
+    split: data.Split,
     split_name: str,
     subset: int | str | None,
     cache: str | None,
     batch_size: int = DEFAULT_ATTACK_BATCH,
 ) -> pathlib.Path:
     """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split,
-    attacked ``batch_size`` images at a time (keyed only when not the default)."""
+    attacked ``batch_size`` images at a time (keyed only when not the default).
+
+    Keyed by the weights (``Backbone.fingerprint``), the data (``split.fingerprint``), the attack,
+    the split's name and the subset: other weights or other data never reuse a store.
+    """
     config = {
-        "backbone": backbone.directory.name,
+        "backbone": _backbone_key(backbone),
+        "data": split.fingerprint,
         "attack": dataclasses.asdict(attack),
         "split": split_name,
         "limit": subset,
@@ -171,7 +189,7 @@ def ensure_logits(
         indices = np.asarray(indices)
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
-    directory = store_dir(backbone, attack, split_name, subset, cache, batch_size)
+    directory = store_dir(backbone, attack, split, split_name, subset, cache, batch_size)
     attack_batch = attack_program(backbone.logits_fn(), attack)
 
     def produce(start: int, stop: int) -> dict:
@@ -193,7 +211,8 @@ def ensure_logits(
         }
 
     config = {
-        "backbone": str(backbone.directory.name),
+        "backbone": _backbone_key(backbone),
+        "data": split.fingerprint,
         "attack": dataclasses.asdict(attack),
         "split": split_name,
         "subset": subset,
@@ -359,7 +378,12 @@ def selected_indices(
       int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
     """
     _validate.positive_int("--predict-batch", batch_size)
-    config = {"backbone": backbone.directory.name, "per_class": per_class, "limit": limit}
+    config = {
+        "backbone": _backbone_key(backbone),
+        "data": split.fingerprint,
+        "per_class": per_class,
+        "limit": limit,
+    }
     directory = paths.artifact_dir("selected", backbone.meta["arch"], config, cache)
     cached = directory / "indices.npy"
     if cached.exists():
@@ -395,7 +419,7 @@ def selected_logits(
     attack runs on those images only (a store of its own), ``batch_size`` at a time. Row i is
     image ``indices[i]``.
     """
-    full_dir = store_dir(backbone, attack, split_name, limit, cache, batch_size)
+    full_dir = store_dir(backbone, attack, split, split_name, limit, cache, batch_size)
     if store.is_complete(full_dir):
         full = store.open(full_dir)
         return {k: np.asarray(full[k])[indices] for k in full.keys()}

@@ -23,8 +23,9 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from jaxlogit import _lock, _xla, batching, data, models, paths
+from jaxlogit import _digest, _lock, _xla, batching, data, models, paths
 from jaxlogit.errors import JaxlogitError
+from jaxlogit.models import _checkpoint
 from jaxlogit.progress import EVENTS_FILE, progress_bar
 
 
@@ -83,6 +84,17 @@ class Backbone(NamedTuple):
             compute_dtype=compute_dtype,
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the weights (hex SHA-256), in the key of every artifact made with them.
+
+        The digest the checkpoint records (``meta["weights_sha256"]``, else ``meta["state_sha256"]``,
+        which ``load_backbone`` computes for checkpoints written before digests were recorded), else
+        the digest of the variables' values. A copy of the checkpoint in another folder has the same.
+        """
+        recorded = _checkpoint.recorded_digest(self.meta)
+        return recorded or _digest.arrays_sha256(jax.tree.leaves(self.variables))
+
 
 class TrainState(train_state.TrainState):
     """Flax TrainState that also carries BatchNorm running statistics."""
@@ -90,9 +102,15 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
-def backbone_dir(config: BackboneConfig, cache: str | None = None) -> pathlib.Path:
-    """The cache folder of the checkpoint trained with ``config``."""
-    return paths.artifact_dir("backbones", config.arch, dataclasses.asdict(config), cache)
+def backbone_dir(
+    config: BackboneConfig, cache: str | None = None, data_dir: str | None = None
+) -> pathlib.Path:
+    """The cache folder of the checkpoint trained with ``config`` on the training split read from
+    ``data_dir`` (None: the dataset's default places); that split's ``fingerprint`` is part of the key."""
+    dataset = data.get(config.dataset)
+    train_data = dataset.load(dataset.train_split, data_dir).fingerprint
+    key = {**dataclasses.asdict(config), "train_data": train_data}
+    return paths.artifact_dir("backbones", config.arch, key, cache)
 
 
 def backbone_optimizer(config: BackboneConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -230,6 +248,8 @@ def accuracy(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BA
 def load_backbone(directory: pathlib.Path) -> Backbone:
     """Loads a checkpoint written by ``models.save_checkpoint``."""
     module, variables, meta = models.load_checkpoint(directory)
+    if _checkpoint.recorded_digest(meta) is None:  # written before checkpoints recorded digests
+        meta = {**meta, "state_sha256": _checkpoint.state_sha256(pathlib.Path(directory).absolute())}
     return Backbone(module, variables, meta, pathlib.Path(directory))
 
 
@@ -249,7 +269,7 @@ def ensure_backbone(
       rebuild: retrain when the cached checkpoint is damaged (it is replaced when the new one
         is complete); without it a damaged checkpoint is a ``JaxlogitError`` that says so.
     """
-    directory = backbone_dir(config, cache)
+    directory = backbone_dir(config, cache, data_dir)
     cached = _load_cached(directory, rebuild)
     if cached is not None:
         return cached

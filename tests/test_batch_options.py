@@ -246,7 +246,7 @@ def test_only_another_attack_batch_enters_the_store_key(trained_compact, monkeyp
 
     monkeypatch.setattr(paths, "artifact_dir", record)
     attack = pipeline.AttackConfig("pgd")
-    args = (trained_compact.backbone, attack, "test", 100, None)
+    args = (trained_compact.backbone, attack, data.load("fashion_mnist", "test"), "test", 100, None)
     default = pipeline.store_dir(*args)
     assert pipeline.store_dir(*args, pipeline.DEFAULT_ATTACK_BATCH) == default
     other = pipeline.store_dir(*args, 64)

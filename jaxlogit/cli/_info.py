@@ -8,7 +8,7 @@ import pathlib
 
 import click
 
-from jaxlogit import _lock, data, models, paths
+from jaxlogit import _digest, _lock, data, models, paths
 from jaxlogit.cli._app import check_arch, cli, common_options
 from jaxlogit.data import _inventory
 from jaxlogit.errors import JaxlogitError
@@ -215,6 +215,7 @@ def convert(arch, weights, out, force) -> None:
             "mean": list(spec.mean),
             "std": list(spec.std),
             "source": str(pathlib.Path(weights).absolute()),
+            "source_sha256": _digest.file_sha256(weights),
         }
         models.save_checkpoint(target, arch, variables, meta)
     click.echo(f"wrote {out}")

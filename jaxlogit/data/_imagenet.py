@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
+import json
 import os
 import pathlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jaxlogit import paths
+from jaxlogit import _digest, paths
 from jaxlogit.data import _tfds
 from jaxlogit.data._class_names import imagenet_class_names, imagenet_wnids
 from jaxlogit.data._split import Split
@@ -63,6 +65,7 @@ class ImageFolderSplit(Split):
 
     def __init__(self, directory: str | os.PathLike):
         directory = pathlib.Path(directory)
+        self._directory = directory
         folders = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
         if not folders:
             raise JaxlogitError(f"no class folders in {directory}; expected {directory}/<wnid>/*.JPEG")
@@ -97,6 +100,17 @@ class ImageFolderSplit(Split):
     @property
     def labels(self) -> np.ndarray:
         return self._labels
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of each image's path relative to the split folder and its size in bytes, in
+        index order, and of the labels. Files are listed, never read; computed once per object."""
+        digest = hashlib.sha256(_digest.arrays_sha256([self._labels]).encode())
+        prefix = len(os.fspath(self._directory / "x")) - 1  # each path is directory/<class>/<file>
+        for path in self._paths:
+            relative = path[prefix:].replace(os.sep, "/")
+            digest.update(f"{relative}\0{os.stat(path).st_size}\n".encode())
+        return digest.hexdigest()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -144,6 +158,17 @@ class TfdsImageSplit(Split):
             os.replace(tmp, cache_file)
         labels.setflags(write=False)
         return labels
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the TFDS name, prepared version, split and number of records."""
+        identity = {
+            "tfds": TFDS_NAME,
+            "version": str(self._source.dataset_info.version),
+            "split": self._split,
+            "num_examples": len(self),
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def _labels_cache_file(self) -> pathlib.Path:
         config = {

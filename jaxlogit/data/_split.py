@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import abc
+import functools
+import hashlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+from jaxlogit import _digest
 
 
 class Split(abc.ABC):
     """One split of a labelled image dataset, read by index.
 
     Subclasses provide ``labels``, ``class_names``, ``image_shape`` and ``get_batch``;
-    ``len``, ``num_classes`` and ``batches`` follow from them.
+    ``len``, ``num_classes``, ``batches`` and ``fingerprint`` follow from them (a subclass
+    should override ``fingerprint`` with a cheaper identity of its data).
     """
 
     @property
@@ -48,6 +53,21 @@ class Split(abc.ABC):
     def num_classes(self) -> int:
         """Number of classes (the model's output size), not the number present."""
         return len(self.class_names)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identity of the data this split reads (hex SHA-256), part of every cache key made from it.
+
+        It changes when an image or a label does, whatever folder the data sits in. This default
+        reads every image through ``get_batch`` (1,024 at a time); ``ArraySplit``, the image
+        folders and TFDS splits override it with cheaper identities. Computed once per object.
+        A subset (limit, indices) is not part of it: cache keys add that.
+        """
+        digest = hashlib.sha256(type(self).__qualname__.encode())
+        digest.update(_digest.arrays_sha256([self.labels]).encode())
+        for _, x, _ in self.batches(1024):
+            digest.update(_digest.arrays_sha256([x]).encode())
+        return digest.hexdigest()
 
     def batches(
         self, batch_size: int, start: int = 0, stop: int | None = None
@@ -108,6 +128,11 @@ class ArraySplit(Split):
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self._images.shape[1:])
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the uint8 image and int32 label bytes (with their shapes); computed once."""
+        return _digest.arrays_sha256([self._images, self._labels])
 
     def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         indices = np.asarray(indices, dtype=np.int64)

@@ -189,6 +189,11 @@ def _replace_dir(source: pathlib.Path, target: pathlib.Path) -> None:
 DIGEST_KEYS = ("weights_sha256", "state_sha256")
 
 
+def recorded_digest(meta: dict) -> str | None:
+    """The weight digest ``meta`` records (``weights_sha256``, else ``state_sha256``), or None."""
+    return next((str(meta[k]) for k in DIGEST_KEYS if meta.get(k)), None)
+
+
 class CheckpointSummary(NamedTuple):
     """What ``jaxlogit info`` says about one checkpoint, read without loading its arrays.
 
@@ -226,7 +231,7 @@ def summarize_checkpoint(directory: str | os.PathLike) -> CheckpointSummary:
     """
     directory = pathlib.Path(directory).expanduser().absolute()
     meta = _read_meta(directory)
-    recorded = next((str(meta[k]) for k in DIGEST_KEYS if meta.get(k)), None)
+    recorded = recorded_digest(meta)
     digest = recorded or state_sha256(directory)
     origin = "meta" if recorded else ("computed" if digest else "none")
     return CheckpointSummary(
