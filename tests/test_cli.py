@@ -118,6 +118,8 @@ def test_convert_writes_a_checkpoint_equal_to_the_import(tmp_path):
     torch = pytest.importorskip(
         "torch"
     )  # the torch extra is installed in CI; this guards library-only installs
+    import hashlib
+
     import torchvision
 
     torch.manual_seed(0)
@@ -131,6 +133,7 @@ def test_convert_writes_a_checkpoint_equal_to_the_import(tmp_path):
     _, variables, meta = models.load_checkpoint(tmp_path / "ckpt")
     expected = models.from_torchvision("resnet50", state)
     assert meta["arch"] == "resnet50"
+    assert meta["source_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     kernel = variables["params"]["fc"]["kernel"]
     assert np.array_equal(np.asarray(kernel), np.asarray(expected["params"]["fc"]["kernel"]))
 

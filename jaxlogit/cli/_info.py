@@ -215,7 +215,7 @@ def convert(arch, weights, out, force) -> None:
             "mean": list(spec.mean),
             "std": list(spec.std),
             "source": str(pathlib.Path(weights).absolute()),
-            "source_sha256": _digest.file_sha256(weights),
+            "source_sha256": _digest.file_sha256(weights) if pathlib.Path(weights).is_file() else None,
         }
         models.save_checkpoint(target, arch, variables, meta)
     click.echo(f"wrote {out}")
