@@ -251,3 +251,15 @@ def test_the_default_split_fingerprint_changes_with_one_image():
     changed[4, 0, 0, 0] ^= 1
     assert _ListSplit(images).fingerprint == _ListSplit(images.copy()).fingerprint
     assert _ListSplit(changed).fingerprint != _ListSplit(images).fingerprint
+
+
+def test_a_tfds_split_is_keyed_by_version_split_and_record_count(tmp_path):
+    pixels = [testing.encode_image(random_images(s, (24, 24, 3))) for s in (8, 9, 10)]
+    examples = [(p, data.imagenet_wnids()[i], f"ILSVRC2012_val_{i:08d}.JPEG") for i, p in enumerate(pixels)]
+    testing.write_tfds_imagenet(tmp_path / "three", {"validation": examples})
+    testing.write_tfds_imagenet(tmp_path / "two", {"validation": examples[:2]})
+    shutil.copytree(tmp_path / "three", tmp_path / "copy")
+    three, two, copy = (
+        data.load("imagenet", "validation", tmp_path / name) for name in ("three", "two", "copy")
+    )
+    assert three.fingerprint == copy.fingerprint != two.fingerprint
