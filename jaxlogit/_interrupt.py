@@ -54,3 +54,19 @@ def restore(previous) -> None:
     """Puts back the handler ``install`` replaced."""
     if previous is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, previous)
+
+
+def finish(code: int) -> None:
+    """Ends a finished command with ``code`` without the interpreter's teardown.
+
+    Python's finalisation puts SIGINT's default action back (death by signal, status -2) while
+    XLA's threads are still being joined, so a Ctrl-C during that teardown would not get the one
+    line and status 130; and the teardown under those threads is where crashes come from. Every
+    file jaxlogit writes is complete and closed by now, so only the standard streams need flushing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken pipe: nothing left to say
+            pass
+    os._exit(code)
