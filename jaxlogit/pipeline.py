@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import math
 import pathlib
 import shutil
@@ -20,7 +19,19 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from jaxlogit import _lock, _validate, _xla, attacks, batching, corrector, data, paths, store, training
+from jaxlogit import (
+    _digest,
+    _lock,
+    _validate,
+    _xla,
+    attacks,
+    batching,
+    corrector,
+    data,
+    paths,
+    store,
+    training,
+)
 from jaxlogit import progress as progress_log
 from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
@@ -81,16 +92,6 @@ _ATTACK_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_ATTACK_PROGRAMS = 4
 
 
-def weights_digest(tree) -> str:
-    """sha256 of the shapes, dtypes and bytes of every array leaf of ``tree`` (a backbone's variables)."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Callable:
     """The compiled ``(x, y, start) -> (clean logits (B, C), adversarial logits (B, C), success (B,),
     norm (B,))`` of ``attack`` on the backbone ``logits_fn``, made once per process.
@@ -102,7 +103,8 @@ def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Ca
     program, as they always were, so the values are those of every earlier release.
     """
     static, weights = split_logits_fn(logits_fn)
-    key = (static, weights_digest(weights), attack, attack.spec)  # a re-registered attack compiles anew
+    weights_sha256 = _digest.arrays_sha256(jax.tree.leaves(weights))
+    key = (static, weights_sha256, attack, attack.spec)  # a re-registered attack compiles anew
     if key in _ATTACK_PROGRAMS:
         _ATTACK_PROGRAMS.move_to_end(key)
         return _ATTACK_PROGRAMS[key]

@@ -93,22 +93,24 @@ def corrector_options(fn):
 
 
 def _corrector(
+    *,
     arch,
     attack_name,
     eps,
     dataset,
+    attack_batch,
     limit,
     epochs,
     hidden,
     lr,
     seed,
+    corrector_batch,
     data_dir,
     cache_dir,
     rebuild=False,
-    *,
-    attack_batch=pipeline.DEFAULT_ATTACK_BATCH,
-    corrector_batch=pipeline.DEFAULT_CORRECTOR.batch_size,
+    **_other_options,
 ):
+    """The corrector named by a command's attack and corrector options (cached; trained now if not)."""
     config = pipeline.CorrectorConfig(
         hidden=hidden or None, epochs=epochs, batch_size=corrector_batch, lr=lr, seed=seed
     )
@@ -117,6 +119,12 @@ def _corrector(
         arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir, attack_batch
     )
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
+
+
+def command_corrector(rebuild: bool = False) -> pipeline.TrainedCorrector:
+    """``_corrector`` for the running command, from its click parameters (the options of
+    ``attack_options`` and ``corrector_options``)."""
+    return _corrector(**click.get_current_context().params, rebuild=rebuild)
 
 
 @correct.command("train")
@@ -140,22 +148,7 @@ def train_cmd(
 ) -> None:
     """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
     one is retrained)."""
-    trained = _corrector(
-        arch,
-        attack_name,
-        eps,
-        dataset,
-        limit,
-        epochs,
-        hidden,
-        lr,
-        seed,
-        data_dir,
-        cache_dir,
-        rebuild=True,
-        attack_batch=attack_batch,
-        corrector_batch=corrector_batch,
-    )
+    trained = command_corrector(rebuild=True)
     click.echo(f"corrector: {trained.directory}")
     click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
 
@@ -184,21 +177,7 @@ def eval_cmd(
     cache_dir,
 ) -> None:
     """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
-    trained = _corrector(
-        arch,
-        attack_name,
-        eps,
-        dataset,
-        limit,
-        epochs,
-        hidden,
-        lr,
-        seed,
-        data_dir,
-        cache_dir,
-        attack_batch=attack_batch,
-        corrector_batch=corrector_batch,
-    )
+    trained = command_corrector()
     eval_split = data.get(dataset).eval_split
     test = _store(
         arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir, attack_batch

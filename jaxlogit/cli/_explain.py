@@ -84,21 +84,7 @@ def explain_cmd(
     num_classes = int(backbone.meta["num_classes"])
     per_example = _check_k("--per-example", per_example, num_classes)
     top = _check_k("--top", top, num_classes)
-    trained = _corrector(
-        arch,
-        attack_name,
-        eps,
-        dataset,
-        limit,
-        epochs,
-        hidden,
-        lr,
-        seed,
-        data_dir,
-        cache_dir,
-        attack_batch=attack_batch,
-        corrector_batch=corrector_batch,
-    )
+    trained = _corrector(**click.get_current_context().params)
     split_name = data.get(dataset).eval_split
     split = data.load(dataset, split_name, data_dir=data_dir)
     selector = (
