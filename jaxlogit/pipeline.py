@@ -28,6 +28,7 @@ from jaxlogit import (
     batching,
     corrector,
     data,
+    distributed,
     paths,
     store,
     training,
@@ -221,7 +222,15 @@ def ensure_logits(
         "num_items": n,
         **_batch_key(batch_size),
     }
-    return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
+    return store.build(
+        directory,
+        n,
+        produce,
+        shard_size=batch_size * 8,
+        config=config,
+        progress=progress,
+        processes=distributed.processes(),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,18 +309,35 @@ def ensure_corrector(
 
     One process trains it; another that asks for it meanwhile waits, then loads it. With
     ``rebuild``, a damaged cached corrector is trained again (else it is a ``JaxlogitError``).
+    Several processes (``jaxlogit.distributed``) train it together, one global batch a step.
     """
     key_config = {"logits": train_logits.directory.name, "corrector": dataclasses.asdict(config)}
     directory = paths.artifact_dir(
         "correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache
     )
+    processes = distributed.processes()
     cached = _cached_corrector(directory, rebuild)
-    if cached is not None:
+    if _found_everywhere(cached, processes):
         return cached
     paths.check_writable(directory.parent)
-    with _lock.exclusive(directory):
+    with _lock.exclusive(_writer_lock(directory, processes)):
         cached = _cached_corrector(directory, rebuild)  # made by the process we waited for
-        return cached if cached is not None else _train_corrector(train_logits, config, directory, progress)
+        if _found_everywhere(cached, processes):
+            return cached
+        return _train_corrector(train_logits, config, directory, progress, processes)
+
+
+def _found_everywhere(cached: TrainedCorrector | None, processes: distributed.Processes | None) -> bool:
+    """Whether the corrector is cached, for this process and (several processes) for every one."""
+    return cached is not None if processes is None else not processes.failed(cached is not None)
+
+
+def _writer_lock(directory: pathlib.Path, processes: distributed.Processes | None) -> pathlib.Path:
+    """What a writer of ``directory`` locks: the artifact (one process, or process 0 of several),
+    else a name of its own, so processes writing one artifact together do not wait for each other."""
+    if processes is None or processes.index == 0:
+        return directory
+    return directory.with_name(f"{directory.name}.part-{processes.index}")
 
 
 def _cached_corrector(directory: pathlib.Path, rebuild: bool) -> TrainedCorrector | None:
@@ -329,9 +355,14 @@ def _cached_corrector(directory: pathlib.Path, rebuild: bool) -> TrainedCorrecto
 
 
 def _train_corrector(
-    train_logits: store.LogitStore, config: CorrectorConfig, directory: pathlib.Path, progress: bool
+    train_logits: store.LogitStore,
+    config: CorrectorConfig,
+    directory: pathlib.Path,
+    progress: bool,
+    processes: distributed.Processes | None = None,
 ) -> TrainedCorrector:
-    """Trains the corrector of ``config`` and saves it in ``directory``."""
+    """Trains the corrector of ``config`` and saves it in ``directory`` (several processes: together,
+    every process saving, as orbax wants; the last epochs' checkpoints are removed by process 0)."""
     num_classes = int(train_logits["clean_logits"].shape[1])
     result = corrector.train(
         train_logits,
@@ -355,9 +386,12 @@ def _train_corrector(
         "holdout_accuracy": [float(a) for a in result.holdout_accuracy],
     }
     corrector.save(directory, result.params, meta, module=result.module)
-    shutil.rmtree(
-        directory.with_name(directory.name + ".train"), ignore_errors=True
-    )  # epochs no longer needed
+    if processes is not None:
+        processes.barrier("corrector saved")
+    if processes is None or processes.index == 0:
+        shutil.rmtree(
+            directory.with_name(directory.name + ".train"), ignore_errors=True
+        )  # epochs no longer needed
     module, params, meta = corrector.load(directory)
     return TrainedCorrector(module, params, meta, directory)
 

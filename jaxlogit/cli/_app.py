@@ -6,18 +6,55 @@ import functools
 
 import click
 
-from jaxlogit import _xla, attacks, data, models, paths, progress, training
+from jaxlogit import _xla, attacks, data, distributed, models, paths, progress, training
 from jaxlogit.errors import JaxlogitError
+
+
+def distributed_options(fn):
+    """Adds --coordinator HOST:PORT, --num-processes N and --process-id I (each also read from
+    ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``): the command then
+    runs as one process of a job of several (``jaxlogit.distributed``)."""
+    fn = click.option(
+        "--process-id",
+        type=int,
+        default=None,
+        metavar="I",
+        help="This process's index in [0, N) (default: $JAX_PROCESS_ID).",
+    )(fn)
+    fn = click.option(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Processes (hosts) running this command together (default: $JAX_NUM_PROCESSES, else 1).",
+    )(fn)
+    return click.option(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="Process 0's address, to run on several hosts (default: $JAX_COORDINATOR_ADDRESS).",
+    )(fn)
+
+
+def join_job(ctx: click.Context, coordinator, num_processes, process_id) -> None:
+    """Joins the job the options name, if any (before any jax computation), and leaves it (a last
+    barrier, so no process exits under a peer still working) when the command succeeds."""
+    if distributed.initialize(coordinator, num_processes, process_id):
+        ctx.call_on_close(distributed.shutdown)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="jaxlogit")
-def cli() -> None:
+@distributed_options
+@click.pass_context
+def cli(ctx: click.Context, coordinator, num_processes, process_id) -> None:
     """jaxlogit: defend adversarial attacks by correcting logits (arXiv 1906.10973), in JAX.
 
     The embedded default runs on Fashion-MNIST with no download; ImageNet models come from
-    torchvision weights via `jaxlogit convert`.
+    torchvision weights via `jaxlogit convert`. On several hosts, run the same command on each with
+    --coordinator HOST:PORT --num-processes N --process-id I (before the subcommand).
     """
+    join_job(ctx, coordinator, num_processes, process_id)
 
 
 def _set_log_every(ctx, param, value):

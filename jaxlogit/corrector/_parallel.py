@@ -11,6 +11,7 @@ the step free of them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -35,6 +36,23 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """Arrays copied whole on every device of the mesh."""
     return NamedSharding(mesh, PartitionSpec())
+
+
+def putter(sharding: NamedSharding) -> Callable:
+    """``put(batch)``: a pytree of host arrays, whole on every process, as global arrays of ``sharding``.
+
+    One process: ``jax.device_put``. Several (``jaxlogit.distributed``): every process holds the
+    same global batch (the same rows, from the same permutation of the same key) and hands each
+    of its devices only that device's slice (``jax.make_array_from_callback``), so the step sees
+    the global batch one process would.
+    """
+    if jax.process_count() == 1:
+        return functools.partial(jax.device_put, device=sharding)
+
+    def put(batch):
+        return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, sharding, a.__getitem__), batch)
+
+    return put
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:

@@ -125,7 +125,10 @@ def train(
     module = Corrector(num_classes=num_classes, hidden=hidden, keep_prob=keep_prob)
     state = _state_initializer(module, lr, weight_decay, mesh)(init_key)
     step_fn = _sharded_train_step(module, lr, weight_decay, p_clean, mesh)
-    put_batch = functools.partial(jax.device_put, device=_parallel.batch_sharding(mesh))
+    put_batch = _parallel.putter(_parallel.batch_sharding(mesh))
+    # Several processes: the held-out batches go to every device whole, so each process reads back
+    # all corrected logits; one process keeps the batch split.
+    put_holdout = put_batch if jax.process_count() == 1 else _parallel.putter(_parallel.replicated(mesh))
     holdout = _holdout_logits(clean, adv, labels, holdout_rows)
 
     settings = _run_settings(
@@ -149,7 +152,7 @@ def train(
                 state, losses, fractions = _run_epoch(
                     step_fn, state, (clean, adv, labels), order, batch_size, put_batch, step_key
                 )
-                accuracy = _holdout_accuracy(state.params, module, holdout, 4 * batch_size, put_batch)
+                accuracy = _holdout_accuracy(state.params, module, holdout, 4 * batch_size, put_holdout)
                 best_params, history = _update_history(
                     history, best_params, state.params, epoch, losses, fractions, accuracy
                 )

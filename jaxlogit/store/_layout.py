@@ -16,6 +16,7 @@ FORMAT = "jaxlogit.logit_store"
 #: manifest itself). Version 1 stores, which have neither, are still read, unverified.
 VERSION = 2
 MANIFEST = "manifest.json"
+PART_PREFIX = "manifest.part-"  # the commit records of processes building a store together (_shared)
 REBUILD = "rerun the command that made it (e.g. `jaxlogit logits ...`) to rebuild it"
 
 #: The arrays every store holds, with the dtype they are stored in. Rows are images.
@@ -33,6 +34,16 @@ _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 def shard_path(directory: pathlib.Path, index: int, key: str) -> pathlib.Path:
     """The ``.npy`` file holding array ``key`` of shard ``index``."""
     return directory / f"shard-{index:05d}.{key}.npy"
+
+
+def part_path(directory: pathlib.Path, index: int, count: int) -> pathlib.Path:
+    """The commit record of process ``index`` of ``count`` building the store together."""
+    return directory / f"{PART_PREFIX}{index:05d}-of-{count:05d}.json"
+
+
+def part_records(directory: pathlib.Path) -> list[pathlib.Path]:
+    """Every process's commit record in ``directory`` (whatever the job's size), sorted."""
+    return sorted(directory.glob(f"{PART_PREFIX}*.json")) if directory.is_dir() else []
 
 
 def shard_bounds(index: int, shard_size: int, num_items: int) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import sys
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from jaxlogit.errors import JaxlogitError
 from jaxlogit.progress import EVENTS_FILE, progress_bar
 from jaxlogit.store import _layout
 from jaxlogit.store._reader import LogitStore, open_store
+
+if TYPE_CHECKING:
+    from jaxlogit.distributed import Processes
 
 DEFAULT_SHARD_SIZE = 1024
 
@@ -30,6 +34,7 @@ def build(
     shard_size: int = DEFAULT_SHARD_SIZE,
     config: dict,
     progress: bool = True,
+    processes: Processes | None = None,
 ) -> LogitStore:
     """Builds (or finishes) the store in ``directory`` and opens it.
 
@@ -50,6 +55,9 @@ def build(
       config: JSON-serialisable description of what is stored (backbone, attack, split, ...);
         a store made with another config is never resumed.
       progress: report progress (``jaxlogit.progress``) and log events to ``directory/events.jsonl``.
+      processes: this process's place in a job of several (``jaxlogit.distributed.processes()``);
+        each then writes its own shards and process 0 commits the manifest (``store._shared``).
+        Every process of the job must call ``build`` with the same arguments. None: one process.
 
     Returns:
       The complete store, opened for reading.
@@ -62,7 +70,11 @@ def build(
             f"a logit store needs num_items >= 1 and shard_size >= 1 (got {num_items}, {shard_size})"
         )
     directory = pathlib.Path(directory)
-    if not _complete_and_intact(directory, config, num_items, shard_size):  # else: no lock, no write
+    if processes is not None:
+        from jaxlogit.store import _shared  # it builds on this module's helpers
+
+        _shared.build(directory, num_items, produce_fn, shard_size, config, progress, processes)
+    elif not _complete_and_intact(directory, config, num_items, shard_size):  # else: no lock, no write
         paths.check_writable(directory.parent)
         with _lock.exclusive(directory):
             manifest = _start_or_resume(directory, config, num_items, shard_size)
@@ -176,22 +188,25 @@ def _discard_damaged(directory: pathlib.Path, err: Exception) -> None:
 
 def _is_store_file(name: str) -> bool:
     shard = name.startswith("shard-") and name.endswith(".npy")
-    return name == _layout.MANIFEST or name.endswith(".tmp") or shard
+    part = name.startswith(_layout.PART_PREFIX) and name.endswith(".json")
+    return name == _layout.MANIFEST or name.endswith(".tmp") or shard or part
 
 
-def _remove_temporaries(directory: pathlib.Path) -> None:
-    """Deletes the temporary files of writers that died (the lock says none is running)."""
+def _remove_temporaries(directory: pathlib.Path, *, parts: bool = True) -> None:
+    """Deletes the temporary files of writers that died (the lock says none is running) and, with
+    ``parts``, the commit records of an unfinished build by several processes (one process redoes it)."""
     for path in directory.iterdir():
-        if path.name.endswith(".tmp") and path.is_file():
+        stale = path.name.endswith(".tmp") or parts and path.name.startswith(_layout.PART_PREFIX)
+        if stale and path.is_file():
             path.unlink(missing_ok=True)
 
 
 def _check_empty(directory: pathlib.Path) -> None:
-    """Refuses to write a store into a directory holding anything but leftover temporaries and
-    the event log of an earlier attempt."""
+    """Refuses to write a store into a directory holding anything but leftover temporaries, the
+    event log of an earlier attempt and the shards and records of several processes' unfinished build."""
     if not directory.is_dir():
         return
-    foreign = [p.name for p in directory.iterdir() if not p.name.endswith(".tmp") and p.name != EVENTS_FILE]
+    foreign = [p.name for p in directory.iterdir() if not _is_store_file(p.name) and p.name != EVENTS_FILE]
     if foreign:
         raise JaxlogitError(
             f"{directory} is not empty and not a logit store; delete it or choose another directory"
