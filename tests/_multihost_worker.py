@@ -77,12 +77,14 @@ def main() -> None:
     written: list[int] = []
     record_writes(written, args.die_after_shards)
     attack = pipeline.AttackConfig("pgd", eps=0.1, steps=3)
+    split, cache = tiny_split(), args.cache
     logits = pipeline.ensure_logits(
-        tiny_backbone(), attack, tiny_split(), "train", batch_size=ATTACK_BATCH, cache=args.cache, progress=False
+        tiny_backbone(), attack, split, "train", batch_size=ATTACK_BATCH, cache=cache, progress=False
     )
     out = {"store": str(logits.directory), "written": written, "devices": jax.device_count()}
     if not args.store_only:
-        out["corrector"] = str(pipeline.ensure_corrector(logits, CORRECTOR, cache=args.cache, progress=False).directory)
+        trained = pipeline.ensure_corrector(logits, CORRECTOR, cache=cache, progress=False)
+        out["corrector"] = str(trained.directory)
     print(json.dumps(out), flush=True)
     distributed.shutdown()
     sys.stdout.flush()
