@@ -24,7 +24,7 @@ from jaxlogit.store import _shared, _writer
 
 NUM_IMAGES = 64
 ATTACK_BATCH = 2  # shards of 8 batches: 16 rows
-CORRECTOR = pipeline.CorrectorConfig(hidden=16, epochs=2, batch_size=8, lr=1e-3)
+CORRECTOR = pipeline.CorrectorConfig(hidden=16, epochs=2, batch_size=8, lr=5e-2)
 
 
 class Linear(nn.Module):
@@ -41,10 +41,11 @@ def tiny_backbone() -> training.Backbone:
     return training.Backbone(module, variables, {"arch": "linear", "mean": [0.5], "std": [0.25]}, None)
 
 
-def tiny_split() -> data.ArraySplit:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (NUM_IMAGES, 8, 8, 1), dtype=np.uint8)
-    return data.ArraySplit(images, rng.integers(0, 10, NUM_IMAGES), [str(c) for c in range(10)])
+def tiny_split(backbone: training.Backbone) -> data.ArraySplit:
+    """Random images labelled with the backbone's own classes (a corrector can learn them)."""
+    images = np.random.default_rng(0).integers(0, 256, (NUM_IMAGES, 8, 8, 1), dtype=np.uint8)
+    labels = np.argmax(backbone.logits_fn()(images.astype(np.float32) / 255), axis=-1)
+    return data.ArraySplit(images, labels, [str(c) for c in range(10)])
 
 
 def record_writes(written: list[int], die_after: int | None) -> None:
@@ -77,9 +78,9 @@ def main() -> None:
     written: list[int] = []
     record_writes(written, args.die_after_shards)
     attack = pipeline.AttackConfig("pgd", eps=0.1, steps=3)
-    split, cache = tiny_split(), args.cache
+    backbone, cache = tiny_backbone(), args.cache
     logits = pipeline.ensure_logits(
-        tiny_backbone(), attack, split, "train", batch_size=ATTACK_BATCH, cache=cache, progress=False
+        backbone, attack, tiny_split(backbone), "train", batch_size=ATTACK_BATCH, cache=cache, progress=False
     )
     out = {"store": str(logits.directory), "written": written, "devices": jax.device_count()}
     if not args.store_only:

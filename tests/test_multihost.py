@@ -257,8 +257,10 @@ def job(cache: pathlib.Path, *extra: tuple[str, ...]) -> list[subprocess.Popen]:
     ]
 
 
-def params_of(directory: str) -> list[np.ndarray]:
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(corrector.load(directory)[1])]
+def corrector_of(directory: str) -> tuple[list[np.ndarray], list[float]]:
+    """A saved corrector's params (leaves) and held-out accuracy per epoch."""
+    _, params, meta = corrector.load(directory)
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(params)], meta["holdout_accuracy"]
 
 
 @pytest.mark.slow
@@ -281,6 +283,9 @@ def test_two_processes_killed_and_rerun_make_the_one_process_store_and_corrector
     assert first["written"] == [3] and set(zero["written"]) <= {0, 2}
     assert zero["devices"] == first["devices"] == one["devices"] == 2
     assert files_of(store_dir) == files_of(pathlib.Path(one["store"]))
-    for got, want in zip(params_of(zero["corrector"]), params_of(one["corrector"]), strict=True):
-        np.testing.assert_array_equal(got, want)
+    got, got_accuracy = corrector_of(zero["corrector"])
+    want, want_accuracy = corrector_of(one["corrector"])
+    for got_leaf, want_leaf in zip(got, want, strict=True):
+        np.testing.assert_array_equal(got_leaf, want_leaf)
+    assert got_accuracy == want_accuracy and max(want_accuracy) > 0  # the held-out selection saw the same
     assert zero["corrector"] == first["corrector"]
