@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from jaxlogit import _validate, _xla, adaptive, data, explain, paths, pipeline, progress, store, training
-from jaxlogit.cli._app import distributed_options, join_job, progress_options
+from jaxlogit.cli._app import job_options, progress_options
 from jaxlogit.errors import JaxlogitError
 
 COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
@@ -307,10 +307,8 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
     @batch_options
     @progress_options
-    @distributed_options
+    @job_options(leave=True)
     def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out, **batches):
-        job = {k: batches.pop(k) for k in ("coordinator", "num_processes", "process_id")}
-        join_job(click.get_current_context(), **job)  # several processes: before any jax computation
         limit = {} if train_limit is None else {"train_limit": train_limit}
         setup = with_batches(
             default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit),

@@ -71,18 +71,29 @@ def test_nothing_given_is_a_single_process(monkeypatch):
     assert distributed.processes() is None
 
 
+JOB = ["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "1"]
+
+
 @pytest.fixture
 def joined(monkeypatch):
     """Replaces ``distributed.initialize``: records its arguments instead of joining a job."""
     calls = []
     monkeypatch.setattr(_app.distributed, "initialize", lambda *args: calls.append(args) or False)
+    monkeypatch.setattr(_app.distributed, "shutdown", lambda: calls.append("left"))
     return calls
 
 
 def test_the_command_group_joins_the_job_before_the_subcommand(joined, capsys):
-    main(["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "1", "models"])
-    assert joined == [("host0:1234", 2, 1)]
-    assert "resnet_compact" in capsys.readouterr().out  # the subcommand ran after
+    main([*JOB, "models"])
+    assert joined == [("host0:1234", 2, 1), "left"]
+    assert "resnet_compact" in capsys.readouterr().out  # the subcommand ran between
+
+
+def test_a_failed_command_does_not_wait_for_its_peers(joined, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*JOB, "backbone", "eval", "--arch", "resnet51"])
+    assert exit_.value.code == 2
+    assert joined == [("host0:1234", 2, 1)]  # no barrier: the job stops instead of hanging
 
 
 def test_bad_job_options_are_one_line_cli_errors(capsys):
@@ -102,7 +113,8 @@ def test_experiments_join_the_job_before_they_run(joined, tmp_path):
 
     command = _common.cli_main("probe", run, "A probe.")
     command(["--coordinator", "h:1", "--num-processes", "3", "--process-id", "2", "--out", str(tmp_path)])
-    assert seen == [[("h:1", 3, 2)]]
+    assert seen == [[("h:1", 3, 2)]]  # joined before the run
+    assert joined == [("h:1", 3, 2), "left"]  # and left after it
 
 
 # --- one store, several processes (collectives stubbed: the processes run one after another) ------

@@ -10,51 +10,62 @@ from jaxlogit import _xla, attacks, data, distributed, models, paths, progress, 
 from jaxlogit.errors import JaxlogitError
 
 
-def distributed_options(fn):
-    """Adds --coordinator HOST:PORT, --num-processes N and --process-id I (each also read from
-    ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``): the command then
-    runs as one process of a job of several (``jaxlogit.distributed``)."""
-    fn = click.option(
-        "--process-id",
-        type=int,
-        default=None,
-        metavar="I",
-        help="This process's index in [0, N) (default: $JAX_PROCESS_ID).",
-    )(fn)
-    fn = click.option(
-        "--num-processes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Processes (hosts) running this command together (default: $JAX_NUM_PROCESSES, else 1).",
-    )(fn)
-    return click.option(
-        "--coordinator",
-        default=None,
-        metavar="HOST:PORT",
-        help="Process 0's address, to run on several hosts (default: $JAX_COORDINATOR_ADDRESS).",
-    )(fn)
+def job_options(*, leave: bool):
+    """Adds --coordinator HOST:PORT, --num-processes N and --process-id I (default:
+    ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``); the command joins that
+    job (``jaxlogit.distributed``) before its body runs and, with ``leave``, leaves it when the body
+    returns (a barrier: no process exits under a peer still working). A failed process exits at once."""
 
+    def decorate(fn):
+        @click.option(
+            "--coordinator",
+            default=None,
+            metavar="HOST:PORT",
+            help="Process 0's address, to run on several hosts (default: $JAX_COORDINATOR_ADDRESS).",
+        )
+        @click.option(
+            "--num-processes",
+            type=int,
+            default=None,
+            metavar="N",
+            help="Processes (hosts) running this command together (default: $JAX_NUM_PROCESSES, else 1).",
+        )
+        @click.option(
+            "--process-id",
+            type=int,
+            default=None,
+            metavar="I",
+            help="This process's index in [0, N) (default: $JAX_PROCESS_ID).",
+        )
+        @functools.wraps(fn)
+        def wrapper(*args, coordinator, num_processes, process_id, **kwargs):
+            distributed.initialize(coordinator, num_processes, process_id)  # before any jax computation
+            result = fn(*args, **kwargs)
+            if leave:
+                distributed.shutdown()
+            return result
 
-def join_job(ctx: click.Context, coordinator, num_processes, process_id) -> None:
-    """Joins the job the options name, if any (before any jax computation), and leaves it (a last
-    barrier, so no process exits under a peer still working) when the command succeeds."""
-    if distributed.initialize(coordinator, num_processes, process_id):
-        ctx.call_on_close(distributed.shutdown)
+        return wrapper
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="jaxlogit")
-@distributed_options
-@click.pass_context
-def cli(ctx: click.Context, coordinator, num_processes, process_id) -> None:
+@job_options(leave=False)  # the group's body runs before the subcommand's; _leave_job after it
+def cli() -> None:
     """jaxlogit: defend adversarial attacks by correcting logits (arXiv 1906.10973), in JAX.
 
     The embedded default runs on Fashion-MNIST with no download; ImageNet models come from
     torchvision weights via `jaxlogit convert`. On several hosts, run the same command on each with
     --coordinator HOST:PORT --num-processes N --process-id I (before the subcommand).
     """
-    join_job(ctx, coordinator, num_processes, process_id)
+
+
+@cli.result_callback()
+def _leave_job(result, **options) -> None:
+    """After a command succeeded: leaves the job (a no-op in one process)."""
+    distributed.shutdown()
 
 
 def _set_log_every(ctx, param, value):

@@ -85,7 +85,9 @@ def train(
     decay. After each epoch the accuracy on the held-out rows (clean and adversarial logits)
     picks the best epoch: selection never sees a test set. With ``checkpoint_dir`` every epoch
     is checkpointed; ``resume=True`` continues from the last checkpoint and ends with exactly
-    the params and losses of an uninterrupted run.
+    the params and losses of an uninterrupted run. With several processes (``jaxlogit.distributed``)
+    every process calls it with the same data and key; each step's global batch is the one a single
+    process would take, each process putting its devices' slices.
 
     Args:
       data: a ``LogitStore`` or a dict with ``clean_logits`` (N, C), ``adv_logits`` (N, C),
