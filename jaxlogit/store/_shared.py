@@ -43,10 +43,13 @@ def build(
     Arguments are those of ``store.build``; every process of the job calls this with the same ones.
     """
     wanted = _layout.new_manifest(config, num_items, shard_size)
-    complete = _writer._complete_and_intact(directory, config, num_items, shard_size)
+    complete = False
+    with processes.together("checking the logit store"):  # an error anywhere stops every process
+        complete = _writer._complete_and_intact(directory, config, num_items, shard_size)
+        if not complete:
+            paths.check_writable(directory.parent)
     if not processes.failed(complete):  # every process found it whole: nothing to write
         return
-    paths.check_writable(directory.parent)
     own_lock = (
         directory if processes.index == 0 else directory.with_name(f"{directory.name}.part-{processes.index}")
     )
@@ -81,7 +84,7 @@ def _write_own_shards(directory, wanted: dict, produce_fn, processes: Processes,
         else:
             record["digests"].update(digests)
             rows_done += stop - start
-    if record["digests"]:
+    if directory.is_dir():  # replaces a record of an earlier job of this size
         _write_record(directory, processes, record)
     with progress_bar(
         f"logits {directory.name} [process {processes.index}/{processes.count}]",
