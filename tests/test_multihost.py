@@ -6,6 +6,7 @@ as subprocesses with timeouts, so a hung collective fails the test instead of ha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -128,6 +129,28 @@ class OneAfterAnother(distributed.Processes):
 
     def failed(self, ok: bool) -> list[int]:
         return [] if ok else [self.index]
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerFailed(distributed.Processes):
+    """Process 0 of a job whose process 1 fails; records what this process reported."""
+
+    reports: list = dataclasses.field(default_factory=list)
+
+    def failed(self, ok: bool) -> list[int]:
+        self.reports.append(ok)
+        return [1] if ok else [0, 1]
+
+
+def test_together_stops_every_process_when_one_fails():
+    processes = PeerFailed(0, 2)
+    with pytest.raises(JaxlogitError, match=r"writing failed on process\(es\) 1; read their error"):
+        with processes.together("writing"):
+            pass  # this process succeeded; its peer did not
+    with pytest.raises(KeyError, match="mine"):  # its own error, after telling the others
+        with processes.together("writing"):
+            raise KeyError("mine")
+    assert processes.reports == [True, False]
 
 
 ROWS, SHARD = 70, 16  # 5 shards, the last one short
