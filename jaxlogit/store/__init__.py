@@ -19,6 +19,9 @@ complete. Why this format rather than array_record or tensorstore/zarr:
   are read unverified.
 * **one writer**: ``build`` holds an exclusive lock (``.<store>.lock`` beside it) while it
   writes; a second builder of the same store waits, then finds it complete.
+* **several processes** (``build(..., processes=jaxlogit.distributed.processes())``): each
+  writes only its own shards (shard i: process i % N) and commits them in its own record;
+  process 0 then writes the manifest one process would have written (``store._shared``).
 
 Rows are produced deterministically by the caller's ``produce_fn(start, stop)``, so a resumed
 build ends byte-identical to an uninterrupted one.
