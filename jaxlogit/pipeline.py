@@ -262,6 +262,9 @@ class CorrectorConfig:
       p_clean: probability of taking the clean logits of an example.
       holdout_fraction: share of the *training* logits held out for model selection.
       seed: root key.
+      successful_only: adversarial logits only from rows whose attack succeeded (the store's
+        ``success``); a failed row gives its clean logits for both draws
+        (``corrector.adversarial_or_clean``).
     """
 
     hidden: int | None = 10_000
@@ -272,6 +275,7 @@ class CorrectorConfig:
     p_clean: float = 0.3
     holdout_fraction: float = 0.1
     seed: int = 0
+    successful_only: bool = True
 
     def __post_init__(self):
         if self.hidden is not None and (
@@ -372,6 +376,7 @@ def _train_corrector(
         resume=True,
         holdout_fraction=config.holdout_fraction,
         progress=progress,
+        successful_only=config.successful_only,
     )
     meta = {
         "config": dataclasses.asdict(config),
