@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import TEST_BACKBONE
 
-from experiments import _common, table1, tradeoff
-from jaxlogit import data, pipeline, training
+from experiments import _common, _probe, table1, tradeoff
+from jaxlogit import data, pipeline, stats, training
 
 TEST_LIMIT, TRAIN_LIMIT, PER_CLASS = 300, 512, 5
 
@@ -27,6 +27,7 @@ def small_setup(trained_compact, test_cache, monkeypatch) -> _common.Setup:
         per_class=PER_CLASS,
         corrector=corrector,
         cache_dir=str(test_cache),
+        seeds=2,
     )
 
 
@@ -50,7 +51,15 @@ def test_table1_rows_agree_with_the_backbone_and_rerun_from_the_cache(small_setu
     weak = first["full"]["adv"] > config.max_accuracy
     assert len(report["rows"]) == (2 if weak else 1)  # a stronger-epsilon row only when 16/255 leaves > 1%
     if weak:
-        assert report["rows"][1]["eps"] in config.eps_grid
+        chosen = report["rows"][1]["eps"]
+        assert chosen in config.eps_grid
+        # The probe reads training images: the chosen epsilon fools >= 99% of the first 64, every
+        # smaller one of the grid fewer (stores cached by the run: nothing is attacked here).
+        for eps in config.eps_grid[: config.eps_grid.index(chosen) + 1]:
+            attack = pipeline.AttackConfig("pgd", eps=eps)
+            fooled = _probe.fooled_percent(small_setup, "resnet_compact", attack, config.probe)
+            assert (fooled >= 99.0) == (eps == chosen)
+    check_intervals_seeds_and_success_mask(small_setup, report, config)
     # Everything is cached: a second run reads the same artifacts and writes the same numbers.
     table1.run(small_setup, tmp_path / "b", config)
     assert json.loads((tmp_path / "b" / "table1.json").read_text())["rows"] == report["rows"]
@@ -63,3 +72,34 @@ def test_tradeoff_more_clean_logits_keep_more_clean_accuracy(small_setup, tmp_pa
     assert high["clean_corrected"] > low["clean_corrected"]
     assert low["adv_corrected"] > high["adv_corrected"]
     assert low["clean"] == high["clean"] and low["adv"] == high["adv"]  # same backbone, same stores
+
+
+def check_intervals_seeds_and_success_mask(setup, report, config):
+    """Every accuracy of Table 1 lies in its Wilson interval; corrected ones are the mean of the
+    seeds' values; the "fooled only" numbers are those of the stored success mask."""
+    first = report["rows"][0]
+    for part in ("full", "selected"):
+        result = first[part]
+        for name in ("clean", "clean_corrected", "adv", "adv_corrected"):
+            low, high = result["interval"][name]
+            assert low <= result[name] <= high
+        hits = round(result["clean"] * result["n"] / 100)
+        assert result["interval"]["clean"] == pytest.approx(
+            [100 * v for v in stats.wilson_interval(hits, result["n"])], abs=0.01
+        )
+        seeds = result["seeds"]["adv_corrected"]
+        assert len(seeds) == setup.seeds
+        assert result["adv_corrected"] == pytest.approx(np.mean(seeds), abs=0.01)
+        assert result["sd"]["adv_corrected"] == pytest.approx(np.std(seeds, ddof=1), abs=0.01)
+        seed0_drop = result["clean"] - result["seeds"]["clean_corrected"][0]
+        assert result["clean_drop"][0] == pytest.approx(seed0_drop)
+    backbone = _common.load_backbone(setup, "resnet_compact")
+    test = _common.logits(setup, backbone, pipeline.AttackConfig("pgd", eps=config.eps), "test")
+    success = np.asarray(test["success"])
+    attacked = first["full"]["attacked"]
+    assert attacked["n"] == int(success.sum()) and attacked["adv"] == 0.0  # fooled: wrong by definition
+    corrector = _common.corrector_for(setup, backbone, pipeline.AttackConfig("pgd", eps=config.eps))
+    corrected = corrector.predict_classes(np.asarray(test["adv_logits"])[success])
+    assert attacked["seeds"]["adv_corrected"][0] == pytest.approx(
+        100 * np.mean(corrected == np.asarray(test["labels"])[success]), abs=0.01
+    )
