@@ -307,6 +307,12 @@ def cell(result: dict, name: str) -> str:
     return f"{result[name]:.2f}{spread} [{low:.1f}, {high:.1f}]"
 
 
+def percent_cell(value: float, n: int) -> str:
+    """A percentage of ``n`` images with its Wilson 95% interval: ``76.40 [73.7, 78.9]``."""
+    low, high = stats.wilson_interval(round(value * n / 100), n)
+    return f"{value:.2f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def difference(estimate: list) -> str:
     """A paired difference ``[points, low, high]`` as ``-16.90 [-19.1, -14.7]``."""
     value, low, high = estimate
