@@ -81,8 +81,12 @@ def paired_bootstrap_difference(
     samples: int = BOOTSTRAP_SAMPLES,
     confidence: float = CONFIDENCE,
 ) -> Estimate:
-    """Percent-point difference ``mean(a) - mean(b)`` of paired per-image outcomes, with the
+    """Percent-point difference ``mean(a) - mean(b)`` of paired per-image 0/1 outcomes, with the
     percentile interval of ``samples`` bootstrap resamples of the images (the same rows for both).
+
+    Resampling n images with replacement only moves the counts of images where ``a`` wins
+    (``a - b = 1``) and where ``b`` wins (``-1``), which are multinomial; they are drawn as two
+    binomials, so the cost does not grow with n (the distribution is that of resampling rows).
 
     Args:
       a, b: (N,) bool or 0/1 outcomes of the same N images (e.g. corrected, uncorrected correct).
@@ -93,12 +97,19 @@ def paired_bootstrap_difference(
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise JaxlogitError(f"paired outcomes need two (N,) arrays, N >= 1; got {a.shape} and {b.shape}")
+    if not np.all(np.isin(a, (0, 1)) & np.isin(b, (0, 1))):
+        raise JaxlogitError("paired outcomes must be 0/1 or bool (correct or not per image)")
     _z(confidence)  # validates the level
-    rows = np.asarray(jax.random.randint(key, (samples, a.size), 0, a.size))
-    differences = (a - b)[rows].mean(axis=1)
+    n, d = a.size, a - b
+    p_win, p_loss = float(np.mean(d > 0)), float(np.mean(d < 0))
+    win_key, loss_key = jax.random.split(key)
+    wins = np.asarray(jax.random.binomial(win_key, n, p_win, shape=(samples,)))
+    rest_p = p_loss / (1.0 - p_win) if p_win < 1.0 else 0.0
+    losses = np.asarray(jax.random.binomial(loss_key, n - wins, min(rest_p, 1.0)))
+    differences = (wins - losses) / n
     tail = 100.0 * (1 - confidence) / 2
     low, high = np.percentile(differences, [tail, 100.0 - tail])
-    return Estimate(100.0 * float(np.mean(a - b)), 100.0 * float(low), 100.0 * float(high))
+    return Estimate(100.0 * float(np.mean(d)), 100.0 * float(low), 100.0 * float(high))
 
 
 def mean_sd(values) -> tuple[float, float]:

@@ -69,3 +69,15 @@ def test_bad_inputs_are_one_line_errors():
 def test_mean_sd_over_seeds():
     assert stats.mean_sd([70.0, 72.0, 74.0]) == pytest.approx((72.0, 2.0))
     assert stats.mean_sd([70.0]) == (70.0, 0.0)
+
+
+def test_bootstrap_counts_match_resampling_the_rows():
+    rng = np.random.default_rng(4)
+    a, b = rng.random(3000) < 0.8, rng.random(3000) < 0.7
+    est = stats.paired_bootstrap_difference(a, b, key=jax.random.key(1))
+    rows = rng.integers(0, a.size, (2000, a.size))
+    resampled = 100 * (a.astype(float) - b)[rows].mean(axis=1)
+    assert est.low == pytest.approx(np.percentile(resampled, 2.5), abs=0.4)
+    assert est.high == pytest.approx(np.percentile(resampled, 97.5), abs=0.4)
+    with pytest.raises(JaxlogitError, match="0/1"):
+        stats.paired_bootstrap_difference(np.full(3, 0.5), np.ones(3), key=jax.random.key(0))
