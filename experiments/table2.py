@@ -58,6 +58,7 @@ def attack_row(setup: _common.Setup, attack: pipeline.AttackConfig) -> dict:
         "attack": attack.name,
         "label": attack.label,
         "settings": attack.cache_key(),
+        "paper_setting": attack.lr is None and attack.steps is None,
         **_common.seed_accuracies(rows, correctors),
     }
 
@@ -66,7 +67,7 @@ def format_row(r: dict) -> list:
     """A Markdown row: our accuracies with intervals, then the paper's (its setting only)."""
     ours = [_common.cell(r, name) for name in ("clean", "clean_corrected", "adv", "adv_corrected")]
     fooled = f"{r['attacked']['share']:.1f} ({r['attacked']['n']})"
-    paper = _paper.TABLE2[r["attack"]] if r["label"] == r["attack"] else ("-",) * 4
+    paper = _paper.TABLE2[r["attack"]] if r["paper_setting"] else ("-",) * 4
     return [r["label"], *ours, fooled, _common.cell(r["attacked"], "adv_corrected"), *paper]
 
 
