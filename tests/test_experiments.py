@@ -4,12 +4,13 @@ backbone and the stores they come from, caching, and the direction of Algorithm 
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
 from conftest import TEST_BACKBONE
 
-from experiments import _common, _probe, table1, tradeoff
+from experiments import _common, _probe, table1, table2, table3, tradeoff
 from jaxlogit import data, pipeline, stats, training
 
 TEST_LIMIT, TRAIN_LIMIT, PER_CLASS = 300, 512, 5
@@ -103,3 +104,47 @@ def check_intervals_seeds_and_success_mask(setup, report, config):
     assert attacked["seeds"]["adv_corrected"][0] == pytest.approx(
         100 * np.mean(corrected == np.asarray(test["labels"])[success]), abs=0.01
     )
+
+
+def test_tables_2_and_3_add_the_first_c_and_w_setting_that_fools_99_percent(monkeypatch, tmp_path):
+    """With a probe where the paper's C&W fools 66% and the grid's second setting 100%, both
+    tables show the paper's row and that one; "fooled only" numbers follow the success mask."""
+    fooled = {pipeline.AttackConfig("cw"): 66.0, _probe.CW_GRID[0]: 98.0, _probe.CW_GRID[1]: 100.0}
+    probed = []
+
+    def fake_probe(setup, arch, attack, n):
+        probed.append(attack)
+        return fooled.get(attack, 100.0)
+
+    labels = np.arange(6) % 3
+    clean = np.eye(3)[labels] * 5.0
+    adv = np.eye(3)[(labels + 1) % 3] * 5.0
+    adv[:2] = clean[:2]  # the attack failed on the first two images
+    rows = _common.Rows(clean_logits=clean, adv_logits=adv, labels=labels, success=np.arange(6) >= 2)
+    # A "corrector" that undoes the shift on every adversarial logit it sees.
+    fake = types.SimpleNamespace(
+        predict_classes=lambda z: np.where(np.asarray(z).max(-1) > 4, np.asarray(z).argmax(-1), 0)
+    )
+    monkeypatch.setattr(_probe, "fooled_percent", fake_probe)
+    monkeypatch.setattr(_common, "load_backbone", lambda *a, **k: None)
+    monkeypatch.setattr(_common, "corrector_for", lambda *a, **k: fake)
+    monkeypatch.setattr(_common, "selected_logits", lambda *a, **k: rows)
+    setup = _common.Setup(seeds=2)
+    markdown = table2.run(setup, tmp_path)
+    report = json.loads((tmp_path / "table2.json").read_text())
+    assert [r["label"] for r in report["rows"]] == [
+        "pgd@16/255",
+        "mim@16/255",
+        "deepfool",
+        "cw",
+        "cw lr=0.1 steps=25",
+    ]
+    assert probed == [pipeline.AttackConfig("cw"), *_probe.CW_GRID[:2]]  # stops at the first that fools 99%
+    strong = report["rows"][-1]
+    assert strong["settings"]["lr"] == 0.1 and not strong["paper_setting"]
+    assert strong["attacked"]["n"] == 4 and strong["attacked"]["share"] == pytest.approx(66.67)
+    assert strong["adv"] == pytest.approx(100 * 2 / 6, abs=0.01) and strong["attacked"]["adv"] == 0.0
+    assert markdown.count("| cw lr=0.1 steps=25 |") == 1 and "| - | - | - | - |" in markdown
+    table3.run(setup, tmp_path)
+    matrix = json.loads((tmp_path / "table3.json").read_text())
+    assert np.shape(matrix["matrix"]) == (5, 5) and np.shape(matrix["fooled_only"]) == (5, 5, 3)
