@@ -315,8 +315,7 @@ def percent_cell(value: float, n: int) -> str:
 
 def difference(estimate: list) -> str:
     """A paired difference ``[points, low, high]`` as ``-16.90 [-19.1, -14.7]``."""
-    value, low, high = estimate
-    return f"{value:.2f} [{low:.1f}, {high:.1f}]"
+    return stats.format_estimate(estimate)
 
 
 INTERVALS_NOTE = (

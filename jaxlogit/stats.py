@@ -120,6 +120,6 @@ def mean_sd(values) -> tuple[float, float]:
 
 
 def format_estimate(estimate: Estimate | list) -> str:
-    """``75.40 [72.63, 77.98]`` for a table cell."""
+    """``75.40 [72.6, 78.0]`` for a table cell."""
     value, low, high = estimate
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{value:.2f} [{low:.1f}, {high:.1f}]"
