@@ -207,6 +207,21 @@ def test_a_steps_override_and_eps_reach_the_attack(name, random_compact):
     np.testing.assert_array_equal(np.asarray(got.x_adv), np.asarray(direct.x_adv))
 
 
+def test_an_lr_override_reaches_c_and_w_and_only_attacks_that_take_one(random_compact):
+    logits_fn, x, y = random_compact
+    config = pipeline.AttackConfig("cw", steps=2, lr=0.05)
+    got = pipeline.run_attack(config, logits_fn, x, y, key=jax.random.key(0))
+    direct = attacks.cw_l2(logits_fn, x, y, steps=2, search_steps=4, initial_const=10.0, lr=0.05)
+    np.testing.assert_array_equal(np.asarray(got.x_adv), np.asarray(direct.x_adv))
+    assert config.label == "cw lr=0.05 steps=2"
+    with pytest.raises(JaxlogitError, match="takes no lr"):
+        pipeline.AttackConfig("pgd", lr=0.05)
+    # Unset, lr stays out of store keys (earlier stores keep theirs); set, it makes another key.
+    unset = pipeline.AttackConfig("cw").cache_key()
+    assert unset == {"name": "cw", "eps": 16 / 255, "steps": None, "seed": 0}
+    assert config.cache_key()["lr"] == 0.05
+
+
 # --- an attack registered from outside the library -------------------------------------------------
 
 
