@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import TEST_BACKBONE
 
-from experiments import _common, _probe, table1, table2, table3, tradeoff
+from experiments import _common, _probe, backbone_transfer, table1, table2, table3, tradeoff, training_curves
 from jaxlogit import data, pipeline, stats, training
 
 TEST_LIMIT, TRAIN_LIMIT, PER_CLASS = 300, 512, 5
@@ -148,3 +148,41 @@ def test_tables_2_and_3_add_the_first_c_and_w_setting_that_fools_99_percent(monk
     table3.run(setup, tmp_path)
     matrix = json.loads((tmp_path / "table3.json").read_text())
     assert np.shape(matrix["matrix"]) == (5, 5) and np.shape(matrix["fooled_only"]) == (5, 5, 3)
+
+
+def test_backbone_transfer_and_training_curves_read_each_backbones_corrector(monkeypatch, tmp_path):
+    """Backbone b's logits corrected by backbone a's corrector; curves from each corrector's meta."""
+    labels = np.arange(8) % 4
+    stores = {  # vgg's adversarial logits point one class up, resnet's two
+        arch: {
+            "clean_logits": np.eye(4)[labels],
+            "adv_logits": np.eye(4)[(labels + shift) % 4],
+            "labels": labels,
+            "success": np.ones(8, bool),
+        }
+        for arch, shift in (("vgg_compact", 1), ("resnet_compact", 2))
+    }
+
+    def fake_corrector(setup, backbone, attack, config=None):
+        shift = 1 if backbone == "vgg_compact" else 2  # undoes its own backbone's shift only
+        curve = [0.5, 0.75, 0.7]
+        return types.SimpleNamespace(
+            predict_classes=lambda z: (np.asarray(z).argmax(-1) - shift) % 4,
+            meta={"holdout_accuracy": curve, "best_epoch": 2},
+        )
+
+    monkeypatch.setattr(_common, "load_backbone", lambda setup, arch, **k: arch)
+    monkeypatch.setattr(_common, "corrector_for", fake_corrector)
+    monkeypatch.setattr(_common, "logits", lambda setup, backbone, attack, which, **k: stores[backbone])
+    setup = _common.Setup(backbones=("vgg_compact", "resnet_compact"), train_limit=400)
+    backbone_transfer.run(setup, tmp_path)
+    report = json.loads((tmp_path / "backbone_transfer.json").read_text())
+    adv = np.array(report["adv_logits"])[..., 0]
+    np.testing.assert_array_equal(adv, [[100.0, 0.0], [0.0, 100.0]])  # only its own backbone's shift
+    clean = np.array(report["clean_logits"])
+    assert clean.shape == (2, 2, 3) and np.all(clean[..., 1] <= clean[..., 0])  # low <= value
+    training_curves.run(setup, tmp_path)
+    curves = json.loads((tmp_path / "training_curves.json").read_text())
+    assert len(curves["curves"]) == 2 + 3  # Table 1's two backbones, Table 2's other three attacks
+    assert curves["holdout_rows"] == 2 * 40 and (tmp_path / "training_curves.png").exists()
+    assert "| 3 | 2 | 75.00 [" in (tmp_path / "training_curves.md").read_text()
