@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 from conftest import TEST_BACKBONE
 
-from experiments import _common, _probe, backbone_transfer, table1, table2, table3, tradeoff, training_curves
+from experiments import (
+    _common,
+    _probe,
+    backbone_transfer,
+    jacobian_stats,
+    table1,
+    table2,
+    table3,
+    tradeoff,
+    training_curves,
+)
 from jaxlogit import data, pipeline, stats, training
 
 TEST_LIMIT, TRAIN_LIMIT, PER_CLASS = 300, 512, 5
@@ -186,3 +196,18 @@ def test_backbone_transfer_and_training_curves_read_each_backbones_corrector(mon
     assert len(curves["curves"]) == 2 + 3  # Table 1's two backbones, Table 2's other three attacks
     assert curves["holdout_rows"] == 2 * 40 and (tmp_path / "training_curves.png").exists()
     assert "| 3 | 2 | 75.00 [" in (tmp_path / "training_curves.md").read_text()
+
+
+def test_jacobian_stats_split_the_supporting_score_into_its_two_parts():
+    # A linear corrector g(z) = z @ W.T has Jacobian W at every z: row y of W is H_yk, minus
+    # its column means is -H_mean,k, and S_k is their sum.
+    w = np.array([[2.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    labels = np.array([0, 1, 1, 0])
+    logits = np.eye(3, dtype=np.float32)[[2, 2, 0, 1]]  # adversarial classes 2, 2, 0, 1
+    shares = jacobian_stats.top_class_shares(lambda z: z @ w.T, logits, labels, chunk_size=4)
+    # H_yk tops: row 0 -> class 0 (= y for rows 0, 3), row 1 -> class 1 (= y for rows 1, 2).
+    assert shares["n"] == 4 and shares["H_yk"]["true"][0] == 100.0
+    # -H_mean,k = -(2/3, 1/3, 1/3): top class 1, the true class of rows 1-2, adversarial of row 3.
+    assert shares["-H_mean,k"]["true"][0] == 50.0 and shares["-H_mean,k"]["adversarial"][0] == 25.0
+    parts = jacobian_stats.score_parts(np.broadcast_to(w, (4, 3, 3)), labels)
+    np.testing.assert_allclose(parts["S_k"], parts["H_yk"] + parts["-H_mean,k"])
