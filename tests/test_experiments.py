@@ -204,7 +204,7 @@ def test_jacobian_stats_split_the_supporting_score_into_its_two_parts():
     w = np.array([[2.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
     labels = np.array([0, 1, 1, 0])
     logits = np.eye(3, dtype=np.float32)[[2, 2, 0, 1]]  # adversarial classes 2, 2, 0, 1
-    shares = jacobian_stats.top_class_shares(lambda z: z @ w.T, logits, labels, chunk_size=4)
+    shares = jacobian_stats.top_class_shares(lambda z: z @ w.T, logits, labels, chunk_size=3)  # 2 blocks
     # H_yk tops: row 0 -> class 0 (= y for rows 0, 3), row 1 -> class 1 (= y for rows 1, 2).
     assert shares["n"] == 4 and shares["H_yk"]["true"][0] == 100.0
     # -H_mean,k = -(2/3, 1/3, 1/3): top class 1, the true class of rows 1-2, adversarial of row 3.
