@@ -15,6 +15,7 @@ from experiments import (
     _probe,
     backbone_transfer,
     jacobian_stats,
+    learning_curve,
     table1,
     table2,
     table3,
@@ -211,3 +212,31 @@ def test_jacobian_stats_split_the_supporting_score_into_its_two_parts():
     assert shares["-H_mean,k"]["true"][0] == 50.0 and shares["-H_mean,k"]["adversarial"][0] == 25.0
     parts = jacobian_stats.score_parts(np.broadcast_to(w, (4, 3, 3)), labels)
     np.testing.assert_allclose(parts["S_k"], parts["H_yk"] + parts["-H_mean,k"])
+
+
+def test_learning_curve_trains_one_corrector_per_training_set_size(monkeypatch, tmp_path):
+    seen = []
+    labels = np.arange(10) % 2
+    test = {
+        "clean_logits": np.eye(2)[labels],
+        "adv_logits": np.eye(2)[1 - labels],
+        "labels": labels,
+        "success": np.ones(10, bool),
+    }
+
+    def fake_corrector(setup, backbone, attack, config=None):
+        seen.append(setup.train_limit)
+        right = 0 if setup.train_limit == 4 else 5  # more data: the corrector fixes 5 of 10 more
+        return types.SimpleNamespace(
+            predict_classes=lambda z: np.where(np.arange(10) < right, labels, np.asarray(z).argmax(-1))
+        )
+
+    monkeypatch.setattr(_common, "load_backbone", lambda setup, arch, **k: arch)
+    monkeypatch.setattr(_common, "corrector_for", fake_corrector)
+    monkeypatch.setattr(_common, "logits", lambda *a, **k: test)
+    setup = _common.Setup(backbones=("resnet_compact",))
+    learning_curve.run(setup, tmp_path, limits=(4, None))
+    points = json.loads((tmp_path / "learning_curve.json").read_text())["points"]
+    assert seen == [4, None] and [p["train_limit"] for p in points] == [4, None]
+    assert [p["adv_corrected"] for p in points] == [0.0, 50.0]
+    assert "| resnet_compact | 60,000 |" in (tmp_path / "learning_curve.md").read_text()
