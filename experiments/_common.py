@@ -15,9 +15,22 @@ import time
 from collections.abc import Callable
 
 import click
+import jax
 import numpy as np
 
-from jaxlogit import _validate, _xla, adaptive, data, explain, paths, pipeline, progress, store, training
+from jaxlogit import (
+    _validate,
+    _xla,
+    adaptive,
+    data,
+    explain,
+    paths,
+    pipeline,
+    progress,
+    stats,
+    store,
+    training,
+)
 from jaxlogit.cli._app import job_options, progress_options
 from jaxlogit.errors import JaxlogitError
 
@@ -41,6 +54,8 @@ class Setup:
       test_limit: evaluation images ("full" set; None: all).
       per_class: images per class of the *selected* set.
       corrector: corrector training settings (its ``batch_size``: ``--corrector-batch``).
+      seeds: correctors (seeds 0, 1, ...) behind each corrected number of Tables 1-2 (``--seeds``):
+        they report the mean +- sd; the other experiments use seed 0's.
       attack_batch: images per compiled attack call (logit stores, the selected set's logits).
       predict_batch: images per compiled call of clean predictions (the selected set).
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
@@ -61,9 +76,10 @@ class Setup:
     predict_batch: int = pipeline.DEFAULT_PREDICT_BATCH
     adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
     explain_batch: int = explain.SCORES_CHUNK_SIZE
+    seeds: int = 3
 
     def __post_init__(self):
-        for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch"):
+        for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch", "seeds"):
             _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
 
     @property
@@ -181,32 +197,131 @@ def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
     )
 
 
-def accuracies(
-    test_store, corrector: pipeline.TrainedCorrector, rows: np.ndarray | None = None
-) -> dict[str, float]:
-    """Percent accuracy on clean and adversarial logits, without and with correction.
+CORRECTED = ("clean_corrected", "adv_corrected")
+"""The keys of ``accuracies`` that depend on the corrector (averaged over seeds)."""
+BOOTSTRAP_KEY = 0
+"""Seed of the ``jax.random`` key of every paired bootstrap in the reports."""
+
+
+def _percent(correct: np.ndarray) -> float:
+    return round(100.0 * float(np.mean(correct)), 2) if correct.size else float("nan")
+
+
+def _with_intervals(correct: dict[str, np.ndarray]) -> dict:
+    """Percent accuracy per key, and each one's Wilson 95% interval under ``interval``."""
+    out = {name: _percent(c) for name, c in correct.items()}
+    out["interval"] = {name: stats.accuracy(c).rounded()[1:] for name, c in correct.items()}
+    return out
+
+
+def accuracies(test_store, corrector: pipeline.TrainedCorrector, rows: np.ndarray | None = None) -> dict:
+    """Percent accuracy on clean and adversarial logits, without and with correction, with 95%
+    intervals, on all images and on the images the attack fooled.
 
     Args:
-      test_store: logits of the evaluation images (a ``LogitStore`` or ``Rows``).
+      test_store: logits of the evaluation images (a ``LogitStore`` or ``Rows``) with ``success``.
       corrector: the corrector to apply.
       rows: a subset of rows (e.g. the selected set), or None for all.
+
+    Returns:
+      ``clean``, ``clean_corrected``, ``adv``, ``adv_corrected`` (percent), ``n``, ``interval``
+      (name -> Wilson ``[low, high]``), ``attacked`` (the same on the rows whose stored
+      ``success`` is True, with ``n`` and ``share``: percent of rows attacked successfully),
+      ``clean_drop`` (clean minus clean corrected) and ``recovered`` (adv corrected minus adv):
+      ``[points, low, high]`` paired bootstrap 95% intervals (key ``BOOTSTRAP_KEY``).
     """
     pick = (lambda a: np.asarray(a)) if rows is None else (lambda a: np.asarray(a)[rows])
-    clean, adv, labels = (
+    clean, adv, labels, success = (
         pick(test_store["clean_logits"]),
         pick(test_store["adv_logits"]),
         pick(test_store["labels"]),
+        pick(test_store["success"]).astype(bool),
     )
-
-    def pct(pred):
-        return round(100.0 * float(np.mean(pred == labels)), 2)
-
-    return {
-        "clean": pct(clean.argmax(-1)),
-        "clean_corrected": pct(corrector.predict_classes(clean)),
-        "adv": pct(adv.argmax(-1)),
-        "adv_corrected": pct(corrector.predict_classes(adv)),
+    correct = {
+        "clean": clean.argmax(-1) == labels,
+        "clean_corrected": corrector.predict_classes(clean) == labels,
+        "adv": adv.argmax(-1) == labels,
+        "adv_corrected": corrector.predict_classes(adv) == labels,
     }
+    key = jax.random.key(BOOTSTRAP_KEY)
+    attacked = _with_intervals({name: c[success] for name, c in correct.items()})
+    return {
+        **_with_intervals(correct),
+        "n": int(len(labels)),
+        "attacked": {**attacked, "n": int(success.sum()), "share": _percent(success)},
+        "clean_drop": stats.paired_bootstrap_difference(
+            correct["clean"], correct["clean_corrected"], key=key
+        ).rounded(),
+        "recovered": stats.paired_bootstrap_difference(
+            correct["adv_corrected"], correct["adv"], key=key
+        ).rounded(),
+    }
+
+
+def _seed_mean(results: list[dict], n: int) -> dict:
+    """The corrected keys of ``results`` (one per seed): mean, sd and the Wilson interval at the
+    mean; the other keys are the same for every seed (no corrector) and taken from the first."""
+    out = dict(results[0])
+    out["interval"] = dict(out["interval"])
+    out["sd"] = {}
+    for name in CORRECTED:
+        values = [r[name] for r in results]
+        mean, sd = stats.mean_sd(values)
+        out[name], out["sd"][name] = round(mean, 2), round(sd, 2)
+        if n and not np.isnan(mean):
+            low, high = stats.wilson_interval(round(mean * n / 100), n)
+            out["interval"][name] = [round(100 * low, 2), round(100 * high, 2)]
+    out["seeds"] = {name: [r[name] for r in results] for name in CORRECTED}
+    return out
+
+
+def over_seeds(results: list[dict]) -> dict:
+    """``accuracies`` of one row under several seeds' correctors, as one: the corrected numbers
+    (all images and attacked only) are the mean over seeds, with ``sd`` and ``seeds`` (the values);
+    the paired differences are those of the first seed's corrector."""
+    out = _seed_mean(results, results[0]["n"])
+    out["attacked"] = _seed_mean([r["attacked"] for r in results], results[0]["attacked"]["n"])
+    return out
+
+
+def correctors_for(
+    setup: Setup, backbone: training.Backbone, attack: pipeline.AttackConfig
+) -> list[pipeline.TrainedCorrector]:
+    """``setup.seeds`` correctors of ``attack`` (seeds 0, 1, ...; seed 0 is ``corrector_for``'s)."""
+    return [
+        corrector_for(setup, backbone, attack, dataclasses.replace(setup.corrector, seed=seed))
+        for seed in range(setup.seeds)
+    ]
+
+
+def seed_accuracies(test_store, correctors: list, rows: np.ndarray | None = None) -> dict:
+    """``accuracies`` with each corrector, averaged by ``over_seeds``."""
+    return over_seeds([accuracies(test_store, c, rows) for c in correctors])
+
+
+def cell(result: dict, name: str) -> str:
+    """A table cell: ``90.58 [88.6, 92.3]``, or ``75.40 ± 1.20 [72.6, 78.0]`` over seeds."""
+    low, high = result["interval"][name]
+    sd = result.get("sd", {}).get(name)
+    spread = "" if sd is None or len(result["seeds"][name]) < 2 else f" ± {sd:.2f}"
+    return f"{result[name]:.2f}{spread} [{low:.1f}, {high:.1f}]"
+
+
+def percent_cell(value: float, n: int) -> str:
+    """A percentage of ``n`` images with its Wilson 95% interval: ``76.40 [73.7, 78.9]``."""
+    low, high = stats.wilson_interval(round(value * n / 100), n)
+    return f"{value:.2f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def difference(estimate: list) -> str:
+    """A paired difference ``[points, low, high]`` as ``-16.90 [-19.1, -14.7]``."""
+    return stats.format_estimate(estimate)
+
+
+INTERVALS_NOTE = (
+    "Brackets: 95% intervals (Wilson; over seeds, Wilson at the mean with the sd after ±; "
+    "differences: paired bootstrap over the images, 2,000 resamples)."
+)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -304,12 +419,19 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         default=None,
         help="Training images whose logits train the correctors [default: 4000 fashion_mnist, all imagenet].",
     )
+    @click.option(
+        "--seeds",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Corrector seeds behind each corrected number of Tables 1-2 (mean ± sd) [default: 3].",
+    )
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
     @batch_options
     @progress_options
     @job_options(leave=True)
-    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out, **batches):
+    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, seeds, out, **batches):
         limit = {} if train_limit is None else {"train_limit": train_limit}
+        limit.update({} if seeds is None else {"seeds": seeds})
         setup = with_batches(
             default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit),
             **batches,

@@ -226,8 +226,8 @@ def accuracy_table(rows: list[dict]) -> str:
     body = [
         [
             r["attack"],
-            r["accuracy"]["no_defense"],
-            *(r["accuracy"][c] for c in COLUMNS),
+            _common.percent_cell(r["accuracy"]["no_defense"], r["n"]),
+            *(_common.percent_cell(r["accuracy"][c], r["n"]) for c in COLUMNS),
             r["detection"][adaptive.OBLIVIOUS]["auc"],
             r["detection"][adaptive.WORST]["auc"],
         ]
@@ -254,22 +254,15 @@ def curve_table(rows: list[dict]) -> str:
     """Worst-case accuracy after s gradient steps per adaptive attack, per attack row."""
     budgets = list(rows[0]["steps_curve"])
     return _common.markdown_table(
-        ["attack", *(f"s={b}" for b in budgets)], [[r["attack"], *r["steps_curve"].values()] for r in rows]
+        ["attack", *(f"s={b}" for b in budgets)],
+        [[r["attack"], *(_common.percent_cell(v, r["n"]) for v in r["steps_curve"].values())] for r in rows],
     )
 
 
-def sweep_table(sweep: list[dict]) -> str:
-    """PGD row: accuracy per eps."""
-    body = [
-        [
-            f"{s['eps_255']:g}/255",
-            s["no_defense"],
-            s[adaptive.OBLIVIOUS],
-            s[adaptive.ADAPTIVE_WORST],
-            s[adaptive.WORST],
-        ]
-        for s in sweep
-    ]
+def sweep_table(sweep: list[dict], n: int) -> str:
+    """PGD row: accuracy per eps (``n`` images), with Wilson 95% intervals."""
+    keys = ("no_defense", adaptive.OBLIVIOUS, adaptive.ADAPTIVE_WORST, adaptive.WORST)
+    body = [[f"{s['eps_255']:g}/255", *(_common.percent_cell(s[k], n) for k in keys)] for s in sweep]
     return _common.markdown_table(
         ["eps", "no defense", "corrected: oblivious", "adaptive only", "worst case"], body
     )
@@ -298,7 +291,8 @@ def markdown(setup: _common.Setup, config: Config, rows, sweep, unbounded, check
             curve_table(rows),
             f"### PGD: accuracy (%) vs eps (adaptive: {config.sweep_restarts} restart(s) below "
             f"{a.eps * 255:g}/255)",
-            sweep_table(sweep),
+            sweep_table(sweep, rows[0]["n"]),
+            "Brackets: Wilson 95% intervals over the images.",
         ]
     )
 

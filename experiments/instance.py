@@ -11,8 +11,9 @@ corrector at that attack's adversarial logits; the k largest are drawn with clas
 panel per attack. k scales with C through ``explain.scaled_k`` (3 of 10 on the default, the
 paper's 10 on ImageNet). Reuses Table 2's correctors and logits from the cache.
 
-Expected: as in the paper, the supporting classes of one example differ between attacks,
-PGD and MIM sharing more of them than the L-inf and L2 attacks do.
+The paper: the supporting classes of one example differ between attacks, PGD and MIM sharing
+more of them than the L-inf and L2 attacks do. Expected on the default (README): test image 1,
+a Pullover that all four attacks turn into Shirt and all four correctors restore.
 """
 
 from __future__ import annotations

@@ -54,12 +54,14 @@ class AttackConfig:
       eps: budget of the attacks that take one (pgd, mim; ignored by the others).
       steps: iterations of pgd/mim/cw (None: the paper's 10/10/25).
       seed: root key of random starts.
+      lr: learning rate of an attack that has one (``spec.tunable``: cw; None: the paper's 0.01).
     """
 
     name: str
     eps: float = 16 / 255
     steps: int | None = None
     seed: int = 0
+    lr: float | None = None
 
     def __post_init__(self):
         spec = attacks.get(self.name)  # an unknown name is a one-line error listing the registered ones
@@ -69,6 +71,12 @@ class AttackConfig:
             _validate.positive_number("--eps", self.eps)
         if self.steps is not None:
             _validate.positive_int("steps", self.steps)
+        if self.lr is not None:
+            _validate.positive_number("lr", self.lr)
+            if "lr" not in spec.tunable:
+                raise JaxlogitError(
+                    f"attack {self.name!r} takes no lr: leave it None (attacks with one: {_tunable('lr')})"
+                )
 
     @property
     def spec(self) -> attacks.AttackSpec:
@@ -77,13 +85,30 @@ class AttackConfig:
 
     @property
     def label(self) -> str:
-        """Short name for tables: ``pgd@16/255``, ``cw``."""
-        return self.spec.label(self.eps)
+        """Short name for tables: ``pgd@16/255``, ``cw``, ``cw lr=0.05 steps=50`` (overrides shown)."""
+        overrides = [f"{name}={value:g}" for name, value in self._overrides().items()]
+        return " ".join([self.spec.label(self.eps), *overrides])
+
+    def _overrides(self) -> dict:
+        """The settings this config overrides: ``lr`` and ``steps`` when not None."""
+        return {name: getattr(self, name) for name in ("lr", "steps") if getattr(self, name) is not None}
+
+    def cache_key(self) -> dict:
+        """The config as part of a cache key: its fields, without ``lr`` when None (keys predate it)."""
+        fields = dataclasses.asdict(self)
+        return {k: v for k, v in fields.items() if k != "lr" or v is not None}
+
+
+def _tunable(setting: str) -> str:
+    """The registered attacks that take ``setting``, for error messages."""
+    return ", ".join(n for n in attacks.names() if setting in attacks.get(n).tunable) or "none"
 
 
 def run_attack(config: AttackConfig, logits_fn: Callable, x, y, *, key) -> attacks.AttackResult:
-    """Runs ``config``'s attack on a batch with its registered settings (the paper's: SPEC.md)."""
-    return config.spec.run(logits_fn, x, y, key=key, eps=config.eps, steps=config.steps)
+    """Runs ``config``'s attack on a batch with its registered settings (the paper's: SPEC.md),
+    ``steps`` and ``lr`` overridden where the config sets them."""
+    extra = {} if config.lr is None else {"lr": config.lr}
+    return config.spec.run(logits_fn, x, y, key=key, eps=config.eps, steps=config.steps, **extra)
 
 
 # Compiled attack programs of this process, newest last: (logits_fn's static part, weight digest,
@@ -152,7 +177,7 @@ def store_dir(
     config = {
         "backbone": _backbone_key(backbone),
         "data": split.fingerprint,
-        "attack": dataclasses.asdict(attack),
+        "attack": attack.cache_key(),
         "split": split_name,
         "limit": subset,
         **_batch_key(batch_size),
@@ -216,7 +241,7 @@ def ensure_logits(
     config = {
         "backbone": _backbone_key(backbone),
         "data": split.fingerprint,
-        "attack": dataclasses.asdict(attack),
+        "attack": attack.cache_key(),
         "split": split_name,
         "subset": subset,
         "num_items": n,
@@ -246,6 +271,9 @@ class CorrectorConfig:
       p_clean: probability of taking the clean logits of an example.
       holdout_fraction: share of the *training* logits held out for model selection.
       seed: root key.
+      successful_only: adversarial logits only from rows whose attack succeeded (the store's
+        ``success``); a failed row gives its clean logits for both draws
+        (``corrector.adversarial_or_clean``).
     """
 
     hidden: int | None = 10_000
@@ -256,6 +284,7 @@ class CorrectorConfig:
     p_clean: float = 0.3
     holdout_fraction: float = 0.1
     seed: int = 0
+    successful_only: bool = True
 
     def __post_init__(self):
         if self.hidden is not None and (
@@ -378,6 +407,7 @@ def _train_corrector(
         resume=True,
         holdout_fraction=config.holdout_fraction,
         progress=progress,
+        successful_only=config.successful_only,
     )
     meta = {
         "config": dataclasses.asdict(config),

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from conftest import TEST_BACKBONE
 
 from jaxlogit import attacks, bench, data, models, pipeline, training
+from jaxlogit.attacks import _builtin
 from jaxlogit.bench import _attacks
 from jaxlogit.cli import cli, main
 from jaxlogit.errors import JaxlogitError
@@ -205,6 +206,28 @@ def test_a_steps_override_and_eps_reach_the_attack(name, random_compact):
     }[name]()
     got = pipeline.run_attack(pipeline.AttackConfig(name, eps=eps, steps=2), logits_fn, x, y, key=key)
     np.testing.assert_array_equal(np.asarray(got.x_adv), np.asarray(direct.x_adv))
+
+
+def test_an_lr_override_reaches_c_and_w_and_only_attacks_that_take_one(monkeypatch):
+    received = {}
+
+    def record(logits_fn, x, y, **settings):
+        received.update(settings)
+        return "result"
+
+    monkeypatch.setattr(_builtin, "cw_l2", record)
+    config = pipeline.AttackConfig("cw", steps=2, lr=0.05)
+    assert pipeline.run_attack(config, None, None, None, key=jax.random.key(0)) == "result"
+    assert (received["lr"], received["steps"], received["search_steps"]) == (0.05, 2, 4)
+    pipeline.run_attack(pipeline.AttackConfig("cw"), None, None, None, key=jax.random.key(0))
+    assert (received["lr"], received["steps"]) == (0.01, 25)  # unset: the paper's
+    assert config.label == "cw lr=0.05 steps=2"
+    with pytest.raises(JaxlogitError, match="takes no lr"):
+        pipeline.AttackConfig("pgd", lr=0.05)
+    # Unset, lr stays out of store keys (earlier stores keep theirs); set, it makes another key.
+    unset = pipeline.AttackConfig("cw").cache_key()
+    assert unset == {"name": "cw", "eps": 16 / 255, "steps": None, "seed": 0}
+    assert config.cache_key()["lr"] == 0.05
 
 
 # --- an attack registered from outside the library -------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import TEST_BACKBONE
 
-from experiments import _common, _paper, table2
+from experiments import _common, _paper, _probe, table2
 from experiments import adaptive as adaptive_experiment
 from jaxlogit import adaptive, data, explain, paths, pipeline, training
 from jaxlogit.cli import _attack, _backbone, _correct, _explain, main
@@ -222,8 +222,11 @@ def test_experiment_options_reach_the_setup_and_its_steps(monkeypatch, tmp_path)
 
 def test_an_experiment_report_holds_its_batch_sizes(monkeypatch, tmp_path):
     fake = types.SimpleNamespace(predict_classes=lambda z: np.asarray(z).argmax(-1))
-    rows = _common.Rows(clean_logits=np.eye(3), adv_logits=np.eye(3)[::-1], labels=np.arange(3))
+    rows = _common.Rows(
+        clean_logits=np.eye(3), adv_logits=np.eye(3)[::-1], labels=np.arange(3), success=np.ones(3, bool)
+    )
     monkeypatch.setattr(_common, "load_backbone", lambda *a, **k: None)
+    monkeypatch.setattr(_probe, "fooled_percent", lambda *a, **k: 100.0)  # the paper's C&W: no grid
     monkeypatch.setattr(_common, "corrector_for", lambda *a, **k: fake)
     monkeypatch.setattr(_common, "selected_logits", lambda *a, **k: rows)
     main_ = _common.cli_main("table2", table2.run, "table 2")

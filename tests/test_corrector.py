@@ -275,3 +275,25 @@ def test_one_and_four_devices_train_the_same(tmp_path):
     np.testing.assert_allclose(arrays4["losses"], arrays1["losses"], rtol=2e-5, atol=1e-6)
     for name in arrays1:
         np.testing.assert_allclose(arrays4[name], arrays1[name], rtol=1e-4, atol=1e-5)
+
+
+def test_adversarial_logits_only_where_the_attack_succeeded():
+    clean = np.arange(6, dtype=np.float32).reshape(3, 2)
+    adv = -clean
+    picked = corrector.adversarial_or_clean(clean, adv, np.array([True, False, True]))
+    np.testing.assert_array_equal(picked, [adv[0], clean[1], adv[2]])
+
+
+def test_failed_rows_train_as_clean_logits_for_both_draws():
+    data = synthetic_logits(512, C, seed=4)
+    success = np.random.default_rng(0).random(512) < 0.6
+    settings = dict(epochs=1, key=jax.random.key(5), **FAST)
+    masked = corrector.train({**data, "success": success}, **settings)
+    rule = {**data, "adv_logits": np.where(success[:, None], data["adv_logits"], data["clean_logits"])}
+    by_hand = corrector.train(rule, **settings)
+    np.testing.assert_array_equal(masked.losses, by_hand.losses)
+    np.testing.assert_array_equal(masked.holdout_accuracy, by_hand.holdout_accuracy)
+    assert tree_equal(masked.last_params, by_hand.last_params)
+    ignored = corrector.train({**data, "success": success}, successful_only=False, **settings)
+    np.testing.assert_array_equal(ignored.losses, corrector.train(data, **settings).losses)
+    assert not np.array_equal(ignored.losses, masked.losses)

@@ -71,8 +71,9 @@ def run_deepfool(logits_fn, x, y, *, key, eps, steps):
     )
 
 
-def run_cw(logits_fn, x, y, *, key, eps, steps):
-    """C&W-L2 with the paper's settings; ``steps`` are Adam steps per search step."""
+def run_cw(logits_fn, x, y, *, key, eps, steps, lr=None):
+    """C&W-L2 with the paper's settings; ``steps`` are Adam steps per search step, ``lr`` Adam's
+    learning rate (None: the paper's 0.01)."""
     return cw_l2(
         logits_fn,
         x,
@@ -81,7 +82,7 @@ def run_cw(logits_fn, x, y, *, key, eps, steps):
         search_steps=CW["search_steps"],
         initial_const=CW["initial_const"],
         confidence=CW["confidence"],
-        lr=CW["lr"],
+        lr=CW["lr"] if lr is None else lr,
     )
 
 
@@ -172,5 +173,6 @@ def register_builtin() -> None:
             run_cw,
             work=lambda result, c: step_work(CW["steps"] * CW["search_steps"]),
             torch=TorchCounterpart(torch_cw, per_step=True),
+            tunable=("lr",),
         )
     )

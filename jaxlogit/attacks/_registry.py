@@ -38,6 +38,8 @@ class Runner(Protocol):
     ``key`` a PRNG key (used by random attacks only); ``eps`` the budget (used only when the
     spec ``takes_eps``); ``steps`` None for the paper's iteration count, else its override
     (an attack without one ignores it). Must be traceable: the pipeline calls it under jit.
+    A runner may take more keyword settings (``AttackSpec.tunable``, e.g. C&W's ``lr``); the
+    pipeline passes one only when a config overrides it.
     """
 
     def __call__(
@@ -83,6 +85,8 @@ class AttackSpec:
       work: ``work(result, num_classes) -> Work``: passes over the batch a call with the
         paper's settings performed (the bench's FLOP count); None: the bench refuses it.
       torch: its :class:`TorchCounterpart`, None if torchattacks has none.
+      tunable: keyword settings besides ``steps`` that ``run`` also takes and a
+        ``pipeline.AttackConfig`` may override (C&W: ``("lr",)``); passed only when overridden.
     """
 
     name: str
@@ -92,6 +96,7 @@ class AttackSpec:
     run: Runner
     work: Callable[[AttackResult, int], Work] | None = None
     torch: TorchCounterpart | None = None
+    tunable: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", str(self.name)):

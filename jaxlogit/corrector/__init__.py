@@ -23,12 +23,13 @@ from jaxlogit.corrector._step import (
     make_train_step,
     mix_batch,
 )
-from jaxlogit.corrector._train import TrainResult, holdout_split, train
+from jaxlogit.corrector._train import TrainResult, adversarial_or_clean, holdout_split, train
 
 __all__ = [
     "Corrector",
     "CorrectorState",
     "TrainResult",
+    "adversarial_or_clean",
     "corrected_logits",
     "corrector_optimizer",
     "data_mesh",

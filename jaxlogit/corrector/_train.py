@@ -76,6 +76,7 @@ def train(
     resume: bool = False,
     holdout_fraction: float = 0.1,
     progress: bool = True,
+    successful_only: bool = True,
 ) -> TrainResult:
     """Trains a corrector as Algorithm 1, data-parallel over every device in ``jax.devices()``.
 
@@ -83,7 +84,9 @@ def train(
     and drops the last partial batch; each step mixes clean and adversarial logits
     (``p_clean``), minimises softmax cross-entropy on the true labels with Adam and coupled L2
     decay. After each epoch the accuracy on the held-out rows (clean and adversarial logits)
-    picks the best epoch: selection never sees a test set. With ``checkpoint_dir`` every epoch
+    picks the best epoch: selection never sees a test set. With ``successful_only``, a row whose
+    attack failed (``success`` False) stands for a clean image twice: its clean logits enter for
+    its adversarial draw too (:func:`adversarial_or_clean`). With ``checkpoint_dir`` every epoch
     is checkpointed; ``resume=True`` continues from the last checkpoint and ends with exactly
     the params and losses of an uninterrupted run. With several processes (``jaxlogit.distributed``)
     every process calls it with the same data and key; each step's global batch is the one a single
@@ -91,7 +94,8 @@ def train(
 
     Args:
       data: a ``LogitStore`` or a dict with ``clean_logits`` (N, C), ``adv_logits`` (N, C),
-        ``labels`` (N,) of the *training* images.
+        ``labels`` (N,) of the *training* images, and optionally ``success`` (N,) bool (the
+        attack fooled the backbone; absent: every row counts as attacked).
       num_classes: C.
       hidden: D, or None for the single-layer corrector.
       epochs: total epochs (a resumed run counts the ones already done).
@@ -105,6 +109,8 @@ def train(
       resume: continue from the last checkpoint in ``checkpoint_dir`` (start afresh if none).
       holdout_fraction: fraction of rows held out for model selection (0: keep the last epoch).
       progress: show a progress bar.
+      successful_only: take adversarial logits only from rows whose attack succeeded (False:
+        every row's, as before the success mask was used).
 
     Returns:
       A ``TrainResult``.
@@ -114,6 +120,7 @@ def train(
     """
     _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p_clean, keep_prob)
     clean, adv, labels = _training_arrays(data, num_classes)
+    success = _attacked_rows(data, len(labels), successful_only)
     mesh = _parallel.data_mesh()
     _parallel.check_batch_size(batch_size, mesh)
     holdout_key, init_key, order_key, step_key = _split4(key)
@@ -131,11 +138,12 @@ def train(
     # Several processes: the held-out batches go to every device whole, so each process reads back
     # all corrected logits; one process keeps the batch split.
     put_holdout = put_batch if jax.process_count() == 1 else _parallel.putter(_parallel.replicated(mesh))
-    holdout = _holdout_logits(clean, adv, labels, holdout_rows)
+    holdout = _holdout_logits(clean, adv, labels, holdout_rows, success)
 
     settings = _run_settings(
         num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key
     )
+    settings["successful_only"] = successful_only
     identity = _identity(settings, clean, adv, labels)
     checkpoints = EpochCheckpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and checkpoints is None:
@@ -152,7 +160,7 @@ def train(
             for epoch in range(start + 1, epochs + 1):
                 order = train_rows[_epoch_permutation(order_key, epoch, len(train_rows))]
                 state, losses, fractions = _run_epoch(
-                    step_fn, state, (clean, adv, labels), order, batch_size, put_batch, step_key
+                    step_fn, state, (clean, adv, labels, success), order, batch_size, put_batch, step_key
                 )
                 accuracy = _holdout_accuracy(state.params, module, holdout, 4 * batch_size, put_holdout)
                 best_params, history = _update_history(
@@ -251,6 +259,31 @@ def _training_arrays(
     return clean, adv, labels
 
 
+def adversarial_or_clean(clean: np.ndarray, adv: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """The adversarial logits a corrector trains on: ``adv`` where the attack succeeded, else
+    the clean logits (a failed attack left a correctly classified, near-clean input; counting it
+    as adversarial would teach the corrector nothing about attacks and dilute the attacked rows).
+
+    Args:
+      clean, adv: (B, C) logits of the same rows.
+      success: (B,) bool, the attack fooled the backbone on that row.
+
+    Returns:
+      (B, C): ``adv[i]`` if ``success[i]`` else ``clean[i]``.
+    """
+    return np.where(np.asarray(success, bool)[:, None], adv, clean)
+
+
+def _attacked_rows(data: Mapping[str, np.ndarray], n: int, successful_only: bool) -> np.ndarray:
+    """(N,) bool: rows whose adversarial logits count (all when not ``successful_only`` or no mask)."""
+    if not successful_only or "success" not in data:
+        return np.ones(n, bool)
+    success = np.asarray(data["success"], bool)
+    if success.shape != (n,):
+        raise JaxlogitError(f"training logits' success mask has shape {success.shape}; expected ({n},)")
+    return success
+
+
 def _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p_clean, keep_prob) -> None:
     """Raises a one-line error for a setting that would train garbage or crash (NaN lr, hidden -1)."""
     _validate.positive_int("num_classes", num_classes)
@@ -264,9 +297,11 @@ def _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p
     _validate.number_in("keep_prob", keep_prob, 1 / 256, 1.0)
 
 
-def _holdout_logits(clean, adv, labels, rows) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out rows as one evaluation set: clean then adversarial logits (2H, C), labels (2H,)."""
-    return np.concatenate([clean[rows], adv[rows]]), np.concatenate([labels[rows], labels[rows]])
+def _holdout_logits(clean, adv, labels, rows, success) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out rows as one evaluation set: clean then adversarial logits (2H, C), labels (2H,)
+    (a row whose attack failed: its clean logits twice, ``adversarial_or_clean``)."""
+    adversarial = adversarial_or_clean(clean[rows], adv[rows], success[rows])
+    return np.concatenate([clean[rows], adversarial]), np.concatenate([labels[rows], labels[rows]])
 
 
 def _holdout_accuracy(params, module, holdout, batch_size, put) -> float:
@@ -278,11 +313,12 @@ def _holdout_accuracy(params, module, holdout, batch_size, put) -> float:
 
 def _run_epoch(step_fn, state, arrays, order, batch_size, put, key):
     """One pass over ``order`` in batches; returns the state and per-step losses, clean fractions."""
-    clean, adv, labels = arrays
+    clean, adv, labels, success = arrays
     metrics, on_cpu = [], backend.on_cpu()
     for i in range(len(order) // batch_size):
         rows = order[i * batch_size : (i + 1) * batch_size]
-        batch = {"clean_logits": clean[rows], "adv_logits": adv[rows], "labels": labels[rows]}
+        adversarial = adversarial_or_clean(clean[rows], adv[rows], success[rows])
+        batch = {"clean_logits": clean[rows], "adv_logits": adversarial, "labels": labels[rows]}
         state, step_metrics = step_fn(state, put(batch), key)
         # One step in flight at a time on CPU: with several steps queued, XLA:CPU's all-reduce
         # across forced host devices deadlocked here (D=10,000, 2 devices, 2 cores); waiting
