@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import jax
 import numpy as np
 import pytest
 
 from jaxlogit import corrector, pipeline, store
+from jaxlogit.cli import _correct, main
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.store import _layout
 
@@ -113,6 +115,39 @@ def test_selected_logits_slice_a_cached_store_by_rows(tmp_path, monkeypatch):
     assert set(rows) == set(opened.keys())
     for key, value in rows.items():
         np.testing.assert_array_equal(value, opened.rows(key, indices))
+
+
+def printed(out: str, label: str) -> list[float]:
+    """The numbers on the line of ``out`` that starts with ``label``."""
+    line = next(line for line in out.splitlines() if line.startswith(label))
+    return [float(v) for v in re.findall(r"\d+\.\d+", line[len(label) :])]
+
+
+def test_the_logits_and_correct_eval_commands_read_a_chunk_at_a_time(tmp_path, monkeypatch, capsys):
+    opened = build(tmp_path / "s")
+    whole = {key: np.array(opened[key]) for key in opened.keys()}
+    module = corrector.Corrector(num_classes=C, hidden=None)
+    params = corrector.init_params(module, key=jax.random.key(0))
+    trained = pipeline.TrainedCorrector(module, params, {}, tmp_path)
+    monkeypatch.setattr(_correct, "_store", lambda *args: opened)
+    monkeypatch.setattr(pipeline, "ensure_corrector", lambda *args, **kwargs: trained)
+    monkeypatch.setattr(_correct, "_CHUNK_ROWS", 40)  # 301 rows: 8 chunks
+    refuse_whole_arrays(monkeypatch)
+    main(["logits", "--arch", "resnet_compact", "--attack", "pgd", "--split", "train"])
+    logits_out = capsys.readouterr().out
+    main(["correct", "eval", "--arch", "resnet_compact", "--attack", "pgd"])
+    eval_out = capsys.readouterr().out
+
+    def accuracy(predicted) -> float:
+        return round(float(np.mean(predicted == whole["labels"])), 4)
+
+    assert printed(logits_out, "clean accuracy:") == [accuracy(whole["clean_logits"].argmax(-1))]
+    assert printed(logits_out, "adversarial accuracy:") == [accuracy(whole["adv_logits"].argmax(-1))]
+    assert printed(logits_out, "success rate:") == [round(float(np.mean(whole["success"])), 4)]
+    for kind in ("clean", "adv"):
+        z = whole[f"{kind}_logits"]
+        expected = [accuracy(z.argmax(-1)), accuracy(trained.predict_classes(z))]
+        assert printed(eval_out, f"{kind:5s} accuracy:") == expected
 
 
 # Verification: once per process, again when a file changes.
