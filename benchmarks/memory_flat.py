@@ -96,7 +96,13 @@ def run_train(rows: int, workdir: pathlib.Path, whole: bool) -> dict:
     source = {key: opened[key] for key in ("clean_logits", "adv_logits", "labels")} if whole else opened
     baseline = memory_kib()["VmRSS"]
     corrector.train(
-        source, num_classes=CLASSES, hidden=256, epochs=1, batch_size=256, key=jax.random.key(0), progress=False
+        source,
+        num_classes=CLASSES,
+        hidden=256,
+        epochs=1,
+        batch_size=256,
+        key=jax.random.key(0),
+        progress=False,
     )
     return {"baseline": baseline}
 
@@ -122,10 +128,15 @@ def measure(case: str, rows: int, workdir: pathlib.Path) -> dict:
 
 def commit() -> str:
     """The commit measured (``+dirty`` when the work tree has changes)."""
-    git = ["git", "-C", str(pathlib.Path(__file__).parent)]
-    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(pathlib.Path(__file__).parent), *args], capture_output=True, text=True
+        )
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def table(results: dict[str, dict[int, dict]], sizes: tuple[int, int]) -> list[str]:

@@ -3,6 +3,7 @@ and a verified store is not hashed again."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlogit import corrector, pipeline, store
+from jaxlogit import corrector, data, paths, pipeline, store, training
 from jaxlogit.cli import _correct, main
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.store import _layout
@@ -207,3 +208,45 @@ def test_files_modified_just_before_their_check_are_hashed_at_every_open(tmp_pat
     first = len(hashes)
     read_everything(tmp_path / "s")
     assert first == 14 * 5 and len(hashes) == 2 * first
+
+
+# A cached backbone is found without loading its training split.
+
+
+def write_idx_dataset(directory: pathlib.Path, seed: int) -> None:
+    """Fashion-MNIST IDX files of 20 training and 10 test random images in ``directory``."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        data.write_idx(directory / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        data.write_idx(directory / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+
+
+def test_the_backbone_folder_is_found_without_loading_the_training_split_again(tmp_path, monkeypatch):
+    from jaxlogit.data import _fashion_mnist, _fingerprint
+
+    loads = []
+    read = _fashion_mnist._read_split.__wrapped__  # not the per-process cache: every load counts
+    monkeypatch.setattr(_fashion_mnist, "_read_split", lambda *args: loads.append(args) or read(*args))
+    monkeypatch.setattr(_fingerprint, "_RACY_NS", 0)  # files written just now count as settled
+    write_idx_dataset(tmp_path / "fm", seed=0)
+    config = training.default_config("resnet_compact")
+
+    def loaded_key() -> pathlib.Path:  # the folder as the split's own fingerprint names it
+        split = data.load("fashion_mnist", "train", tmp_path / "fm")
+        key = {**dataclasses.asdict(config), "train_data": split.fingerprint}
+        return paths.artifact_dir("backbones", config.arch, key, tmp_path)
+
+    first = training.backbone_dir(config, tmp_path, data_dir=tmp_path / "fm")
+    assert len(loads) == 1
+    assert training.backbone_dir(config, tmp_path, data_dir=tmp_path / "fm") == first and len(loads) == 1
+    assert first == loaded_key()
+
+    images = tmp_path / "fm" / "train-images-idx3-ubyte"
+    before = images.stat()
+    changed = bytearray(images.read_bytes())
+    changed[-1] ^= 1  # one pixel; same size, the modification time put back
+    images.write_bytes(bytes(changed))
+    os.utime(images, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = training.backbone_dir(config, tmp_path, data_dir=tmp_path / "fm")
+    assert again != first and again == loaded_key()

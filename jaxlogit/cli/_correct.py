@@ -63,7 +63,8 @@ def logits(arch, attack_name, eps, dataset, attack_batch, split_name, limit, dat
     click.echo(f"images: {n}")
     click.echo(f"clean accuracy: {_count_correct(s, 'clean_logits') / n:.4f}")
     click.echo(f"adversarial accuracy: {_count_correct(s, 'adv_logits') / n:.4f}")
-    click.echo(f"success rate: {sum(int(np.sum(s.rows('success', rows))) for rows in _row_chunks(n)) / n:.4f}")
+    successes = sum(int(np.sum(s.rows("success", rows))) for rows in _row_chunks(n))
+    click.echo(f"success rate: {successes / n:.4f}")
 
 
 _CHUNK_ROWS = 16 * 1024  # rows of a store in memory at a time: a multiple of the corrector's batch
