@@ -15,7 +15,7 @@ import pytest
 from jaxlogit import corrector, data, paths, pipeline, store, training
 from jaxlogit.cli import _correct, main
 from jaxlogit.errors import JaxlogitError
-from jaxlogit.store import _layout
+from jaxlogit.store import _layout, _reader
 
 C = 6
 
@@ -41,15 +41,19 @@ def build(directory: pathlib.Path, num_items: int = 301, shard_size: int = 23) -
 
 
 def refuse_whole_arrays(monkeypatch) -> None:
-    """From now on, reading a whole array of a store (``store[key]``: its shards concatenated) fails."""
+    """From now on every array of a store counts as large, and reading one whole (``store[key]``: its
+    shards concatenated) fails."""
 
     def refuse(self, key):
         raise AssertionError(f"read the whole array {key!r} of a store")
 
+    monkeypatch.setattr(_reader, "SMALL_ARRAY_BYTES", 0)
     monkeypatch.setattr(store.LogitStore, "__getitem__", refuse)
 
 
-def test_rows_gather_what_the_whole_array_holds(tmp_path):
+@pytest.mark.parametrize("small_bytes", [store.SMALL_ARRAY_BYTES, 0], ids=["read-whole", "read-by-rows"])
+def test_rows_gather_what_the_whole_array_holds(tmp_path, monkeypatch, small_bytes):
+    monkeypatch.setattr(_reader, "SMALL_ARRAY_BYTES", small_bytes)
     opened = build(tmp_path / "s")
     rng = np.random.default_rng(0)
     picks = [
