@@ -27,15 +27,16 @@ def _identity(path: pathlib.Path) -> list:
     return [str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _remembered(record: pathlib.Path) -> str | None:
-    """The fingerprint stored in ``record``, if it is there and intact."""
+def _remembered(record: pathlib.Path, key: dict) -> str | None:
+    """The fingerprint stored in ``record`` for ``key``, if it is there and intact."""
     try:
         stored = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(stored, dict) or not _digest.json_intact(stored):
         return None
-    return stored.get("fingerprint") if isinstance(stored.get("fingerprint"), str) else None
+    same = all(stored.get(field) == value for field, value in key.items())  # not a hash collision
+    return stored.get("fingerprint") if same and isinstance(stored.get("fingerprint"), str) else None
 
 
 def split_fingerprint(spec, split: str, data_dir: str | os.PathLike | None = None, *, cache=None) -> str:
@@ -55,7 +56,7 @@ def split_fingerprint(spec, split: str, data_dir: str | os.PathLike | None = Non
     identity = [_identity(pathlib.Path(f)) for f in files]
     key = {"version": _VERSION, "files": identity}
     record = paths.artifact_dir("data", f"{spec.name}-{split}-fingerprint", key, cache) / "fingerprint.json"
-    remembered = _remembered(record)
+    remembered = _remembered(record, key)
     if remembered is not None:
         return remembered
     fingerprint = spec.load(split, data_dir).fingerprint
