@@ -392,7 +392,7 @@ def _train_corrector(
 ) -> TrainedCorrector:
     """Trains the corrector of ``config`` and saves it in ``directory`` (several processes: together,
     every process saving, as orbax wants; the last epochs' checkpoints are removed by process 0)."""
-    num_classes = int(train_logits["clean_logits"].shape[1])
+    num_classes = int(train_logits.shape("clean_logits")[1])
     result = corrector.train(
         train_logits,
         num_classes=num_classes,
@@ -488,7 +488,7 @@ def selected_logits(
     full_dir = store_dir(backbone, attack, split, split_name, limit, cache, batch_size)
     if store.is_complete(full_dir):
         full = store.open(full_dir)
-        return {k: np.asarray(full[k])[indices] for k in full.keys()}
+        return {k: full.rows(k, indices) for k in full.keys()}
     sel = ensure_logits(
         backbone,
         attack,

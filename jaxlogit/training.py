@@ -106,9 +106,10 @@ def backbone_dir(
     config: BackboneConfig, cache: str | None = None, data_dir: str | None = None
 ) -> pathlib.Path:
     """The cache folder of the checkpoint trained with ``config`` on the training split read from
-    ``data_dir`` (None: the dataset's default places); that split's ``fingerprint`` is part of the key."""
+    ``data_dir`` (None: the dataset's default places); that split's ``fingerprint`` is part of the key
+    (remembered by its files' identity, so a cached backbone is found without loading the split)."""
     dataset = data.get(config.dataset)
-    train_data = dataset.load(dataset.train_split, data_dir).fingerprint
+    train_data = data.split_fingerprint(dataset, dataset.train_split, data_dir, cache=cache)
     key = {**dataclasses.asdict(config), "train_data": train_data}
     return paths.artifact_dir("backbones", config.arch, key, cache)
 

@@ -58,12 +58,29 @@ def attack_options(fn):
 def logits(arch, attack_name, eps, dataset, attack_batch, split_name, limit, data_dir, cache_dir) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
     s = _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch)
-    labels = np.asarray(s["labels"])
+    n = len(s)
     click.echo(f"store: {s.directory}")
-    click.echo(f"images: {len(s)}")
-    click.echo(f"clean accuracy: {np.mean(np.asarray(s['clean_logits']).argmax(-1) == labels):.4f}")
-    click.echo(f"adversarial accuracy: {np.mean(np.asarray(s['adv_logits']).argmax(-1) == labels):.4f}")
-    click.echo(f"success rate: {np.mean(np.asarray(s['success'])):.4f}")
+    click.echo(f"images: {n}")
+    click.echo(f"clean accuracy: {_count_correct(s, 'clean_logits') / n:.4f}")
+    click.echo(f"adversarial accuracy: {_count_correct(s, 'adv_logits') / n:.4f}")
+    successes = sum(int(np.sum(s.rows("success", rows))) for rows in _row_chunks(n))
+    click.echo(f"success rate: {successes / n:.4f}")
+
+
+_CHUNK_ROWS = 16 * 1024  # rows of a store in memory at a time: a multiple of the corrector's batch
+
+
+def _row_chunks(num_rows: int):
+    """Consecutive row indices (<= ``_CHUNK_ROWS``,) covering ``range(num_rows)``."""
+    for start in range(0, num_rows, _CHUNK_ROWS):
+        yield np.arange(start, min(start + _CHUNK_ROWS, num_rows))
+
+
+def _count_correct(s, key: str, predict=lambda z: z.argmax(-1)) -> int:
+    """How many rows of store ``s`` have ``predict(logits)`` equal to their label, read a chunk at a time."""
+    return sum(
+        int(np.sum(predict(s.rows(key, rows)) == s.rows("labels", rows))) for rows in _row_chunks(len(s))
+    )
 
 
 @cli.group()
@@ -182,10 +199,8 @@ def eval_cmd(
     test = _store(
         arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir, attack_batch
     )
-    labels = np.asarray(test["labels"])
+    n = len(test)
     for kind in ("clean", "adv"):
-        z = np.asarray(test[f"{kind}_logits"])
-        click.echo(
-            f"{kind:5s} accuracy: {np.mean(z.argmax(-1) == labels):.4f}  corrected: "
-            f"{np.mean(trained.predict_classes(z) == labels):.4f}"
-        )
+        plain = _count_correct(test, f"{kind}_logits")
+        corrected = _count_correct(test, f"{kind}_logits", trained.predict_classes)
+        click.echo(f"{kind:5s} accuracy: {plain / n:.4f}  corrected: {corrected / n:.4f}")

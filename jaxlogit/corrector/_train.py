@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlogit import _validate, backend
+from jaxlogit import _validate, backend, store
 from jaxlogit.corrector import _parallel
 from jaxlogit.corrector._checkpoint import EpochCheckpoints
-from jaxlogit.corrector._evaluate import evaluate
+from jaxlogit.corrector._evaluate import corrected_logits
 from jaxlogit.corrector._module import Corrector, init_params
 from jaxlogit.corrector._step import corrector_optimizer, init_state, make_train_step
 from jaxlogit.errors import JaxlogitError
@@ -95,7 +95,8 @@ def train(
     Args:
       data: a ``LogitStore`` or a dict with ``clean_logits`` (N, C), ``adv_logits`` (N, C),
         ``labels`` (N,) of the *training* images, and optionally ``success`` (N,) bool (the
-        attack fooled the backbone; absent: every row counts as attacked).
+        attack fooled the backbone; absent: every row counts as attacked). A store is read batch
+        by batch (only the rows of a batch in memory), never whole; both give the same result.
       num_classes: C.
       hidden: D, or None for the single-layer corrector.
       epochs: total epochs (a resumed run counts the ones already done).
@@ -119,7 +120,7 @@ def train(
       JaxlogitError: bad shapes or sizes, or checkpoints that do not belong to this run.
     """
     _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p_clean, keep_prob)
-    clean, adv, labels = _training_arrays(data, num_classes)
+    data, labels = _training_data(data, num_classes)
     success = _attacked_rows(data, len(labels), successful_only)
     mesh = _parallel.data_mesh()
     _parallel.check_batch_size(batch_size, mesh)
@@ -138,13 +139,13 @@ def train(
     # Several processes: the held-out batches go to every device whole, so each process reads back
     # all corrected logits; one process keeps the batch split.
     put_holdout = put_batch if jax.process_count() == 1 else _parallel.putter(_parallel.replicated(mesh))
-    holdout = _holdout_logits(clean, adv, labels, holdout_rows, success)
+    holdout = (data, holdout_rows, success)
 
     settings = _run_settings(
         num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key
     )
     settings["successful_only"] = successful_only
-    identity = _identity(settings, clean, adv, labels)
+    identity = _identity(settings, data, labels)
     checkpoints = EpochCheckpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and checkpoints is None:
         raise JaxlogitError(
@@ -160,7 +161,7 @@ def train(
             for epoch in range(start + 1, epochs + 1):
                 order = train_rows[_epoch_permutation(order_key, epoch, len(train_rows))]
                 state, losses, fractions = _run_epoch(
-                    step_fn, state, (clean, adv, labels, success), order, batch_size, put_batch, step_key
+                    step_fn, state, (data, success), order, batch_size, put_batch, step_key
                 )
                 accuracy = _holdout_accuracy(state.params, module, holdout, 4 * batch_size, put_holdout)
                 best_params, history = _update_history(
@@ -240,23 +241,63 @@ def _split4(key: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jax.random.split(key, 4))
 
 
-def _training_arrays(
-    data: Mapping[str, np.ndarray], num_classes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``clean_logits`` (N, C), ``adv_logits`` (N, C) float32 and ``labels`` (N,) int32, checked."""
-    clean = np.asarray(data["clean_logits"], np.float32)
-    adv = np.asarray(data["adv_logits"], np.float32)
-    labels = np.asarray(data["labels"], np.int32)
-    expected = (labels.shape[0], num_classes)
-    if labels.ndim != 1 or clean.shape != expected or adv.shape != expected:
+class _ArrayRows:
+    """In-memory arrays (a dict of them) with the reading interface of a ``LogitStore``."""
+
+    def __init__(self, data: Mapping[str, np.ndarray]):
+        self._arrays = {key: np.asarray(data[key]) for key in data.keys()}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._arrays
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._arrays[key].shape
+
+    def rows(self, key: str, indices: np.ndarray) -> np.ndarray:
+        return self._arrays[key][indices]
+
+
+RowSource = store.LogitStore | _ArrayRows
+"""Training logits read by rows: ``rows(key, indices)`` and ``shape(key)``."""
+
+
+def _training_data(data: Mapping[str, np.ndarray] | store.LogitStore, num_classes: int):
+    """``data`` as a ``RowSource``, checked (shapes, finite logits, labels in range), and its labels
+    (N,) int32. A store's logits are checked a chunk at a time."""
+    source = data if isinstance(data, store.LogitStore) else _ArrayRows(data)
+    shapes = {key: tuple(source.shape(key)) for key in ("clean_logits", "adv_logits", "labels")}
+    expected = (shapes["labels"][0], num_classes) if shapes["labels"] else None
+    if len(shapes["labels"]) != 1 or shapes["clean_logits"] != expected or shapes["adv_logits"] != expected:
         raise JaxlogitError(
-            f"training logits have shapes clean {clean.shape}, adv {adv.shape}, labels {labels.shape}; "
-            f"expected (N, {num_classes}), (N, {num_classes}), (N,): check num_classes"
+            f"training logits have shapes clean {shapes['clean_logits']}, adv {shapes['adv_logits']}, "
+            f"labels {shapes['labels']}; expected (N, {num_classes}), (N, {num_classes}), (N,): "
+            "check num_classes"
         )
-    _validate.finite("clean_logits", clean, "logits")
-    _validate.finite("adv_logits", adv, "logits")
+    num_rows = shapes["labels"][0]
+    chunk = max(1, _CHECK_CHUNK_BYTES // (4 * num_classes))
+    for key in ("clean_logits", "adv_logits"):
+        for start in range(0, num_rows, chunk):
+            rows = np.arange(start, min(start + chunk, num_rows))
+            _validate.finite(key, np.asarray(source.rows(key, rows), np.float32), "logits")
+    labels = np.asarray(source.rows("labels", np.arange(num_rows)), np.int32)
     _validate.class_labels("labels", labels, num_classes)
-    return clean, adv, labels
+    return source, labels
+
+
+_CHECK_CHUNK_BYTES = 1 << 24  # logits checked for NaN 16 MiB at a time
+
+
+def _batch(data: RowSource, rows: np.ndarray, success: np.ndarray) -> dict[str, np.ndarray]:
+    """The training batch of ``rows`` (B,): ``clean_logits``, ``adv_logits`` (B, C) float32 (a row
+    whose attack failed, by ``success`` (N,): its clean logits, ``adversarial_or_clean``) and
+    ``labels`` (B,) int32."""
+    clean = np.asarray(data.rows("clean_logits", rows), np.float32)
+    adv = np.asarray(data.rows("adv_logits", rows), np.float32)
+    return {
+        "clean_logits": clean,
+        "adv_logits": adversarial_or_clean(clean, adv, success[rows]),
+        "labels": np.asarray(data.rows("labels", rows), np.int32),
+    }
 
 
 def adversarial_or_clean(clean: np.ndarray, adv: np.ndarray, success: np.ndarray) -> np.ndarray:
@@ -274,11 +315,11 @@ def adversarial_or_clean(clean: np.ndarray, adv: np.ndarray, success: np.ndarray
     return np.where(np.asarray(success, bool)[:, None], adv, clean)
 
 
-def _attacked_rows(data: Mapping[str, np.ndarray], n: int, successful_only: bool) -> np.ndarray:
+def _attacked_rows(data: RowSource, n: int, successful_only: bool) -> np.ndarray:
     """(N,) bool: rows whose adversarial logits count (all when not ``successful_only`` or no mask)."""
     if not successful_only or "success" not in data:
         return np.ones(n, bool)
-    success = np.asarray(data["success"], bool)
+    success = np.asarray(data.rows("success", np.arange(n)), bool)
     if success.shape != (n,):
         raise JaxlogitError(f"training logits' success mask has shape {success.shape}; expected ({n},)")
     return success
@@ -297,29 +338,45 @@ def _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p
     _validate.number_in("keep_prob", keep_prob, 1 / 256, 1.0)
 
 
-def _holdout_logits(clean, adv, labels, rows, success) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out rows as one evaluation set: clean then adversarial logits (2H, C), labels (2H,)
-    (a row whose attack failed: its clean logits twice, ``adversarial_or_clean``)."""
-    adversarial = adversarial_or_clean(clean[rows], adv[rows], success[rows])
-    return np.concatenate([clean[rows], adversarial]), np.concatenate([labels[rows], labels[rows]])
+def _holdout_batch(
+    data: RowSource, rows: np.ndarray, success: np.ndarray, first: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items ``[first, stop)`` of the held-out set, which is the clean logits of ``rows`` (H,) then
+    their adversarial logits (``adversarial_or_clean`` by ``success`` (N,)): logits
+    (stop - first, C) float32 and labels (stop - first,) int32."""
+    items = np.arange(first, stop)
+    is_adv = items >= len(rows)
+    picked = rows[items % len(rows)]
+    adv_rows = picked[is_adv]
+    logits = np.empty((len(items), *data.shape("clean_logits")[1:]), np.float32)
+    logits[~is_adv] = data.rows("clean_logits", picked[~is_adv])
+    logits[is_adv] = adversarial_or_clean(
+        data.rows("clean_logits", adv_rows), data.rows("adv_logits", adv_rows), success[adv_rows]
+    )
+    return logits, np.asarray(data.rows("labels", picked), np.int32)
 
 
 def _holdout_accuracy(params, module, holdout, batch_size, put) -> float:
-    logits, labels = holdout
-    if len(labels) == 0:
+    """Accuracy on the held-out rows, clean and adversarial (2H items), read ``batch_size`` at a time."""
+    data, rows, success = holdout
+    total = 2 * len(rows)
+    if total == 0:
         return float("nan")
-    return evaluate(params, module, logits, labels, batch_size=batch_size, put=put)
+    correct = 0
+    for first in range(0, total, batch_size):
+        logits, labels = _holdout_batch(data, rows, success, first, min(first + batch_size, total))
+        corrected = corrected_logits(params, module, logits, batch_size=batch_size, put=put)
+        correct += int(np.sum(np.argmax(corrected, axis=-1) == labels))
+    return correct / total
 
 
-def _run_epoch(step_fn, state, arrays, order, batch_size, put, key):
+def _run_epoch(step_fn, state, data, order, batch_size, put, key):
     """One pass over ``order`` in batches; returns the state and per-step losses, clean fractions."""
-    clean, adv, labels, success = arrays
+    data, success = data
     metrics, on_cpu = [], backend.on_cpu()
     for i in range(len(order) // batch_size):
         rows = order[i * batch_size : (i + 1) * batch_size]
-        adversarial = adversarial_or_clean(clean[rows], adv[rows], success[rows])
-        batch = {"clean_logits": clean[rows], "adv_logits": adversarial, "labels": labels[rows]}
-        state, step_metrics = step_fn(state, put(batch), key)
+        state, step_metrics = step_fn(state, put(_batch(data, rows, success)), key)
         # One step in flight at a time on CPU: with several steps queued, XLA:CPU's all-reduce
         # across forced host devices deadlocked here (D=10,000, 2 devices, 2 cores); waiting
         # costs little there. Accelerators keep steps queued.
@@ -387,10 +444,11 @@ def _run_settings(
     }
 
 
-def _identity(settings: dict, clean: np.ndarray, adv: np.ndarray, labels: np.ndarray) -> dict:
+def _identity(settings: dict, data: RowSource, labels: np.ndarray) -> dict:
     """``settings`` plus a fingerprint of the data (labels and up to 1,000 evenly spaced rows)."""
     rows = np.linspace(0, len(labels) - 1, num=min(len(labels), 1000)).astype(np.int64)
+    clean, adv = (np.asarray(data.rows(key, rows), np.float32) for key in ("clean_logits", "adv_logits"))
     digest = hashlib.sha256()
-    for part in (labels, clean[rows], adv[rows]):
+    for part in (labels, clean, adv):
         digest.update(np.ascontiguousarray(part).tobytes())
     return json.loads(json.dumps({**settings, "num_rows": len(labels), "data": digest.hexdigest()[:16]}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from jaxlogit.data._class_names import imagenet_class_names, imagenet_wnids
 from jaxlogit.data._fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASS_NAMES
 from jaxlogit.data._fashion_mnist import find_fashion_mnist, load_fashion_mnist
+from jaxlogit.data._fingerprint import split_fingerprint
 from jaxlogit.data._idx import read_idx, write_idx
 from jaxlogit.data._imagenet import ImageFolderSplit, TfdsImageSplit, load_imagenet
 from jaxlogit.data._registry import (
@@ -56,6 +57,7 @@ __all__ = [
     "read_idx",
     "register",
     "selected_indices",
+    "split_fingerprint",
     "unregister",
     "write_idx",
 ]

@@ -117,6 +117,15 @@ def _read_tfds_split(data_dir: pathlib.Path, split: str) -> tuple[np.ndarray, np
     return images, labels
 
 
+def source_files(split: str, data_dir: str | os.PathLike | None = None) -> list[pathlib.Path] | None:
+    """The IDX files (images, labels) ``split`` is read from; None when it is read from TFDS or
+    not found (loading it says why)."""
+    location = find_fashion_mnist(data_dir) if split in SPLITS else None
+    if location is None or not _holds_idx(location):
+        return None
+    return [_idx_file(location, SPLITS[split], kind) for kind in ("images-idx3", "labels-idx1")]
+
+
 @functools.cache
 def _read_split(location: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Decoded arrays of one split, cached per process (they are read-only)."""

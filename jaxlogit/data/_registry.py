@@ -48,6 +48,9 @@ class DatasetSpec:
       description: one line for humans.
       find: optional ``data_dir -> path or None``: where the data would be read from (``jaxlogit info``).
       install_hint: how to get the data, shown by ``jaxlogit info`` when ``find`` finds nothing.
+      sources: optional ``(split, data_dir) -> files or None``: the files a split is read from, so
+        that its fingerprint is remembered by their identity (``split_fingerprint``) rather than
+        computed by loading it each time.
     """
 
     name: str
@@ -63,6 +66,7 @@ class DatasetSpec:
     description: str = ""
     find: Callable[[str | os.PathLike | None], os.PathLike | None] | None = None
     install_hint: str = ""
+    sources: Callable[[str, str | os.PathLike | None], Sequence[os.PathLike] | None] | None = None
 
     @property
     def splits(self) -> tuple[str, str]:
@@ -176,6 +180,7 @@ register(
         description="Fashion-MNIST: 60,000 + 10,000 grey 28x28 images of 10 clothes (the embedded default)",
         find=_fashion_mnist.find_fashion_mnist,
         install_hint="apt-get install -y dataset-fashion-mnist, or --data-dir",
+        sources=_fashion_mnist.source_files,
     )
 )
 register(

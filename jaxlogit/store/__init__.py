@@ -33,18 +33,20 @@ Example::
     logits = store.build(directory, num_items=len(split), produce_fn=produce,
                          shard_size=1024, config=config)
     logits = store.open(directory)
-    logits["adv_logits"]          # (N, C) float32
+    logits["adv_logits"]          # (N, C) float32, read whole (small stores)
+    logits.rows("adv_logits", rows)  # (len(rows), C): only those rows read (any store)
     logits.config                 # the dict given to build
 """
 
 from jaxlogit.store._layout import REQUIRED_DTYPES, DamagedStore
-from jaxlogit.store._reader import LogitStore, is_complete
+from jaxlogit.store._reader import SMALL_ARRAY_BYTES, LogitStore, is_complete
 from jaxlogit.store._reader import open_store as open  # the module's reader
 from jaxlogit.store._writer import DEFAULT_SHARD_SIZE, build
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",
     "REQUIRED_DTYPES",
+    "SMALL_ARRAY_BYTES",
     "DamagedStore",
     "LogitStore",
     "build",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import time
 
 import numpy as np
 
@@ -122,9 +123,38 @@ def check_shard_file(directory: pathlib.Path, manifest: dict, index: int, key: s
     expected = (manifest.get("digests") or {}).get(path.name)
     if not path.is_file():
         raise DamagedStore(f"the logit store shard {path} is missing; {REBUILD}")
-    if expected is not None and _digest.file_sha256(path) != expected:
-        raise DamagedStore(f"the logit store shard {path} is damaged (SHA-256 mismatch); {REBUILD}")
+    if expected is not None and not _verified_before(path, expected):
+        started = time.time_ns()
+        signature = _file_signature(path)
+        if _digest.file_sha256(path) != expected:
+            raise DamagedStore(f"the logit store shard {path} is damaged (SHA-256 mismatch); {REBUILD}")
+        _VERIFIED[str(path.absolute())] = (expected, signature, started)
     return path
+
+
+#: Shard files this process has checked: absolute path -> (digest, file signature, when the check
+#: began, ns). A file is hashed again when its signature changed, or when it was modified too close
+#: to its check for the signature to tell (git's "racily clean" entries).
+_VERIFIED: dict[str, tuple[str, tuple, int]] = {}
+_RACY_NS = 2_000_000_000  # file timestamps are coarse (a jiffy locally, up to 2 s on some filesystems)
+
+
+def _file_signature(path: pathlib.Path) -> tuple:
+    """What changes whenever a file's bytes do: device, inode, size, modification and change times
+    (the change time cannot be set back by a program, unlike the modification time)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _verified_before(path: pathlib.Path, expected: str) -> bool:
+    """Whether this process already checked ``path`` against ``expected`` and it has not changed since."""
+    record = _VERIFIED.get(str(path.absolute()))
+    if record is None:
+        return False
+    digest, signature, started = record
+    current = _file_signature(path)
+    settled = max(current[3], current[4]) + _RACY_NS < started
+    return digest == expected and signature == current and settled
 
 
 def array_layout(arrays: dict[str, np.ndarray]) -> dict:
