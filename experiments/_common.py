@@ -239,8 +239,8 @@ def batch_options(fn):
     """Adds ``--attack-batch``, ``--predict-batch``, ``--corrector-batch``, ``--adaptive-batch`` and
     ``--explain-batch`` (default: the setup's); lower them if the device runs out of memory."""
     helps = {
-        "attack_batch": "images per compiled attack call (logit stores; another value makes other "
-        f"stores: PGD/MIM random starts depend on it) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
+        "attack_batch": "images per compiled attack call (logit stores; speed and memory only: each "
+        f"image's random start has its own key) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
         "predict_batch": f"images per clean-prediction call [default: {pipeline.DEFAULT_PREDICT_BATCH}]",
         "corrector_batch": "corrector training batch (another value trains another corrector) "
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",

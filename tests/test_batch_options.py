@@ -1,6 +1,6 @@
 """Batch sizes: every command and experiment takes --attack-batch, --predict-batch, --corrector-batch,
 --adaptive-batch, --explain-batch where it has such a step, passes them to the library, writes them
-in its report; a non-positive size is a one-line error; the default keeps every cache path. And the
+in its report; a non-positive size is a one-line error; no batch size enters a store's key. And the
 adaptive experiment runs on any selected set of two classes or more."""
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def test_an_experiment_report_holds_its_batch_sizes(monkeypatch, tmp_path):
     assert setup["explain_batch"] == explain.SCORES_CHUNK_SIZE
 
 
-def test_only_another_attack_batch_enters_the_store_key(trained_compact, monkeypatch):
+def test_the_attack_batch_is_not_part_of_the_store_key(trained_compact, monkeypatch):
     keys = []
     real = paths.artifact_dir
 
@@ -247,12 +247,10 @@ def test_only_another_attack_batch_enters_the_store_key(trained_compact, monkeyp
     monkeypatch.setattr(paths, "artifact_dir", record)
     attack = pipeline.AttackConfig("pgd")
     args = (trained_compact.backbone, attack, data.load("fashion_mnist", "test"), "test", 100, None)
-    default = pipeline.store_dir(*args)
-    assert pipeline.store_dir(*args, pipeline.DEFAULT_ATTACK_BATCH) == default
-    other = pipeline.store_dir(*args, 64)
-    assert other != default and other.parent == default.parent
-    assert all("attack_batch" not in key for key in keys[:2]) and keys[2]["attack_batch"] == 64
-    assert {k: v for k, v in keys[2].items() if k != "attack_batch"} == keys[0]
+    pipeline.store_dir(*args)
+    (key,) = keys
+    assert not any("batch" in name for name in key)
+    assert key["attack_keys"] == pipeline.ATTACK_KEYS  # stores of batch-position keys are not reused
 
 
 # The adaptive experiment on tiny selected sets (PGD row only, few steps).

@@ -9,7 +9,7 @@ import click
 import jax
 import numpy as np
 
-from jaxlogit import _xla, batching, data, pipeline, training
+from jaxlogit import _xla, attacks, batching, data, pipeline, training
 from jaxlogit import adaptive as adaptive_eval
 from jaxlogit.cli._app import AttackName, batch_option, cli, common_options, dataset_option, trained_backbone
 from jaxlogit.errors import JaxlogitError
@@ -113,12 +113,13 @@ def attack(
     key = jax.random.key(seed)
 
     @_xla.jit
-    def run(xb, yb):
-        res = pipeline.run_attack(config, logits_fn, xb, yb, key=key)
+    def run(xb, yb, ids):  # image i's key: fold_in(key, i), as in the logit stores
+        res = pipeline.run_attack(config, logits_fn, xb, yb, key=attacks.sample_keys(key, ids))
         return logits_fn(xb).argmax(-1), res.logits, res.success, res.norm
 
     start = time.perf_counter()
-    clean_pred, adv_logits, success, norm = batching.map_batches(run, x, y, batch_size=batch_size)
+    ids = np.arange(len(y))
+    clean_pred, adv_logits, success, norm = batching.map_batches(run, x, y, ids, batch_size=batch_size)
     adv_pred = adv_logits.argmax(-1)
     seconds = time.perf_counter() - start
     stats = summarize(y, clean_pred, adv_pred, success, norm)
