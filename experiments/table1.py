@@ -25,11 +25,10 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import jax
 import numpy as np
 
 from experiments import _common, _paper
-from jaxlogit import attacks, models, pipeline
+from jaxlogit import models, pipeline
 
 EPS_GRID = (24 / 255, 32 / 255, 48 / 255, 64 / 255)
 HEADER = [
@@ -76,11 +75,8 @@ def probe_accuracy(setup: _common.Setup, arch: str, eps: float, n: int) -> float
     split = _common.load_split(setup, setup.test_split_name)
     x, y = split.get_batch(np.arange(min(n, len(split))))
     attack = pipeline.AttackConfig("pgd", eps=eps)
-    keys = attacks.sample_keys(jax.random.key(attack.seed), np.arange(len(y)))  # the stores' keys
-    res = jax.jit(lambda x, y, keys: pipeline.run_attack(attack, backbone.logits_fn(), x, y, key=keys))(
-        x, y, keys
-    )
-    return 100.0 * float(np.mean(np.asarray(res.logits).argmax(-1) == y))
+    _, adv, _, _ = pipeline.attack_arrays(backbone.logits_fn(), attack, x, y, batch_size=setup.attack_batch)
+    return 100.0 * float(np.mean(adv.argmax(-1) == y))
 
 
 def strong_eps(setup: _common.Setup, arch: str, config: Table1Config) -> float | None:

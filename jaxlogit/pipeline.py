@@ -22,8 +22,8 @@ import numpy as np
 from jaxlogit import (
     _digest,
     _lock,
+    _mesh,
     _validate,
-    _xla,
     attacks,
     batching,
     corrector,
@@ -37,9 +37,10 @@ from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
 DEFAULT_ATTACK_BATCH = 250
-"""Images per compiled attack call (``--attack-batch``): speed and memory only. Each image's attack
-key is ``fold_in(key(seed), its index in the split)``, so a store does not depend on the batch it
-was attacked with (nor is it keyed by it)."""
+"""Images per device per compiled attack call (``--attack-batch``; a call attacks this many times the
+device count): speed and memory only. Each image's attack key is ``fold_in(key(seed), its index in
+the split)``, so a store does not depend on the batch or the devices it was attacked with (nor is it
+keyed by them)."""
 ATTACK_KEYS = "image-index"
 """How attack keys are drawn, part of every store's key: stores made when a batch's key depended on
 its start index (before per-image keys) are never reused."""
@@ -89,15 +90,21 @@ def run_attack(config: AttackConfig, logits_fn: Callable, x, y, *, key) -> attac
 
 
 # Compiled attack programs of this process, newest last: (logits_fn's static part, weight digest,
-# attack, its registry entry) -> jitted ``(x, y, ids) -> outputs``. A few only: each holds a
+# attack, its registry entry, mesh) -> jitted ``(x, y, ids) -> outputs``. A few only: each holds a
 # backbone's weights.
 _ATTACK_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_ATTACK_PROGRAMS = 4
 
 
-def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Callable:
+def attack_program(
+    logits_fn: jax.tree_util.Partial, attack: AttackConfig, mesh: jax.sharding.Mesh | None = None
+) -> Callable:
     """The compiled ``(x (B, H, W, C), y (B,), ids (B,)) -> (clean logits (B, C), adversarial logits
     (B, C), success (B,), norm (B,))`` of ``attack`` on the backbone ``logits_fn``, made once per process.
+
+    It runs over ``mesh`` (default: every device, ``_mesh.data_mesh()``): B must be a multiple of its
+    device count, each device attacking its own B / devices rows with the program one device runs on
+    that many rows (``_mesh.over_rows``); the outputs come back split over the devices.
 
     Image i's attack key is ``fold_in(key(attack.seed), ids[i])``, ``ids`` being the images'
     indices in their split: a row depends only on its image, never on the batch it is in. The
@@ -107,21 +114,50 @@ def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Ca
     """
     static, weights = split_logits_fn(logits_fn)
     weights_sha256 = _digest.arrays_sha256(jax.tree.leaves(weights))
-    key = (static, weights_sha256, attack, attack.spec)  # a re-registered attack compiles anew
+    mesh = _mesh.data_mesh() if mesh is None else mesh
+    key = (static, weights_sha256, attack, attack.spec, mesh)  # a re-registered attack compiles anew
     if key in _ATTACK_PROGRAMS:
         _ATTACK_PROGRAMS.move_to_end(key)
         return _ATTACK_PROGRAMS[key]
     root_key = jax.random.key(attack.seed)
 
-    @_xla.jit
     def attack_batch(x, y, ids):
         res = run_attack(attack, logits_fn, x, y, key=attacks.sample_keys(root_key, ids))
         return logits_fn(x), res.logits, res.success, res.norm
 
-    _ATTACK_PROGRAMS[key] = attack_batch
+    _ATTACK_PROGRAMS[key] = _mesh.over_rows(attack_batch, mesh)
     while len(_ATTACK_PROGRAMS) > _MAX_ATTACK_PROGRAMS:
         _ATTACK_PROGRAMS.popitem(last=False)
-    return attack_batch
+    return _ATTACK_PROGRAMS[key]
+
+
+def attack_arrays(
+    logits_fn: jax.tree_util.Partial,
+    attack: AttackConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
+    ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``attack`` on images in memory, as a store attacks them: ``attack_program`` over every device,
+    ``batch_size`` images per device per call (at most N over the devices, so a few images are not
+    padded to a huge batch), image i's key from ``ids[i]`` (default i: its index in the split when
+    ``x`` are the split's first N images, so the rows are the store's).
+
+    Args:
+      logits_fn: the backbone, images in [0, 1] -> logits.
+      attack: the attack.
+      x: (N, H, W, C) images; y: (N,) labels; ids: (N,) their indices in their split.
+
+    Returns:
+      numpy ``(clean logits (N, C), adversarial logits (N, C), success (N,), norm (N,))``.
+    """
+    mesh = _mesh.data_mesh()
+    program = attack_program(logits_fn, attack, mesh)
+    per_device = min(batch_size, -(-len(y) // mesh.devices.size))
+    ids = np.arange(len(y)) if ids is None else np.asarray(ids)
+    return batching.map_batches(program, x, y, ids, batch_size=_mesh.global_rows(per_device, mesh))
 
 
 def _backbone_key(backbone: training.Backbone) -> dict:
@@ -161,10 +197,11 @@ def store_dir(
     return paths.artifact_dir("logits", f"{backbone.meta['arch']}-{attack.name}-{split_name}", config, cache)
 
 
-def _attack_rows(program: Callable, x: np.ndarray, y: np.ndarray, ids: np.ndarray, batch_size: int) -> list:
-    """``program``'s outputs (numpy, n rows each) on n <= ``batch_size`` images ``x`` (n, H, W, C)
-    with labels ``y`` (n,) and split indices ``ids`` (n,), padded to ``batch_size`` rows."""
-    out = program(*(batching.pad_to(a, batch_size) for a in (x, y, ids)))
+def _attack_rows(program: Callable, x: np.ndarray, y: np.ndarray, ids: np.ndarray, rows: int) -> list:
+    """``program``'s outputs (numpy, n rows each) on n <= ``rows`` images ``x`` (n, H, W, C) with
+    labels ``y`` (n,) and split indices ``ids`` (n,), padded to ``rows`` (the global batch: the
+    attack batch on each device of the program's mesh)."""
+    out = program(*(batching.pad_to(a, rows) for a in (x, y, ids)))
     return [np.asarray(o)[: len(ids)] for o in out]
 
 
@@ -186,8 +223,9 @@ def ensure_logits(
     Streams shard by shard and resumes after a crash (``jaxlogit.store``). Image ``indices[i]``'s
     attack key is ``fold_in(key(attack.seed), indices[i])``, so a row depends only on its image: a
     resumed store equals an uninterrupted one, the rows of a subset equal those of the whole split,
-    and ``batch_size`` (images attacked at a time) changes no value. An existing store, complete or
-    not, keeps its shard size whatever the batch.
+    and neither ``batch_size`` (images attacked at a time on each device) nor the number of devices
+    changes a value. Each call attacks ``batch_size`` images on every device of ``jax.devices()``
+    (the last call padded). An existing store, complete or not, keeps its shard size whatever the batch.
     """
     _validate.positive_int("--attack-batch", batch_size)
     if indices is None:
@@ -198,14 +236,16 @@ def ensure_logits(
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
     directory = store_dir(backbone, attack, split, split_name, subset, cache)
-    attack_batch = attack_program(backbone.logits_fn(), attack)
+    mesh = _mesh.data_mesh()
+    attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
+    rows = _mesh.global_rows(batch_size, mesh)
 
     def produce(start: int, stop: int) -> dict:
         parts = []
-        for begin in range(start, stop, batch_size):
-            end = min(begin + batch_size, stop)
+        for begin in range(start, stop, rows):
+            end = min(begin + rows, stop)
             x, y = split.get_batch(indices[begin:end])
-            parts.append(_attack_rows(attack_batch, x, y, indices[begin:end], batch_size))
+            parts.append(_attack_rows(attack_batch, x, y, indices[begin:end], rows))
             progress_log.partial(end - begin)
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
         y = np.asarray(split.labels)[indices[start:stop]]
@@ -226,7 +266,7 @@ def ensure_logits(
         "num_items": n,
         "attack_keys": ATTACK_KEYS,
     }
-    shard_size = store.shard_size_of(directory) or batch_size * 8
+    shard_size = store.shard_size_of(directory) or rows * 8
     return store.build(directory, n, produce, shard_size=shard_size, config=config, progress=progress)
 
 
