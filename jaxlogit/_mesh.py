@@ -5,13 +5,14 @@ Two ways to run a batch over the mesh:
 * a jitted step with batch-sharded inputs (``batch_sharding``) and replicated state
   (``replicated``): the compiler partitions it and inserts the cross-device reductions itself
   (corrector training, ``jaxlogit.corrector._parallel``);
-* ``over_rows(fn, mesh)``: every device runs ``fn`` on its own rows, the very program ``fn``
-  compiles to on one device with that many rows, nothing crossing devices. For row-independent
-  passes over images (attacks, predictions): with per-image keys their rows are the same bits
-  on one device or many. Each device gets its own call of the one-device program (dispatched
-  asynchronously, so they run at once) rather than one SPMD program: XLA:CPU runs the
-  convolutions and matmuls of a partitioned program with other threading, which changes their
-  last bits (a ``shard_map`` over 4 forced CPU devices differs from one device by ~1e-6).
+* ``over_rows(fn, mesh)``: every device runs ``fn`` on its own rows, the program ``fn`` compiles
+  to on one device with that many rows, nothing crossing devices. For row-independent passes
+  over images (attacks, predictions): with per-image keys their rows are the same bits on one
+  device or many. On GPU/TPU it is one ``shard_map`` program (compiled and autotuned once for all
+  devices); on CPU each device gets its own call of the one-device program (dispatched
+  asynchronously, so they run at once; compiled once per device): XLA:CPU runs a partitioned
+  program's convolutions and matmuls with other kernels, whose last bits differ (~1e-6 over 4
+  forced CPU devices), so only separate calls keep a store byte-identical across device counts.
 
 The mesh axis is ``AxisType.Auto`` (shardings propagated by the compiler). ``jax.make_mesh``
 defaults to ``Explicit`` axes in jax 0.10, which make the sharding part of every array's type
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxlogit import _xla
+from jaxlogit import _xla, backend
 from jaxlogit.errors import JaxlogitError
 
 DATA_AXIS = "data"
@@ -61,15 +62,27 @@ def global_rows(per_device: int, mesh: Mesh) -> int:
     return per_device * mesh.devices.size
 
 
-def over_rows(fn: Callable, mesh: Mesh) -> Callable:
+def over_rows(fn: Callable, mesh: Mesh, *, separate_calls: bool | None = None) -> Callable:
     """``fn`` (arrays (n, ...) -> pytree of arrays (n, ...), rows independent) run by every device of
     ``mesh`` on its own rows, jitted (``_xla.jit``).
 
     The result takes host arrays of ``global_rows(n, mesh)`` rows (device d gets rows
     ``[d * n, (d + 1) * n)``) and returns jax arrays of as many rows, sharded the same way
-    (``batch_sharding(mesh)``). Each device runs the program ``fn`` compiles to for ``n`` rows on one
-    device (compiled once per device); arrays ``fn`` closes over (weights) are copied to each.
+    (``batch_sharding(mesh)``). Each device runs the program ``fn`` compiles to for ``n`` rows;
+    arrays ``fn`` closes over (weights) are copied to each.
+
+    Args:
+      fn: the per-device function.
+      mesh: a ``data_mesh``.
+      separate_calls: one call per device (True) or one ``shard_map`` program (False); None: separate
+        calls on CPU only (see the module docstring).
     """
+    separate_calls = backend.on_cpu() if separate_calls is None else separate_calls
+    if not separate_calls:
+        rows = batch_sharding(mesh)
+        spec = PartitionSpec(DATA_AXIS)
+        per_device = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+        return _xla.jit(per_device, in_shardings=rows, out_shardings=rows)
     program = _xla.jit(fn)
     devices = list(mesh.devices.flat)
     sharding = batch_sharding(mesh)

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
+import pytest
 
-from jaxlogit import _mesh
+from jaxlogit import _mesh, _xla
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ATTACKS = {"pgd": 1, "cw": 1}  # attack -> steps: a random start, and a search of its own (binary, C&W)
@@ -73,10 +75,21 @@ def test_four_devices_build_the_store_of_one_device_byte_for_byte(trained_compac
         assert array.shape[0] == 40 and np.array_equal(arrays4[key], array), key
 
 
-def test_over_rows_gives_each_device_its_own_rows():
+@pytest.mark.parametrize("separate_calls", [True, False])
+def test_over_rows_gives_each_device_its_own_rows(separate_calls):
     mesh = _mesh.data_mesh()
-    double = _mesh.over_rows(lambda x: (2 * x, x.shape[0] + 0 * x[:, 0]), mesh)
+    double = _mesh.over_rows(lambda x: (2 * x, x.shape[0] + 0 * x[:, 0]), mesh, separate_calls=separate_calls)
     rows = _mesh.global_rows(3, mesh)
     doubled, seen = double(np.arange(rows * 2, dtype=np.float32).reshape(rows, 2))
     np.testing.assert_array_equal(np.asarray(doubled), 2 * np.arange(rows * 2).reshape(rows, 2))
     np.testing.assert_array_equal(np.asarray(seen), np.full(rows, 3))  # each device saw 3 rows
+    assert doubled.sharding.is_equivalent_to(_mesh.batch_sharding(mesh), 2)
+
+
+def test_one_shard_map_program_on_one_device_is_the_one_device_program(trained_compact):
+    """The GPU/TPU path: on a mesh of one device it changes no bit of the backbone's logits."""
+    mesh = _mesh.data_mesh(jax.devices()[:1])
+    logits_fn = trained_compact.backbone.logits_fn()
+    x = trained_compact.x[:8]
+    sharded = _mesh.over_rows(logits_fn, mesh, separate_calls=False)(x)
+    np.testing.assert_array_equal(np.asarray(sharded), np.asarray(_xla.jit(logits_fn)(x)))
