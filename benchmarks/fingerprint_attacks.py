@@ -4,8 +4,9 @@
     git stash / git checkout OLD; python -m benchmarks.fingerprint_attacks > before.txt
     diff before.txt after.txt        # empty: the refactor is bitwise neutral on this CPU
 
-Random-init backbones (key 0), 16 uniform images (key 1) labelled by the model, PGD-3 (key 2),
-MIM-3, DeepFool and C&W-L2 (2 x 10 steps); each line is the SHA-256 prefix of the result's
+Random-init backbones (key 0), 16 uniform images (key 1) labelled by the model, PGD-3 (key 2; and
+with one key per image, ``fold_in(key 2, i)``, as the logit stores draw them), MIM-3, DeepFool and
+C&W-L2 (2 x 10 steps); each line is the SHA-256 prefix of the result's
 ``x_adv, logits, norm, success, iterations`` bytes. Fingerprints differ between CPUs (XLA sums
 in another order), so compare runs on one machine.
 """
@@ -38,6 +39,9 @@ def attack_results(f, x, y) -> dict[str, attacks.AttackResult]:
         "cw": attacks.cw_l2(f, x, y, steps=10, search_steps=2),
         "pgd": attacks.pgd(f, x, y, key=jax.random.key(2), steps=3),
         "mim": attacks.mim(f, x, y, steps=3),
+        "pgd_per_image": attacks.pgd(
+            f, x, y, key=attacks.sample_keys(jax.random.key(2), jnp.arange(len(y))), steps=3
+        ),
     }
 
 

@@ -56,8 +56,8 @@ class Setup:
       corrector: corrector training settings (its ``batch_size``: ``--corrector-batch``).
       seeds: correctors (seeds 0, 1, ...) behind each corrected number of Tables 1-2 (``--seeds``):
         they report the mean +- sd; the other experiments use seed 0's.
-      attack_batch: images per compiled attack call (logit stores, the selected set's logits).
-      predict_batch: images per compiled call of clean predictions (the selected set).
+      attack_batch: images per device per compiled attack call (logit stores, the selected set's logits).
+      predict_batch: images per device per compiled call of clean predictions (the selected set).
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
       explain_batch: logit rows per compiled call of the supporting scores (explanations).
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
@@ -354,9 +354,10 @@ def batch_options(fn):
     """Adds ``--attack-batch``, ``--predict-batch``, ``--corrector-batch``, ``--adaptive-batch`` and
     ``--explain-batch`` (default: the setup's); lower them if the device runs out of memory."""
     helps = {
-        "attack_batch": "images per compiled attack call (logit stores; another value makes other "
-        f"stores: PGD/MIM random starts depend on it) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
-        "predict_batch": f"images per clean-prediction call [default: {pipeline.DEFAULT_PREDICT_BATCH}]",
+        "attack_batch": "images per device per compiled attack call (logit stores; speed and memory "
+        f"only: each image's random start has its own key) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
+        "predict_batch": "images per device per clean-prediction call "
+        f"[default: {pipeline.DEFAULT_PREDICT_BATCH}]",
         "corrector_batch": "corrector training batch (another value trains another corrector) "
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
         "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",

@@ -22,8 +22,8 @@ import numpy as np
 from jaxlogit import (
     _digest,
     _lock,
+    _mesh,
     _validate,
-    _xla,
     attacks,
     batching,
     corrector,
@@ -38,9 +38,16 @@ from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
 DEFAULT_ATTACK_BATCH = 250
-"""Images per compiled attack call (``--attack-batch``). The attack key of a batch depends on its
-start index, so PGD's and MIM's random starts, hence their stores, depend on it: a store made with
-another batch is cached under a key of its own."""
+"""Images per device per compiled attack call (``--attack-batch``; a call attacks this many times the
+device count): speed and memory only. Each image's attack key is ``fold_in(key(seed), its index in
+the split)``, so a store does not depend on the batch or the devices it was attacked with (nor is it
+keyed by them)."""
+SHARD_ROWS = 2000
+"""Rows per shard of a new logit store, whatever the batch or the devices (an existing store keeps its
+own); on several processes each process writes whole shards."""
+ATTACK_KEYS = "image-index"
+"""How attack keys are drawn, part of every store's key: stores made when a batch's key depended on
+its start index (before per-image keys) are never reused."""
 DEFAULT_PREDICT_BATCH = training.DEFAULT_PREDICT_BATCH
 """Images per compiled call of clean predictions (``--predict-batch``); results do not depend on it."""
 
@@ -112,39 +119,74 @@ def run_attack(config: AttackConfig, logits_fn: Callable, x, y, *, key) -> attac
 
 
 # Compiled attack programs of this process, newest last: (logits_fn's static part, weight digest,
-# attack, its registry entry) -> jitted ``(x, y, start) -> outputs``. A few only: each holds a
+# attack, its registry entry, mesh) -> jitted ``(x, y, ids) -> outputs``. A few only: each holds a
 # backbone's weights.
 _ATTACK_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_ATTACK_PROGRAMS = 4
 
 
-def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Callable:
-    """The compiled ``(x, y, start) -> (clean logits (B, C), adversarial logits (B, C), success (B,),
-    norm (B,))`` of ``attack`` on the backbone ``logits_fn``, made once per process.
+def attack_program(
+    logits_fn: jax.tree_util.Partial, attack: AttackConfig, mesh: jax.sharding.Mesh | None = None
+) -> Callable:
+    """The compiled ``(x (B, H, W, C), y (B,), ids (B,)) -> (clean logits (B, C), adversarial logits
+    (B, C), success (B,), norm (B,))`` of ``attack`` on the backbone ``logits_fn``, made once per process.
 
-    The attack key of a batch is ``fold_in(key(attack.seed), start)``, ``start`` being the index of
-    its first image in the store. The program is shared by every store of the same backbone
-    (same function and weight values, whatever object holds them) and attack: another split or
-    limit reuses it, and XLA compiles once per batch shape. The weights stay constants of the
-    program, as they always were, so the values are those of every earlier release.
+    It runs over ``mesh`` (default: this process's devices, ``_mesh.data_mesh(jax.local_devices())``):
+    B must be a multiple of its device count, each device attacking its own B / devices rows with the program one device runs on
+    that many rows (``_mesh.over_rows``); the outputs come back split over the devices.
+
+    Image i's attack key is ``fold_in(key(attack.seed), ids[i])``, ``ids`` being the images'
+    indices in their split: a row depends only on its image, never on the batch it is in. The
+    program is shared by every store of the same backbone (same function and weight values,
+    whatever object holds them) and attack: another split or limit reuses it, and XLA compiles
+    once per batch shape. The weights stay constants of the program, as they always were.
     """
     static, weights = split_logits_fn(logits_fn)
     weights_sha256 = _digest.arrays_sha256(jax.tree.leaves(weights))
-    key = (static, weights_sha256, attack, attack.spec)  # a re-registered attack compiles anew
+    mesh = _mesh.data_mesh(jax.local_devices()) if mesh is None else mesh
+    key = (static, weights_sha256, attack, attack.spec, mesh)  # a re-registered attack compiles anew
     if key in _ATTACK_PROGRAMS:
         _ATTACK_PROGRAMS.move_to_end(key)
         return _ATTACK_PROGRAMS[key]
     root_key = jax.random.key(attack.seed)
 
-    @_xla.jit
-    def attack_batch(x, y, start):
-        res = run_attack(attack, logits_fn, x, y, key=jax.random.fold_in(root_key, start))
+    def attack_batch(x, y, ids):
+        res = run_attack(attack, logits_fn, x, y, key=attacks.sample_keys(root_key, ids))
         return logits_fn(x), res.logits, res.success, res.norm
 
-    _ATTACK_PROGRAMS[key] = attack_batch
+    _ATTACK_PROGRAMS[key] = _mesh.over_rows(attack_batch, mesh)
     while len(_ATTACK_PROGRAMS) > _MAX_ATTACK_PROGRAMS:
         _ATTACK_PROGRAMS.popitem(last=False)
-    return attack_batch
+    return _ATTACK_PROGRAMS[key]
+
+
+def attack_arrays(
+    logits_fn: jax.tree_util.Partial,
+    attack: AttackConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
+    ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``attack`` on images in memory, as a store attacks them: ``attack_program`` over every device,
+    ``batch_size`` images per device per call (at most N over the devices, so a few images are not
+    padded to a huge batch), image i's key from ``ids[i]`` (default i: its index in the split when
+    ``x`` are the split's first N images, so the rows are the store's).
+
+    Args:
+      logits_fn: the backbone, images in [0, 1] -> logits.
+      attack: the attack.
+      x: (N, H, W, C) images; y: (N,) labels; ids: (N,) their indices in their split.
+
+    Returns:
+      numpy ``(clean logits (N, C), adversarial logits (N, C), success (N,), norm (N,))``.
+    """
+    mesh = _mesh.data_mesh(jax.local_devices())
+    program = attack_program(logits_fn, attack, mesh)
+    per_device = min(batch_size, -(-len(y) // mesh.devices.size))
+    ids = np.arange(len(y)) if ids is None else np.asarray(ids)
+    return batching.map_batches(program, x, y, ids, batch_size=_mesh.global_rows(per_device, mesh))
 
 
 def _backbone_key(backbone: training.Backbone) -> dict:
@@ -166,13 +208,12 @@ def store_dir(
     split_name: str,
     subset: int | str | None,
     cache: str | None,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
 ) -> pathlib.Path:
-    """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split,
-    attacked ``batch_size`` images at a time (keyed only when not the default).
+    """Cache folder of the logit store of ``backbone`` x ``attack`` on (a subset of) a split.
 
     Keyed by the weights (``Backbone.fingerprint``), the data (``split.fingerprint``), the attack,
-    the split's name and the subset: other weights or other data never reuse a store.
+    the split's name, the subset and ``ATTACK_KEYS``: other weights or other data never reuse a
+    store. Not by the attack batch, which changes no value.
     """
     config = {
         "backbone": _backbone_key(backbone),
@@ -180,14 +221,17 @@ def store_dir(
         "attack": attack.cache_key(),
         "split": split_name,
         "limit": subset,
-        **_batch_key(batch_size),
+        "attack_keys": ATTACK_KEYS,
     }
     return paths.artifact_dir("logits", f"{backbone.meta['arch']}-{attack.name}-{split_name}", config, cache)
 
 
-def _batch_key(batch_size: int) -> dict:
-    """The attack batch as a part of a store's key: empty for the default (whose keys predate it)."""
-    return {} if batch_size == DEFAULT_ATTACK_BATCH else {"attack_batch": batch_size}
+def _attack_rows(program: Callable, x: np.ndarray, y: np.ndarray, ids: np.ndarray, rows: int) -> list:
+    """``program``'s outputs (numpy, n rows each) on n <= ``rows`` images ``x`` (n, H, W, C) with
+    labels ``y`` (n,) and split indices ``ids`` (n,), padded to ``rows`` (the global batch: the
+    attack batch on each device of the program's mesh)."""
+    out = program(*(batching.pad_to(a, rows) for a in (x, y, ids)))
+    return [np.asarray(o)[: len(ids)] for o in out]
 
 
 def ensure_logits(
@@ -205,9 +249,12 @@ def ensure_logits(
     """Clean and adversarial logits of the first ``limit`` images of ``split`` (all if None),
     or of the images at ``indices`` (e.g. the selected set; row i is image ``indices[i]``).
 
-    Streams shard by shard and resumes after a crash (``jaxlogit.store``). The attack key
-    of a batch depends only on its start index, so a resumed store equals an uninterrupted one;
-    ``batch_size`` images are attacked at a time (another than the default makes another store).
+    Streams shard by shard and resumes after a crash (``jaxlogit.store``). Image ``indices[i]``'s
+    attack key is ``fold_in(key(attack.seed), indices[i])``, so a row depends only on its image: a
+    resumed store equals an uninterrupted one, the rows of a subset equal those of the whole split,
+    and neither ``batch_size`` (images attacked at a time on each device) nor the number of devices
+    changes a value. Each call attacks ``batch_size`` images on every device of ``jax.devices()``
+    (the last call padded). An existing store, complete or not, keeps its shard size whatever the batch.
     """
     _validate.positive_int("--attack-batch", batch_size)
     if indices is None:
@@ -217,16 +264,17 @@ def ensure_logits(
         indices = np.asarray(indices)
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
-    directory = store_dir(backbone, attack, split, split_name, subset, cache, batch_size)
-    attack_batch = attack_program(backbone.logits_fn(), attack)
+    directory = store_dir(backbone, attack, split, split_name, subset, cache)
+    mesh = _mesh.data_mesh(jax.local_devices())
+    attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
+    rows = _mesh.global_rows(batch_size, mesh)
 
     def produce(start: int, stop: int) -> dict:
         parts = []
-        for begin in range(start, stop, batch_size):
-            end = min(begin + batch_size, stop)
+        for begin in range(start, stop, rows):
+            end = min(begin + rows, stop)
             x, y = split.get_batch(indices[begin:end])
-            out = attack_batch(batching.pad_to(x, batch_size), batching.pad_to(y, batch_size), begin)
-            parts.append([np.asarray(o)[: end - begin] for o in out])
+            parts.append(_attack_rows(attack_batch, x, y, indices[begin:end], rows))
             progress_log.partial(end - begin)
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
         y = np.asarray(split.labels)[indices[start:stop]]
@@ -245,13 +293,14 @@ def ensure_logits(
         "split": split_name,
         "subset": subset,
         "num_items": n,
-        **_batch_key(batch_size),
+        "attack_keys": ATTACK_KEYS,
     }
+    shard_size = store.shard_size_of(directory) or SHARD_ROWS
     return store.build(
         directory,
         n,
         produce,
-        shard_size=batch_size * 8,
+        shard_size=shard_size,
         config=config,
         progress=progress,
         processes=distributed.processes(),
@@ -483,9 +532,9 @@ def selected_logits(
 
     Sliced from the complete store of the first ``limit`` images if one is cached, else the
     attack runs on those images only (a store of its own), ``batch_size`` at a time. Row i is
-    image ``indices[i]``.
+    image ``indices[i]``; either way it equals row ``indices[i]`` of the complete store (per-image keys).
     """
-    full_dir = store_dir(backbone, attack, split, split_name, limit, cache, batch_size)
+    full_dir = store_dir(backbone, attack, split, split_name, limit, cache)
     if store.is_complete(full_dir):
         full = store.open(full_dir)
         return {k: full.rows(k, indices) for k in full.keys()}

@@ -23,7 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from jaxlogit import _digest, _lock, _xla, batching, data, models, paths
+from jaxlogit import _digest, _lock, _mesh, _xla, batching, data, models, paths
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.models import _checkpoint
 from jaxlogit.progress import EVENTS_FILE, progress_bar
@@ -56,7 +56,7 @@ class BackboneConfig:
 DEFAULT_EPOCHS = {"densenet_compact": 3}
 
 DEFAULT_PREDICT_BATCH = 500
-"""Images per compiled call of ``predict_classes`` and ``accuracy`` (results do not depend on it)."""
+"""Images per device per compiled call of ``predict_classes`` and ``accuracy`` (no result depends on it)."""
 
 
 def default_config(arch: str, **overrides) -> BackboneConfig:
@@ -229,12 +229,15 @@ def train(
 
 
 def predict_classes(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH) -> np.ndarray:
-    """Predicted classes (N,) int32 of every image of ``split``."""
-    fn = _xla.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
-    chunk = batch_size * 8
+    """Predicted classes (N,) int32 of every image of ``split``, ``batch_size`` images on each device
+    of ``jax.devices()`` per call (``_mesh.over_rows``)."""
+    mesh = _mesh.data_mesh(jax.local_devices())
+    fn = _mesh.over_rows(lambda x: jnp.argmax(logits_fn(x), axis=-1), mesh)
+    rows = _mesh.global_rows(batch_size, mesh)
+    chunk = rows * 8
     preds = [
         batching.map_batches(
-            fn, split.get_batch(np.arange(start, min(start + chunk, len(split))))[0], batch_size=batch_size
+            fn, split.get_batch(np.arange(start, min(start + chunk, len(split))))[0], batch_size=rows
         )
         for start in range(0, len(split), chunk)
     ]

@@ -1,6 +1,6 @@
 """Batch sizes: every command and experiment takes --attack-batch, --predict-batch, --corrector-batch,
 --adaptive-batch, --explain-batch where it has such a step, passes them to the library, writes them
-in its report; a non-positive size is a one-line error; the default keeps every cache path. And the
+in its report; a non-positive size is a one-line error; no batch size enters a store's key. And the
 adaptive experiment runs on any selected set of two classes or more."""
 
 from __future__ import annotations
@@ -126,15 +126,15 @@ def test_backbone_eval_passes_the_predict_batch(compact, monkeypatch):
 def test_attack_passes_its_batches_and_keeps_batch_as_an_alias(compact, monkeypatch):
     batches, reports = [], []
 
-    def fake_map_batches(fn, x, y, *, batch_size):
+    def fake_attack_arrays(logits_fn, attack, x, y, *, batch_size):
         batches.append(batch_size)
-        n = len(y)
-        return y, np.eye(10, dtype=np.float32)[y], np.zeros(n, bool), np.zeros(n, np.float32)
+        n, logits = len(y), np.eye(10, dtype=np.float32)[y]
+        return logits, logits, np.zeros(n, bool), np.zeros(n, np.float32)
 
     def fake_report(backbone, config, *args, **kwargs):
         reports.append({"adaptive_batch": config.batch_size, **kwargs})
 
-    monkeypatch.setattr(_attack.batching, "map_batches", fake_map_batches)
+    monkeypatch.setattr(pipeline, "attack_arrays", fake_attack_arrays)
     monkeypatch.setattr(_attack, "report_adaptive", fake_report)
     args = ["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", "40", "--adaptive"]
     main([*args, "--attack-batch", "16", "--adaptive-batch", "8", "--corrector-batch", "32"])
@@ -239,7 +239,7 @@ def test_an_experiment_report_holds_its_batch_sizes(monkeypatch, tmp_path):
     assert setup["explain_batch"] == explain.SCORES_CHUNK_SIZE
 
 
-def test_only_another_attack_batch_enters_the_store_key(trained_compact, monkeypatch):
+def test_the_attack_batch_is_not_part_of_the_store_key(trained_compact, monkeypatch):
     keys = []
     real = paths.artifact_dir
 
@@ -250,12 +250,10 @@ def test_only_another_attack_batch_enters_the_store_key(trained_compact, monkeyp
     monkeypatch.setattr(paths, "artifact_dir", record)
     attack = pipeline.AttackConfig("pgd")
     args = (trained_compact.backbone, attack, data.load("fashion_mnist", "test"), "test", 100, None)
-    default = pipeline.store_dir(*args)
-    assert pipeline.store_dir(*args, pipeline.DEFAULT_ATTACK_BATCH) == default
-    other = pipeline.store_dir(*args, 64)
-    assert other != default and other.parent == default.parent
-    assert all("attack_batch" not in key for key in keys[:2]) and keys[2]["attack_batch"] == 64
-    assert {k: v for k, v in keys[2].items() if k != "attack_batch"} == keys[0]
+    pipeline.store_dir(*args)
+    (key,) = keys
+    assert not any("batch" in name for name in key)
+    assert key["attack_keys"] == pipeline.ATTACK_KEYS  # stores of batch-position keys are not reused
 
 
 # The adaptive experiment on tiny selected sets (PGD row only, few steps).

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlogit import _xla, data, pipeline, progress, store, training
+from jaxlogit import _xla, attacks, data, pipeline, progress, store, training
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (.+?) (\d+)/(\d+) \(")
 
@@ -262,14 +262,15 @@ def closure_store_rows(backbone, attack, split, indices, batch_size):
     logits_fn, root_key = backbone.logits_fn(), jax.random.key(attack.seed)
 
     @_xla.jit
-    def attack_batch(x, y, start):
-        res = pipeline.run_attack(attack, logits_fn, x, y, key=jax.random.fold_in(root_key, start))
+    def attack_batch(x, y, ids):
+        res = pipeline.run_attack(attack, logits_fn, x, y, key=attacks.sample_keys(root_key, ids))
         return logits_fn(x), res.logits, res.success, res.norm
 
     parts = []
     for begin in range(0, len(indices), batch_size):
-        x, y = split.get_batch(indices[begin : begin + batch_size])
-        parts.append([np.asarray(o) for o in attack_batch(x, y, begin)])
+        ids = indices[begin : begin + batch_size]
+        x, y = split.get_batch(ids)
+        parts.append([np.asarray(o) for o in attack_batch(x, y, ids)])
     names = ("clean_logits", "adv_logits", "success", "norm")
     return dict(zip(names, (np.concatenate(p) for p in zip(*parts))))
 

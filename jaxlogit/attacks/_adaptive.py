@@ -209,7 +209,7 @@ def sample_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
 
 def random_starts(geometry: _geometry.Geometry, keys: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
     """``geometry.random_start`` of each sample from its own key: (B,) keys, (B, H, W, C) -> (B, H, W, C)."""
-    return jax.vmap(lambda k, image: geometry.random_start(k, image[None], eps)[0])(keys, x)
+    return _geometry.sample_starts(geometry, keys, x, eps)
 
 
 @_xla.jit

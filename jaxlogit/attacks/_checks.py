@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlogit.attacks import _geometry
 from jaxlogit.errors import JaxlogitError
 
 
@@ -113,6 +114,16 @@ def count(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise JaxlogitError(f"{name}={value!r}: pass an integer >= {minimum}")
     return int(value)
+
+
+def keys_fit(key: Any, batch: int) -> None:
+    """Raises unless ``key`` is one PRNG key or a batch of ``batch`` keys (one per image)."""
+    if not hasattr(key, "dtype") or not _geometry.is_key_batch(key) or key.shape[0] == batch:
+        return
+    raise JaxlogitError(
+        f"key holds {key.shape[0]} keys for {batch} images: pass one key, or one key per image "
+        "(attacks.sample_keys(key, ids))"
+    )
 
 
 def attack_inputs(x: Any, y: Any, y_target: Any) -> tuple[jax.Array, jax.Array, jax.Array, bool]:

@@ -47,6 +47,28 @@ GEOMETRIES: dict[str, Geometry] = {
 }
 
 
+def is_key_batch(key: jax.Array) -> bool:
+    """Whether ``key`` is a batch of keys (B,), one per sample, rather than one key for the batch.
+
+    A typed key (``jax.random.key``) is one key of shape ``()``; a raw ``uint32`` key
+    (``jax.random.PRNGKey``) is one key of shape ``(2,)``.
+    """
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    return key.ndim == (1 if typed else 2)
+
+
+def sample_starts(geometry: Geometry, key: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
+    """``geometry.random_start`` of a batch ``x`` (B, H, W, C) from one key or from (B,) keys.
+
+    With one key the noise of the whole batch is drawn at once (a sample's start depends on
+    the batch it is in); with (B,) keys each sample draws its own as if it were alone (a batch
+    of one), so its start depends only on its key.
+    """
+    if not is_key_batch(key):
+        return geometry.random_start(key, x, eps)
+    return jax.vmap(lambda k, image: geometry.random_start(k, image[None], eps)[0])(key, x)
+
+
 def resolve(norm: str) -> str:
     """Checks a ``norm`` setting: a key of ``GEOMETRIES``."""
     if not isinstance(norm, str) or norm not in GEOMETRIES:

@@ -80,7 +80,7 @@ def _program(
 ) -> _result.AttackResult:
     logits_fn = fn_static.bind(fn_arrays)
     geometry = _geometry.GEOMETRIES[norm]
-    x_start = geometry.random_start(key, x, eps) if random_start else x
+    x_start = _geometry.sample_starts(geometry, key, x, eps) if random_start else x
     x_adv = ascend(
         logits_fn,
         x,
@@ -129,7 +129,9 @@ def pgd(
       logits_fn: images (B, H, W, C) in [0, 1] -> logits (B, C); owns any normalisation.
       x: (B, H, W, C) float images in [0, 1].
       y: (B,) int true labels.
-      key: PRNG key for the random start (required when ``random_start``).
+      key: PRNG key for the random start (required when ``random_start``): one key for the
+        batch, or (B,) keys, one per sample (e.g. ``attacks.sample_keys(key, image_ids)``), so
+        that a sample's start does not depend on the batch it is attacked in.
       eps: radius of the ball (in ``norm``).
       steps: number of gradient steps T.
       step_size: size of each step (in ``norm``).
@@ -161,6 +163,8 @@ def pgd(
     steps = _checks.count("steps", steps)
     if random_start and key is None:
         raise JaxlogitError("pgd with random_start=True needs key=jax.random.key(seed)")
+    if random_start:
+        _checks.keys_fit(key, x.shape[0])
     norm = _geometry.resolve(norm)
     fn_static, fn_arrays = split_logits_fn(logits_fn)
     res = _program(

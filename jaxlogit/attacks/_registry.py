@@ -35,7 +35,8 @@ class Runner(Protocol):
     """``run(logits_fn, x, y, *, key, eps, steps) -> AttackResult`` with the paper's settings.
 
     ``logits_fn``, ``x`` (B, H, W, C) in [0, 1] and ``y`` (B,) as every attack takes them;
-    ``key`` a PRNG key (used by random attacks only); ``eps`` the budget (used only when the
+    ``key`` one PRNG key or (B,) keys, one per image (the pipeline passes ``fold_in(key(seed), i)``
+    for image i of the split; used by random attacks only); ``eps`` the budget (used only when the
     spec ``takes_eps``); ``steps`` None for the paper's iteration count, else its override
     (an attack without one ignores it). Must be traceable: the pipeline calls it under jit.
     A runner may take more keyword settings (``AttackSpec.tunable``, e.g. C&W's ``lr``); the

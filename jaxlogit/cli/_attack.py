@@ -6,11 +6,10 @@ import dataclasses
 import time
 
 import click
-import jax
 import numpy as np
 
-from jaxlogit import _xla, batching, data, pipeline, training
 from jaxlogit import adaptive as adaptive_eval
+from jaxlogit import data, pipeline, training
 from jaxlogit.cli._app import AttackName, batch_option, cli, common_options, dataset_option, trained_backbone
 from jaxlogit.errors import JaxlogitError
 
@@ -49,7 +48,7 @@ def summarize(
     show_default="16/255",
     help="Budget of the attacks that take one (pgd, mim: L-inf).",
 )
-@batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per attack call", "--batch")
+@batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per device per attack call", "--batch")
 @batch_option("adaptive", None, "Adaptive: images per attack call (default: --attack-batch)")
 @batch_option("corrector", pipeline.DEFAULT_CORRECTOR.batch_size, "Adaptive: the corrector's training batch")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -110,16 +109,10 @@ def attack(
         )
     batch_size = min(attack_batch, len(y))  # never pad a few images to a huge batch
     logits_fn = backbone.logits_fn(compute_dtype=precision)
-    key = jax.random.key(seed)
 
-    @_xla.jit
-    def run(xb, yb):
-        res = pipeline.run_attack(config, logits_fn, xb, yb, key=key)
-        return logits_fn(xb).argmax(-1), res.logits, res.success, res.norm
-
-    start = time.perf_counter()
-    clean_pred, adv_logits, success, norm = batching.map_batches(run, x, y, batch_size=batch_size)
-    adv_pred = adv_logits.argmax(-1)
+    start = time.perf_counter()  # as the logit stores attack: image i's key is fold_in(key(seed), i)
+    clean, adv_logits, success, norm = pipeline.attack_arrays(logits_fn, config, x, y, batch_size=batch_size)
+    clean_pred, adv_pred = clean.argmax(-1), adv_logits.argmax(-1)
     seconds = time.perf_counter() - start
     stats = summarize(y, clean_pred, adv_pred, success, norm)
     click.echo(f"{config.label} on {arch}, {stats['n']} test images")

@@ -48,7 +48,7 @@ def train_cmd(arch, epochs, seed, dataset, data_dir, cache_dir) -> None:
 
 @backbone.command("eval")
 @backbone_options
-@batch_option("predict", training.DEFAULT_PREDICT_BATCH, "Images per prediction call")
+@batch_option("predict", training.DEFAULT_PREDICT_BATCH, "Images per device per prediction call")
 def eval_cmd(arch, epochs, seed, dataset, predict_batch, data_dir, cache_dir) -> None:
     """Evaluate ARCH on the dataset's evaluation split (Fashion-MNIST: the 10,000 test images;
     trains it first if it is not cached)."""

@@ -1,41 +1,30 @@
-"""Data parallelism: a 1-D mesh over every device, the global batch split along it.
+"""Data parallelism of corrector training: the shared mesh (``jaxlogit._mesh``) and the sharded step.
 
 The train step is jitted with shardings (params replicated, batch sharded on its first axis).
 The compiler inserts the cross-device reductions itself: the loss is the mean over the
 *global* batch and its gradient is exact, with no hand-written ``pmean`` that could sum the
-gradients twice. The mesh axis is ``AxisType.Auto`` (shardings propagated by the compiler).
-``jax.make_mesh`` defaults to ``Explicit`` axes in jax 0.10, which make the sharding part of
-every array's type and would need sharding annotations on the step's random draws; Auto keeps
-the step free of them.
+gradients twice.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import jax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
-from jaxlogit.errors import JaxlogitError
+from jaxlogit._mesh import DATA_AXIS, batch_sharding, check_batch_size, data_mesh, replicated
 
-DATA_AXIS = "data"
-
-
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh named ``"data"`` over ``devices`` (default: every device in ``jax.devices()``)."""
-    devices = list(devices) if devices is not None else jax.devices()
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Arrays split along their first (batch) axis over the mesh."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """Arrays copied whole on every device of the mesh."""
-    return NamedSharding(mesh, PartitionSpec())
+__all__ = [
+    "DATA_AXIS",
+    "batch_sharding",
+    "check_batch_size",
+    "data_mesh",
+    "putter",
+    "replicated",
+    "shard_train_step",
+]
 
 
 def putter(sharding: NamedSharding) -> Callable:
@@ -53,15 +42,6 @@ def putter(sharding: NamedSharding) -> Callable:
         return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, sharding, a.__getitem__), batch)
 
     return put
-
-
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-    """The global batch must split evenly over the devices."""
-    devices = mesh.devices.size
-    if batch_size % devices:
-        raise JaxlogitError(
-            f"batch size {batch_size} is not divisible by the {devices} devices; use a multiple of {devices}"
-        )
 
 
 def shard_train_step(train_step: Callable, mesh: Mesh) -> Callable:

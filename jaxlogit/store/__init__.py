@@ -39,7 +39,7 @@ Example::
 """
 
 from jaxlogit.store._layout import REQUIRED_DTYPES, DamagedStore
-from jaxlogit.store._reader import SMALL_ARRAY_BYTES, LogitStore, is_complete
+from jaxlogit.store._reader import SMALL_ARRAY_BYTES, LogitStore, is_complete, shard_size_of
 from jaxlogit.store._reader import open_store as open  # the module's reader
 from jaxlogit.store._writer import DEFAULT_SHARD_SIZE, build
 
@@ -52,4 +52,5 @@ __all__ = [
     "build",
     "is_complete",
     "open",
+    "shard_size_of",
 ]

@@ -228,3 +228,14 @@ def is_complete(directory: str | os.PathLike) -> bool:
     except _layout.DamagedStore:
         return False
     return bool(manifest and manifest["complete"])
+
+
+def shard_size_of(directory: str | os.PathLike) -> int | None:
+    """Rows per shard of the store in ``directory``, complete or not; None when there is none (or its
+    manifest is damaged: ``build`` starts it again). A builder that reuses it resumes its layout."""
+    directory = pathlib.Path(directory)
+    try:
+        manifest = _layout.read_manifest(directory) if directory.is_dir() else None
+    except _layout.DamagedStore:
+        return None
+    return int(manifest["shard_size"]) if manifest else None
