@@ -36,11 +36,9 @@ def fooled_percent(setup: _common.Setup, arch: str, attack: pipeline.AttackConfi
     name = setup.train_split_name
     split = _common.load_split(setup, name)
     covers = setup.train_limit is None or setup.train_limit >= n
-    full = pipeline.store_dir(
-        backbone, attack, split, name, setup.train_limit, setup.cache_dir, setup.attack_batch
-    )
+    full = pipeline.store_dir(backbone, attack, split, name, setup.train_limit, setup.cache_dir)
     if covers and store.is_complete(full):
-        success = np.asarray(store.open(full)["success"])[:n]
+        success = np.asarray(store.open(full).rows("success", np.arange(min(n, len(split)))))
     else:
         probe = pipeline.ensure_logits(
             backbone, attack, split, name, limit=n, batch_size=setup.attack_batch, cache=setup.cache_dir
