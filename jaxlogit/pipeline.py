@@ -133,7 +133,8 @@ def attack_program(
 
     It runs over ``mesh`` (default: this process's devices, ``_mesh.data_mesh(jax.local_devices())``):
     B must be a multiple of its device count, each device attacking its own B / devices rows with
-    the program one device runs on that many rows (``_mesh.over_rows``); the outputs come back split over the devices.
+    the program one device runs on that many rows (``_mesh.over_rows``); the outputs come back split
+    over the devices.
 
     Image i's attack key is ``fold_in(key(attack.seed), ids[i])``, ``ids`` being the images'
     indices in their split: a row depends only on its image, never on the batch it is in. The
