@@ -25,9 +25,16 @@ COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
 IMAGENET = ("vgg16_bn", "resnet50", "densenet121")
 
 
-BATCH_OPTIONS = ("attack_batch", "predict_batch", "corrector_batch", "adaptive_batch", "explain_batch")
-"""The batch sizes every experiment takes (``--attack-batch N``, ...); ``corrector_batch`` is
-``Setup.corrector.batch_size``."""
+BATCH_OPTIONS = (
+    "attack_batch",
+    "predict_batch",
+    "corrector_batch",
+    "adaptive_batch",
+    "explain_batch",
+    "data_workers",
+)
+"""The batch sizes every experiment takes (``--attack-batch N``, ...), and how many processes decode
+their images (``--data-workers N``); ``corrector_batch`` is ``Setup.corrector.batch_size``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,8 @@ class Setup:
       predict_batch: images per compiled call of clean predictions (the selected set).
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
       explain_batch: logit rows per compiled call of the supporting scores (explanations).
+      data_workers: processes decoding images from disk while the device computes (0: this
+        process; None: ``data.default_workers()``); in-memory datasets take none. No result depends on it.
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
     """
 
@@ -61,10 +70,12 @@ class Setup:
     predict_batch: int = pipeline.DEFAULT_PREDICT_BATCH
     adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
     explain_batch: int = explain.SCORES_CHUNK_SIZE
+    data_workers: int | None = None
 
     def __post_init__(self):
         for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch"):
             _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        data.check_workers(self.data_workers)
 
     @property
     def resnet(self) -> str:
@@ -143,6 +154,7 @@ def logits(
         batch_size=setup.attack_batch,
         cache=setup.cache_dir,
         progress=progress,
+        data_workers=setup.data_workers,
     )
 
 
@@ -165,6 +177,7 @@ def corrector_for(
         cache=setup.cache_dir,
         progress=progress,
         batch_size=setup.attack_batch,
+        data_workers=setup.data_workers,
     )
 
 
@@ -178,6 +191,7 @@ def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
         limit=setup.test_limit,
         cache=setup.cache_dir,
         batch_size=setup.predict_batch,
+        data_workers=setup.data_workers,
     )
 
 
@@ -237,7 +251,8 @@ def write_report(
 
 def batch_options(fn):
     """Adds ``--attack-batch``, ``--predict-batch``, ``--corrector-batch``, ``--adaptive-batch`` and
-    ``--explain-batch`` (default: the setup's); lower them if the device runs out of memory."""
+    ``--explain-batch`` (default: the setup's; lower them if the device runs out of memory), and
+    ``--data-workers``."""
     helps = {
         "attack_batch": "images per compiled attack call (logit stores; another value makes other "
         f"stores: PGD/MIM random starts depend on it) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
@@ -246,6 +261,8 @@ def batch_options(fn):
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
         "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",
         "explain_batch": f"logit rows per supporting-score call [default: {explain.SCORES_CHUNK_SIZE}]",
+        "data_workers": "processes decoding images from disk while the device computes (0: this "
+        f"process; no result depends on it) [default: {data.default_workers()} here]",
     }
     for name in reversed(BATCH_OPTIONS):
         option = f"--{name.replace('_', '-')}"
@@ -254,11 +271,11 @@ def batch_options(fn):
 
 
 def with_batches(setup: Setup, **batches: int | None) -> Setup:
-    """``setup`` with the batch sizes given (None: keep its own); ``corrector_batch`` sets
-    ``setup.corrector.batch_size``.
+    """``setup`` with the batch sizes (and ``data_workers``) given (None: keep its own);
+    ``corrector_batch`` sets ``setup.corrector.batch_size``.
 
     Raises:
-      JaxlogitError: a size that is not an integer >= 1.
+      JaxlogitError: a size that is not an integer >= 1, or workers that are not >= 0.
     """
     given = {name: value for name, value in batches.items() if value is not None}
     if "corrector_batch" in given:
@@ -360,5 +377,6 @@ def selected_logits(
             cache=setup.cache_dir,
             progress=progress,
             batch_size=setup.attack_batch,
+            data_workers=setup.data_workers,
         )
     )

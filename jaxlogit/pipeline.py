@@ -175,6 +175,7 @@ def ensure_logits(
     batch_size: int = DEFAULT_ATTACK_BATCH,
     cache: str | None = None,
     progress: bool = True,
+    data_workers: int | None = None,
 ) -> store.LogitStore:
     """Clean and adversarial logits of the first ``limit`` images of ``split`` (all if None),
     or of the images at ``indices`` (e.g. the selected set; row i is image ``indices[i]``).
@@ -182,8 +183,11 @@ def ensure_logits(
     Streams shard by shard and resumes after a crash (``jaxlogit.store``). The attack key
     of a batch depends only on its start index, so a resumed store equals an uninterrupted one;
     ``batch_size`` images are attacked at a time (another than the default makes another store).
+    Images are decoded by ``data_workers`` processes (``data.iter_batches``) while the device
+    attacks; the store does not depend on them.
     """
     _validate.positive_int("--attack-batch", batch_size)
+    data.check_workers(data_workers)
     if indices is None:
         indices = np.arange(len(split) if limit is None else min(limit, len(split)))
         subset = limit
@@ -193,12 +197,14 @@ def ensure_logits(
     n = len(indices)
     directory = store_dir(backbone, attack, split, split_name, subset, cache, batch_size)
     attack_batch = attack_program(backbone.logits_fn(), attack)
+    reader = data.BatchReader(split, indices, batch_size, workers=data_workers)  # one stream for all shards
 
     def produce(start: int, stop: int) -> dict:
         parts = []
+        batches = reader.read(start, stop)
         for begin in range(start, stop, batch_size):
             end = min(begin + batch_size, stop)
-            x, y = split.get_batch(indices[begin:end])
+            x, y = next(batches)
             out = attack_batch(batching.pad_to(x, batch_size), batching.pad_to(y, batch_size), begin)
             parts.append([np.asarray(o)[: end - begin] for o in out])
             progress_log.partial(end - begin)
@@ -221,7 +227,8 @@ def ensure_logits(
         "num_items": n,
         **_batch_key(batch_size),
     }
-    return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
+    with reader:
+        return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,11 +377,13 @@ def selected_indices(
     limit: int | None = None,
     cache: str | None = None,
     batch_size: int = DEFAULT_PREDICT_BATCH,
+    data_workers: int | None = None,
 ) -> np.ndarray:
     """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
     classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
 
-    The backbone predicts ``batch_size`` images at a time (the result does not depend on it).
+    The backbone predicts ``batch_size`` images at a time, decoded by ``data_workers`` processes
+    (the result depends on neither).
 
     Returns:
       int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
@@ -390,7 +399,7 @@ def selected_indices(
     cached = directory / "indices.npy"
     if cached.exists():
         return np.load(cached)
-    preds = training.predict_classes(backbone.logits_fn(), split, batch_size=batch_size)
+    preds = training.predict_classes(backbone.logits_fn(), split, batch_size=batch_size, workers=data_workers)
     labels = split.labels
     if limit is not None:
         preds, labels = preds[:limit], labels[:limit]
@@ -414,6 +423,7 @@ def selected_logits(
     cache: str | None = None,
     progress: bool = True,
     batch_size: int = DEFAULT_ATTACK_BATCH,
+    data_workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
 
@@ -434,6 +444,7 @@ def selected_logits(
         batch_size=batch_size,
         cache=cache,
         progress=progress,
+        data_workers=data_workers,
     )
     return {k: np.asarray(sel[k]) for k in sel.keys()}
 
@@ -448,12 +459,13 @@ def corrector_for_attack(
     cache: str | None = None,
     progress: bool = True,
     batch_size: int = DEFAULT_ATTACK_BATCH,
+    data_workers: int | None = None,
 ) -> TrainedCorrector:
     """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.
 
     Cached: the same store and corrector as ``experiments._common.corrector_for`` with the same
     ``limit`` and ``config`` (library code for the CLI, which must not import ``experiments``);
-    ``batch_size`` images are attacked at a time.
+    ``batch_size`` images are attacked at a time, decoded by ``data_workers`` processes.
     """
     train_store = ensure_logits(
         backbone,
@@ -464,5 +476,6 @@ def corrector_for_attack(
         batch_size=batch_size,
         cache=cache,
         progress=progress,
+        data_workers=data_workers,
     )
     return ensure_corrector(train_store, config, cache=cache, progress=progress)
