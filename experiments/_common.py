@@ -262,7 +262,8 @@ def batch_options(fn):
         "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",
         "explain_batch": f"logit rows per supporting-score call [default: {explain.SCORES_CHUNK_SIZE}]",
         "data_workers": "processes decoding images from disk while the device computes (0: this "
-        f"process; no result depends on it) [default: {data.default_workers()} here]",
+        "process; no result depends on it) [default: $JAXLOGIT_DATA_WORKERS, else the CPU cores but "
+        f"one, at most {data.MAX_DEFAULT_WORKERS}]",
     }
     for name in reversed(BATCH_OPTIONS):
         option = f"--{name.replace('_', '-')}"

@@ -124,7 +124,16 @@ def test_bad_workers_are_a_one_line_library_error(workers, folder_split):
     with pytest.raises(JaxlogitError, match=r"--data-workers=.*pass 0") as info:
         data.iter_batches(folder_split, np.arange(3), 2, workers=workers)
     assert "\n" not in str(info.value)
-    assert data.check_workers(None) == data.default_workers() >= 1
+
+
+def test_the_default_workers_come_from_the_environment_or_the_cores(monkeypatch):
+    monkeypatch.setenv("JAXLOGIT_DATA_WORKERS", "3")
+    assert data.check_workers(None) == data.default_workers() == 3
+    monkeypatch.delenv("JAXLOGIT_DATA_WORKERS")
+    assert 1 <= data.default_workers() <= data.MAX_DEFAULT_WORKERS
+    monkeypatch.setenv("JAXLOGIT_DATA_WORKERS", "-1")
+    with pytest.raises(JaxlogitError, match="JAXLOGIT_DATA_WORKERS='-1': set it to 0"):
+        data.default_workers()
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,8 @@ def data_workers_option(fn):
         metavar="N",
         callback=_checked_workers,
         help="Processes decoding images from disk while the device computes (0: this process; in-memory "
-        f"datasets take none; no result depends on it) [default: {data.default_workers()} here].",
+        "datasets take none; no result depends on it) [default: $JAXLOGIT_DATA_WORKERS, else the CPU "
+        f"cores but one, at most {data.MAX_DEFAULT_WORKERS}].",
     )(fn)
 
 

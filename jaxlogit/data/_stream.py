@@ -28,14 +28,34 @@ _THREADS_IN_PROCESS = 8  # decoding threads when workers == 0 (PIL releases the 
 _STACKED_AHEAD = 1  # stacked batches waiting for the consumer
 
 
-def default_workers() -> int:
-    """Worker processes used when none are asked for: the usable CPU cores but one (left to the
-    process that feeds the device), at least 1 and at most ``MAX_DEFAULT_WORKERS``."""
+WORKERS_ENV = "JAXLOGIT_DATA_WORKERS"
+"""Environment variable that sets ``default_workers()`` (the test suite sets it to 0)."""
+
+
+def _usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cores - 1))
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Worker processes used when none are asked for: ``$JAXLOGIT_DATA_WORKERS`` if set, else the
+    usable CPU cores but one (left to the process that feeds the device), at least 1 and at most
+    ``MAX_DEFAULT_WORKERS``.
+
+    Raises:
+      JaxlogitError: ``$JAXLOGIT_DATA_WORKERS`` is not an integer >= 0.
+    """
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if not value:
+        return max(1, min(MAX_DEFAULT_WORKERS, _usable_cores() - 1))
+    if not value.isdigit():
+        raise JaxlogitError(
+            f"{WORKERS_ENV}={value!r}: set it to 0 (decode in this process) or a number of worker "
+            "processes >= 1, or unset it"
+        )
+    return int(value)
 
 
 def check_workers(workers: int | None) -> int:
@@ -49,7 +69,7 @@ def check_workers(workers: int | None) -> int:
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise JaxlogitError(
             f"--data-workers={workers!r}: pass 0 (decode in this process) or a number of worker "
-            f"processes >= 1 (default here: {default_workers()})"
+            "processes >= 1"
         )
     return int(workers)
 
