@@ -4,7 +4,9 @@ and order of ``split.get_batch`` on both ImageNet layouts, stop when closed, and
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -47,6 +49,31 @@ def tfds_split(tmp_path):
     return data.load("imagenet", "validation", data_dir=tmp_path / "tfds")
 
 
+@pytest.fixture
+def shared_memory(monkeypatch):
+    """The names of the shared-memory blocks grain's workers hand images over in, as they arrive."""
+    from grain._src.python.ipc import shared_memory_array
+
+    names = []
+    real = shared_memory_array._open_leaf_from_shm
+
+    def record(leaf):
+        if isinstance(leaf, shared_memory_array.SharedMemoryArrayMetadata):
+            names.append(leaf.name)
+        return real(leaf)
+
+    monkeypatch.setattr(shared_memory_array, "_open_leaf_from_shm", record)
+    gc.disable()  # as at exit: a block that only a collection would free counts as leaked
+    yield names
+    gc.enable()
+
+
+def _assert_released(shared_memory: list[str]) -> None:
+    """No worker process is left and every shared-memory block handed over is unlinked."""
+    assert not multiprocessing.active_children()
+    assert shared_memory and not [n for n in shared_memory if os.path.exists(f"/dev/shm/{n.lstrip('/')}")]
+
+
 def _assert_batches_equal_get_batch(split, indices, batch_size, workers):
     with data.iter_batches(split, indices, batch_size, workers=workers) as batches:
         got = list(batches)
@@ -59,25 +86,25 @@ def _assert_batches_equal_get_batch(split, indices, batch_size, workers):
         np.testing.assert_array_equal(y, want_y)
 
 
-def test_worker_processes_read_an_image_folder_in_order(folder_split):
+def test_worker_processes_read_an_image_folder_in_order(folder_split, shared_memory):
     indices = np.array([6, 0, 3, 3, 5, 7, 1, 2, 4, 0])  # not sorted, with repeats
     assert isinstance(folder_split, data.ImageFolderSplit) and len(folder_split) == 8
     _assert_batches_equal_get_batch(folder_split, indices, 4, workers=2)
-    assert not multiprocessing.active_children()  # the exhausted stream stopped its workers
+    _assert_released(shared_memory)
 
 
-def test_a_worker_process_reads_the_tfds_arrayrecord_layout_in_order(tfds_split):
+def test_a_worker_process_reads_the_tfds_arrayrecord_layout_in_order(tfds_split, shared_memory):
     assert isinstance(tfds_split, data.TfdsImageSplit)
     _assert_batches_equal_get_batch(tfds_split, np.array([5, 2, 0, 4, 1, 3, 2]), 3, workers=1)
-    assert not multiprocessing.active_children()
+    _assert_released(shared_memory)
 
 
-def test_closing_early_stops_the_workers(folder_split):
+def test_closing_early_stops_the_workers(folder_split, shared_memory):
     with data.iter_batches(folder_split, np.arange(7), 2, workers=1) as batches:
         x, _ = next(batches)
         assert x.shape == (2, 224, 224, 3)
         assert multiprocessing.active_children()
-    assert not multiprocessing.active_children()
+    _assert_released(shared_memory)
 
 
 def test_in_process_threads_and_memory_splits_keep_the_order(folder_split):

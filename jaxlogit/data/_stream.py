@@ -14,6 +14,8 @@ whatever the number of workers.
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 from collections.abc import Iterator, Sequence
 
@@ -146,7 +148,23 @@ def _grain_batches(split: Split, indices: np.ndarray, batch_size: int, workers: 
         dataset.batch(batch_size), prefetch_buffer_size=_STACKED_AHEAD
     )
     iterator = iter(dataset)
-    return Batches(iterator, iterator.close)
+    return Batches(iterator, functools.partial(_close_pipeline, [iterator]))
+
+
+def _close_pipeline(holder: list) -> None:
+    """Stops grain's workers and threads, then frees the images they handed over in shared memory
+    (one left at exit is reported leaked by ``multiprocessing.resource_tracker``): the last ones
+    stay in a reference cycle (an exception's frames) that only a collection frees, and grain
+    unlinks them on a thread of its own, which is waited for."""
+    holder.pop().close()
+    gc.collect()
+    try:
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+    except ImportError:  # another grain: nothing known to wait for
+        return
+    unlinking = getattr(SharedMemoryArray, "_del_thread_pool", None)
+    if unlinking is not None:
+        unlinking.apply(int)  # its one thread runs requests in order: the unlinks queued before are done
 
 
 def iter_batches(
