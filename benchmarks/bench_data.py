@@ -36,7 +36,7 @@ def photo_like(rng: np.random.Generator, shape: tuple[int, int] = JPEG_SIZE) -> 
     """uint8 ``(H, W, 3)``: a bicubic blow-up of random colours plus noise (JPEG size like a photo's)."""
     coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
     smooth = np.asarray(coarse.resize(shape[::-1], Image.BICUBIC), np.float32)
-    return np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
+    return np.clip(smooth + rng.normal(0, 32, smooth.shape), 0, 255).astype(np.uint8)
 
 
 def write_tiny_imagenet(root: pathlib.Path, images: int, classes: int = 4) -> pathlib.Path:
