@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import resource
 import tempfile
 import time
 
@@ -48,25 +49,45 @@ def write_tiny_imagenet(root: pathlib.Path, images: int, classes: int = 4) -> pa
     return root
 
 
-def time_decoding(split: data.Split, rows: np.ndarray, batch: int, workers: int) -> dict:
-    """Start-up (until the first batch) and steady images/s over the other batches, with ``workers``."""
-    start = time.perf_counter()
-    first = None
+def cpu_seconds() -> float:
+    """CPU time so far of this process (all threads) and of its child processes that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def stream(split: data.Split, rows: np.ndarray, batch: int, workers: int) -> tuple[float, float, float]:
+    """One ``iter_batches`` stream: seconds to its first batch, seconds after it, and CPU seconds in
+    all (this process and the workers, start-up included: they have ended when it returns)."""
+    start, cpu_start, first = time.perf_counter(), cpu_seconds(), None
     with data.iter_batches(split, rows, batch, workers=workers) as batches:
-        for x, _ in batches:
-            if first is None:
-                first, after_first = time.perf_counter(), len(rows) - len(x)
-    end = time.perf_counter()
-    rate = after_first / (end - first) if end > first else float("nan")
-    return {"workers": workers, "startup_s": first - start, "images_per_s": rate}
+        for _ in batches:
+            first = first or time.perf_counter()
+    return first - start, time.perf_counter() - first, cpu_seconds() - cpu_start
 
 
-def time_one_core(split: data.Split, rows: np.ndarray) -> float:
-    """Images/s of ``split.get_batch`` one image at a time in this thread: one core's decode rate."""
-    start = time.perf_counter()
+def time_decoding(split: data.Split, rows: np.ndarray, batch: int, workers: int) -> dict:
+    """With ``workers``: start-up (until the first batch), images/s after it, and images per
+    CPU-second, from the CPU two streams (all rows, half of them) differ by: start-up cancels out."""
+    startup, seconds, cpu = stream(split, rows, batch, workers)
+    half = len(rows) // 2
+    _, _, cpu_half = stream(split, rows[:half], batch, workers)
+    return {
+        "workers": workers,
+        "startup_s": startup,
+        "images_per_s": (len(rows) - batch) / seconds,
+        "images_per_cpu_s": (len(rows) - half) / max(cpu - cpu_half, 1e-9),
+    }
+
+
+def time_one_core(split: data.Split, rows: np.ndarray) -> dict:
+    """Images/s and images per CPU-second of ``split.get_batch`` one image at a time in this thread."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for row in rows:
         split.get_batch(row[None])
-    return len(rows) / (time.perf_counter() - start)
+    return {
+        "images_per_s": len(rows) / (time.perf_counter() - start),
+        "images_per_cpu_s": len(rows) / (time.process_time() - cpu_start),
+    }
 
 
 def time_backbone(args: argparse.Namespace) -> dict:
@@ -91,7 +112,7 @@ def time_backbone(args: argparse.Namespace) -> dict:
 
 
 def markdown(
-    split, source: str, rows: int, rounds: int, one_core: float, decode: list[dict], model: dict | None
+    split, source: str, rows: int, rounds: int, one_core: dict, decode: list[dict], model: dict | None
 ) -> list[str]:
     """The report: the decode table, then the backbone's rates and whether decoding keeps up."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -99,40 +120,52 @@ def markdown(
         "# Input pipeline: decoding beside the attack",
         "",
         f"Written by `python -m benchmarks.bench_data`. {source}: {len(split)} images, {rows} decoded per "
-        f"row, resized and cropped to 224x224 (`data.iter_batches`); best of {rounds} interleaved rounds. "
+        f"row, resized and cropped to 224x224 (`data.iter_batches`); best of {rounds} round(s). "
         f"{cores} usable CPU cores, load average {os.getloadavg()[0]:.1f} at the end: on a shared machine "
-        "every rate is a lower bound, and a busy machine shares its cores per thread, not per process.",
+        "images/s are lower bounds (a busy machine shares its cores per thread, not per process); "
+        "images per CPU-second (this process and the workers, start-up left out: the CPU of streams "
+        "of all and of half the images differ by it) depend little on the load.",
         "",
-        "| decoding | start-up (s) | images/s | images/s per worker |",
-        "|---|---|---|---|",
-        f"| one image at a time, this thread | - | {one_core:.1f} | {one_core:.1f} |",
+        "| decoding | start-up (s) | images/s | images/s per worker | images per CPU-second |",
+        "|---|---|---|---|---|",
+        f"| one image at a time, this thread | - | {one_core['images_per_s']:.1f} | - | "
+        f"{one_core['images_per_cpu_s']:.1f} |",
     ]
     for run in decode:
         name = "threads of this process (0 workers)" if run["workers"] == 0 else f"{run['workers']} workers"
-        per = run["images_per_s"] / max(run["workers"], 1)
-        lines.append(f"| {name} | {run['startup_s']:.1f} | {run['images_per_s']:.1f} | {per:.1f} |")
+        per = f"{run['images_per_s'] / run['workers']:.1f}" if run["workers"] else "-"
+        lines.append(
+            f"| {name} | {run['startup_s']:.1f} | {run['images_per_s']:.1f} | {per} | "
+            f"{run['images_per_cpu_s']:.1f} |"
+        )
     if model is None:
         return lines
     best = max(decode, key=lambda run: run["images_per_s"])
     attack, forward = model["attack_images_per_s"], model["forward_images_per_s"]
     verdict = "keeps up with" if best["images_per_s"] >= attack else "does NOT keep up with"
+    per_core = max(run["images_per_cpu_s"] for run in decode if run["workers"]) if len(decode) > 1 else None
     lines += [
         "",
         f"{model['arch']} at batch {model['batch']}: {attacks.get(model['attack']).label(16 / 255)} "
         f"{attack:.3g} images/s, clean forward pass {forward:.3g} images/s.",
         "",
         f"Decoding with {best['workers']} workers ({best['images_per_s']:.1f} images/s) {verdict} the "
-        f"attack ({best['images_per_s'] / attack:.3g}x its rate); the forward pass alone "
-        f"(`predict_classes`) needs {forward / max(one_core, 1e-9):.2g} cores of decoding.",
+        f"attack ({best['images_per_s'] / attack:.3g}x its rate).",
     ]
+    if per_core:
+        lines.append(
+            f"At {per_core:.1f} images per CPU-second through the workers, the attack needs "
+            f"{attack / per_core:.2g} cores of decoding and the forward pass alone (`predict_classes`) "
+            f"{forward / per_core:.2g}: give `--data-workers` at least that many."
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="ImageNet folder or TFDS dir (default: a tiny one)")
-    parser.add_argument("--images", type=int, default=128, help="images decoded per row of the table")
-    parser.add_argument("--rounds", type=int, default=2, help="measurements per row (the best is kept)")
+    parser.add_argument("--images", type=int, default=384, help="images decoded per row of the table")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per row (the best is kept)")
     parser.add_argument(
         "--workers", type=int, nargs="+", default=None, help="default: 0, 1, default_workers()"
     )
@@ -158,15 +191,16 @@ def main(argv: list[str] | None = None) -> str:
             root, source = pathlib.Path(args.data_dir), f"`{args.data_dir}`"
         split = data.load("imagenet", "validation", data_dir=root)
         rows = np.arange(args.images) % len(split)
-        one_core, best = 0.0, {}
+        best = {}
         for _ in range(args.rounds):  # interleaved rounds, the best of each kept: the load varies
-            one_core = max(one_core, time_one_core(split, rows[: max(8, args.images // 4)]))
-            for count in workers:
-                run = time_decoding(split, rows, args.batch, count)
-                print(f"... {count} workers: {run}", flush=True)
-                kept = best.setdefault(count, run)
-                kept["startup_s"] = min(kept["startup_s"], run["startup_s"])
-                kept["images_per_s"] = max(kept["images_per_s"], run["images_per_s"])
+            runs = [("one core", time_one_core(split, rows[: max(8, args.images // 4)]))]
+            runs += [(count, time_decoding(split, rows, args.batch, count)) for count in workers]
+            for name, run in runs:
+                print(f"... {name}: {run}", flush=True)
+                kept = best.setdefault(name, run)
+                for key, value in run.items():
+                    kept[key] = min(kept[key], value) if key == "startup_s" else max(kept[key], value)
+        one_core = best.pop("one core")
         decode = list(best.values())
     model = None if args.no_attack else time_backbone(args)
     return write_report(markdown(split, source, len(rows), args.rounds, one_core, decode, model), args.out)

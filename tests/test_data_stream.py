@@ -75,8 +75,7 @@ def _assert_released(shared_memory: list[str]) -> None:
 
 
 def _assert_batches_equal_get_batch(split, indices, batch_size, workers):
-    with data.iter_batches(split, indices, batch_size, workers=workers) as batches:
-        got = list(batches)
+    got = list(data.iter_batches(split, indices, batch_size, workers=workers))  # exhausting it closes it
     starts = range(0, len(indices), batch_size)
     assert len(got) == len(starts)
     for start, (x, y) in zip(starts, got):

@@ -87,7 +87,11 @@ class Batches(Iterator):
         self._close = close
 
     def __next__(self) -> tuple[np.ndarray, np.ndarray]:
-        return next(self._batches)
+        try:
+            return next(self._batches)
+        except StopIteration:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Stops the workers (if any) and drops the batches decoded ahead; idempotent."""
