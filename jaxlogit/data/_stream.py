@@ -90,8 +90,9 @@ class Batches(Iterator):
         try:
             return next(self._batches)
         except StopIteration:
-            self.close()
-            raise
+            pass
+        self.close()  # outside the handler, whose exception would keep the last images alive
+        raise StopIteration
 
     def close(self) -> None:
         """Stops the workers (if any) and drops the batches decoded ahead; idempotent."""
