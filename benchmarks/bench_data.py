@@ -126,13 +126,13 @@ def markdown(
         "images per CPU-second (this process and the workers, start-up left out: the CPU of streams "
         "of all and of half the images differ by it) depend little on the load.",
         "",
-        "| decoding | start-up (s) | images/s | images/s per worker | images per CPU-second |",
+        "| decoding | start-up (s) | images/s | images/s per worker | images per CPU-second (rough) |",
         "|---|---|---|---|---|",
         f"| one image at a time, this thread | - | {one_core['images_per_s']:.1f} | - | "
         f"{one_core['images_per_cpu_s']:.1f} |",
     ]
     for run in decode:
-        name = "threads of this process (0 workers)" if run["workers"] == 0 else f"{run['workers']} workers"
+        name = "threads of this process (0 workers)" if run["workers"] == 0 else f"{run['workers']} worker(s)"
         per = f"{run['images_per_s'] / run['workers']:.1f}" if run["workers"] else "-"
         lines.append(
             f"| {name} | {run['startup_s']:.1f} | {run['images_per_s']:.1f} | {per} | "
@@ -143,21 +143,18 @@ def markdown(
     best = max(decode, key=lambda run: run["images_per_s"])
     attack, forward = model["attack_images_per_s"], model["forward_images_per_s"]
     verdict = "keeps up with" if best["images_per_s"] >= attack else "does NOT keep up with"
-    per_core = max(run["images_per_cpu_s"] for run in decode if run["workers"]) if len(decode) > 1 else None
+    per_core = one_core["images_per_cpu_s"]  # the best a worker can do: one core, no hand-over
     lines += [
         "",
         f"{model['arch']} at batch {model['batch']}: {attacks.get(model['attack']).label(16 / 255)} "
         f"{attack:.3g} images/s, clean forward pass {forward:.3g} images/s.",
         "",
         f"Decoding with {best['workers']} workers ({best['images_per_s']:.1f} images/s) {verdict} the "
-        f"attack ({best['images_per_s'] / attack:.3g}x its rate).",
+        f"attack ({best['images_per_s'] / attack:.3g}x its rate). A free core decodes at most "
+        f"{per_core:.0f} images/s, so the attack needs at least {attack / per_core:.2g} cores of decoding "
+        f"and the forward pass alone (`predict_classes`) {forward / per_core:.2g}: `--data-workers` "
+        "should be above that, with room for the hand-over to the main process.",
     ]
-    if per_core:
-        lines.append(
-            f"At {per_core:.1f} images per CPU-second through the workers, the attack needs "
-            f"{attack / per_core:.2g} cores of decoding and the forward pass alone (`predict_classes`) "
-            f"{forward / per_core:.2g}: give `--data-workers` at least that many."
-        )
     return lines
 
 
