@@ -124,6 +124,15 @@ class _Rows:
         return x[0], y[0]
 
 
+def _stack(rows: Sequence[tuple[np.ndarray, np.int32]]) -> tuple[np.ndarray, np.ndarray]:
+    """One batch ``(x (B, H, W, C), y (B,))`` in new plain arrays: never a view of the shared memory a
+    worker handed an image over in (grain's own stacking returns one for a batch of one image)."""
+    x = np.empty((len(rows), *rows[0][0].shape), np.float32)
+    for i, (image, _) in enumerate(rows):
+        x[i] = image
+    return x, np.array([label for _, label in rows], np.int32)
+
+
 def _mark_absl_flags_parsed() -> None:
     """grain reads an absl flag when it starts workers; outside an absl app nothing parsed the
     flags, so their defaults are taken as they are (as ``absl.app.run`` without arguments would)."""
@@ -150,7 +159,7 @@ def _grain_batches(split: Split, indices: np.ndarray, batch_size: int, workers: 
             grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=ahead)
         )
     dataset = grain.experimental.ThreadPrefetchIterDataset(
-        dataset.batch(batch_size), prefetch_buffer_size=_STACKED_AHEAD
+        dataset.batch(batch_size, batch_fn=_stack), prefetch_buffer_size=_STACKED_AHEAD
     )
     iterator = iter(dataset)
     return Batches(iterator, functools.partial(_close_pipeline, [iterator]))
