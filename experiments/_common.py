@@ -38,9 +38,16 @@ COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
 IMAGENET = ("vgg16_bn", "resnet50", "densenet121")
 
 
-BATCH_OPTIONS = ("attack_batch", "predict_batch", "corrector_batch", "adaptive_batch", "explain_batch")
-"""The batch sizes every experiment takes (``--attack-batch N``, ...); ``corrector_batch`` is
-``Setup.corrector.batch_size``."""
+BATCH_OPTIONS = (
+    "attack_batch",
+    "predict_batch",
+    "corrector_batch",
+    "adaptive_batch",
+    "explain_batch",
+    "data_workers",
+)
+"""The batch sizes every experiment takes (``--attack-batch N``, ...), and how many processes decode
+their images (``--data-workers N``); ``corrector_batch`` is ``Setup.corrector.batch_size``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +67,8 @@ class Setup:
       predict_batch: images per device per compiled call of clean predictions (the selected set).
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
       explain_batch: logit rows per compiled call of the supporting scores (explanations).
+      data_workers: processes decoding images from disk while the device computes (0: this
+        process; None: ``data.default_workers()``); in-memory datasets take none. No result depends on it.
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
     """
 
@@ -77,10 +86,12 @@ class Setup:
     adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
     explain_batch: int = explain.SCORES_CHUNK_SIZE
     seeds: int = 3
+    data_workers: int | None = None
 
     def __post_init__(self):
         for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch", "seeds"):
             _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        data.check_workers(self.data_workers)
 
     @property
     def resnet(self) -> str:
@@ -159,6 +170,7 @@ def logits(
         batch_size=setup.attack_batch,
         cache=setup.cache_dir,
         progress=progress,
+        data_workers=setup.data_workers,
     )
 
 
@@ -181,6 +193,7 @@ def corrector_for(
         cache=setup.cache_dir,
         progress=progress,
         batch_size=setup.attack_batch,
+        data_workers=setup.data_workers,
     )
 
 
@@ -194,6 +207,7 @@ def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
         limit=setup.test_limit,
         cache=setup.cache_dir,
         batch_size=setup.predict_batch,
+        data_workers=setup.data_workers,
     )
 
 
@@ -352,7 +366,8 @@ def write_report(
 
 def batch_options(fn):
     """Adds ``--attack-batch``, ``--predict-batch``, ``--corrector-batch``, ``--adaptive-batch`` and
-    ``--explain-batch`` (default: the setup's); lower them if the device runs out of memory."""
+    ``--explain-batch`` (default: the setup's; lower them if the device runs out of memory), and
+    ``--data-workers``."""
     helps = {
         "attack_batch": "images per device per compiled attack call (logit stores; speed and memory "
         f"only: each image's random start has its own key) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
@@ -362,6 +377,9 @@ def batch_options(fn):
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
         "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",
         "explain_batch": f"logit rows per supporting-score call [default: {explain.SCORES_CHUNK_SIZE}]",
+        "data_workers": "processes decoding images from disk while the device computes (0: this "
+        "process; no result depends on it) [default: $JAXLOGIT_DATA_WORKERS, else the CPU cores but "
+        f"one, at most {data.MAX_DEFAULT_WORKERS}]",
     }
     for name in reversed(BATCH_OPTIONS):
         option = f"--{name.replace('_', '-')}"
@@ -370,11 +388,11 @@ def batch_options(fn):
 
 
 def with_batches(setup: Setup, **batches: int | None) -> Setup:
-    """``setup`` with the batch sizes given (None: keep its own); ``corrector_batch`` sets
-    ``setup.corrector.batch_size``.
+    """``setup`` with the batch sizes (and ``data_workers``) given (None: keep its own);
+    ``corrector_batch`` sets ``setup.corrector.batch_size``.
 
     Raises:
-      JaxlogitError: a size that is not an integer >= 1.
+      JaxlogitError: a size that is not an integer >= 1, or workers that are not >= 0.
     """
     given = {name: value for name, value in batches.items() if value is not None}
     if "corrector_batch" in given:
@@ -484,5 +502,6 @@ def selected_logits(
             cache=setup.cache_dir,
             progress=progress,
             batch_size=setup.attack_batch,
+            data_workers=setup.data_workers,
         )
     )

@@ -246,6 +246,7 @@ def ensure_logits(
     batch_size: int = DEFAULT_ATTACK_BATCH,
     cache: str | None = None,
     progress: bool = True,
+    data_workers: int | None = None,
 ) -> store.LogitStore:
     """Clean and adversarial logits of the first ``limit`` images of ``split`` (all if None),
     or of the images at ``indices`` (e.g. the selected set; row i is image ``indices[i]``).
@@ -256,8 +257,11 @@ def ensure_logits(
     and neither ``batch_size`` (images attacked at a time on each device) nor the number of devices
     changes a value. Each call attacks ``batch_size`` images on every device of ``jax.devices()``
     (the last call padded). An existing store, complete or not, keeps its shard size whatever the batch.
+    Images are decoded by ``data_workers`` processes (``data.iter_batches``) while the devices
+    attack; the store does not depend on them.
     """
     _validate.positive_int("--attack-batch", batch_size)
+    data.check_workers(data_workers)
     if indices is None:
         indices = np.arange(len(split) if limit is None else min(limit, len(split)))
         subset = limit
@@ -269,12 +273,14 @@ def ensure_logits(
     mesh = _mesh.data_mesh(jax.local_devices())
     attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
     rows = _mesh.global_rows(batch_size, mesh)
+    reader = data.BatchReader(split, indices, rows, workers=data_workers)  # one stream for all shards
 
     def produce(start: int, stop: int) -> dict:
         parts = []
+        batches = reader.read(start, stop)
         for begin in range(start, stop, rows):
             end = min(begin + rows, stop)
-            x, y = split.get_batch(indices[begin:end])
+            x, y = next(batches)
             parts.append(_attack_rows(attack_batch, x, y, indices[begin:end], rows))
             progress_log.partial(end - begin)
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
@@ -297,15 +303,16 @@ def ensure_logits(
         "attack_keys": ATTACK_KEYS,
     }
     shard_size = store.shard_size_of(directory) or SHARD_ROWS
-    return store.build(
-        directory,
-        n,
-        produce,
-        shard_size=shard_size,
-        config=config,
-        progress=progress,
-        processes=distributed.processes(),
-    )
+    with reader:
+        return store.build(
+            directory,
+            n,
+            produce,
+            shard_size=shard_size,
+            config=config,
+            progress=progress,
+            processes=distributed.processes(),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -484,11 +491,13 @@ def selected_indices(
     limit: int | None = None,
     cache: str | None = None,
     batch_size: int = DEFAULT_PREDICT_BATCH,
+    data_workers: int | None = None,
 ) -> np.ndarray:
     """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
     classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
 
-    The backbone predicts ``batch_size`` images at a time (the result does not depend on it).
+    The backbone predicts ``batch_size`` images at a time, decoded by ``data_workers`` processes
+    (the result depends on neither).
 
     Returns:
       int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
@@ -504,7 +513,7 @@ def selected_indices(
     cached = directory / "indices.npy"
     if cached.exists():
         return np.load(cached)
-    preds = training.predict_classes(backbone.logits_fn(), split, batch_size=batch_size)
+    preds = training.predict_classes(backbone.logits_fn(), split, batch_size=batch_size, workers=data_workers)
     labels = split.labels
     if limit is not None:
         preds, labels = preds[:limit], labels[:limit]
@@ -528,6 +537,7 @@ def selected_logits(
     cache: str | None = None,
     progress: bool = True,
     batch_size: int = DEFAULT_ATTACK_BATCH,
+    data_workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
 
@@ -548,6 +558,7 @@ def selected_logits(
         batch_size=batch_size,
         cache=cache,
         progress=progress,
+        data_workers=data_workers,
     )
     return {k: np.asarray(sel[k]) for k in sel.keys()}
 
@@ -562,12 +573,13 @@ def corrector_for_attack(
     cache: str | None = None,
     progress: bool = True,
     batch_size: int = DEFAULT_ATTACK_BATCH,
+    data_workers: int | None = None,
 ) -> TrainedCorrector:
     """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.
 
     Cached: the same store and corrector as ``experiments._common.corrector_for`` with the same
     ``limit`` and ``config`` (library code for the CLI, which must not import ``experiments``);
-    ``batch_size`` images are attacked at a time.
+    ``batch_size`` images are attacked at a time, decoded by ``data_workers`` processes.
     """
     train_store = ensure_logits(
         backbone,
@@ -578,5 +590,6 @@ def corrector_for_attack(
         batch_size=batch_size,
         cache=cache,
         progress=progress,
+        data_workers=data_workers,
     )
     return ensure_corrector(train_store, config, cache=cache, progress=progress)

@@ -228,25 +228,26 @@ def train(
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def predict_classes(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH) -> np.ndarray:
+def predict_classes(
+    logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH, workers: int | None = None
+) -> np.ndarray:
     """Predicted classes (N,) int32 of every image of ``split``, ``batch_size`` images on each device
-    of ``jax.devices()`` per call (``_mesh.over_rows``)."""
+    of ``jax.local_devices()`` per call (``_mesh.over_rows``), its images decoded by ``workers``
+    processes (``data.iter_batches``) while the devices predict."""
     mesh = _mesh.data_mesh(jax.local_devices())
     fn = _mesh.over_rows(lambda x: jnp.argmax(logits_fn(x), axis=-1), mesh)
     rows = _mesh.global_rows(batch_size, mesh)
-    chunk = rows * 8
-    preds = [
-        batching.map_batches(
-            fn, split.get_batch(np.arange(start, min(start + chunk, len(split))))[0], batch_size=rows
-        )
-        for start in range(0, len(split), chunk)
-    ]
+    with data.iter_batches(split, np.arange(len(split)), rows, workers=workers) as batches:
+        preds = [batching.map_batches(fn, x, batch_size=rows) for x, _ in batches]
     return np.concatenate(preds).astype(np.int32)
 
 
-def accuracy(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH) -> float:
-    """Top-1 accuracy of ``logits_fn`` on all of ``split``."""
-    return float(np.mean(predict_classes(logits_fn, split, batch_size=batch_size) == split.labels))
+def accuracy(
+    logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH, workers: int | None = None
+) -> float:
+    """Top-1 accuracy of ``logits_fn`` on all of ``split`` (``workers``: see ``predict_classes``)."""
+    preds = predict_classes(logits_fn, split, batch_size=batch_size, workers=workers)
+    return float(np.mean(preds == split.labels))
 
 
 def load_backbone(directory: pathlib.Path) -> Backbone:

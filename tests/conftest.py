@@ -16,6 +16,8 @@ from jaxlogit import data, training
 
 # Tests compile from scratch: no persistent XLA cache (_xla.enable_compilation_cache) unless a test asks.
 os.environ.setdefault("JAXLOGIT_XLA_CACHE", "0")
+# Images from disk are decoded in the test's own process unless a test asks for worker processes.
+os.environ.setdefault("JAXLOGIT_DATA_WORKERS", "0")
 
 # A short training run: enough for ~90% on Fashion-MNIST, so attack-strength tests are meaningful.
 TEST_BACKBONE = training.BackboneConfig(arch="resnet_compact", epochs=1)

@@ -222,6 +222,27 @@ class AttackName(click.ParamType):
             self.fail(f"{err}{tail}", param, ctx)
 
 
+def _checked_workers(ctx, param, value):
+    return None if value is None else data.check_workers(value)
+
+
+def data_workers_option(fn):
+    """Adds ``--data-workers N``, passed as ``data_workers``: processes decoding images from disk
+    while the device computes (``data.iter_batches``; None: ``data.default_workers()``). A negative
+    number is a one-line error."""
+    return click.option(
+        "--data-workers",
+        "data_workers",
+        type=int,
+        default=None,
+        metavar="N",
+        callback=_checked_workers,
+        help="Processes decoding images from disk while the device computes (0: this process; in-memory "
+        "datasets take none; no result depends on it) [default: $JAXLOGIT_DATA_WORKERS, else the CPU "
+        f"cores but one, at most {data.MAX_DEFAULT_WORKERS}].",
+    )(fn)
+
+
 def batch_option(kind: str, default: int | None, what: str, *aliases: str):
     """Adds ``--KIND-batch N`` (and ``aliases``), passed as ``KIND_batch``: how many items one
     compiled call takes (``what`` says which, e.g. "images per attack call")."""

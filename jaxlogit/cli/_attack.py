@@ -10,7 +10,15 @@ import numpy as np
 
 from jaxlogit import adaptive as adaptive_eval
 from jaxlogit import data, pipeline, training
-from jaxlogit.cli._app import AttackName, batch_option, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.cli._app import (
+    AttackName,
+    batch_option,
+    cli,
+    common_options,
+    data_workers_option,
+    dataset_option,
+    trained_backbone,
+)
 from jaxlogit.errors import JaxlogitError
 
 
@@ -51,6 +59,7 @@ def summarize(
 @batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per device per attack call", "--batch")
 @batch_option("adaptive", None, "Adaptive: images per attack call (default: --attack-batch)")
 @batch_option("corrector", pipeline.DEFAULT_CORRECTOR.batch_size, "Adaptive: the corrector's training batch")
+@data_workers_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--adaptive",
@@ -82,6 +91,7 @@ def attack(
     attack_batch,
     adaptive_batch,
     corrector_batch,
+    data_workers,
     seed,
     adaptive_,
     steps,
@@ -101,7 +111,8 @@ def attack(
     config = pipeline.AttackConfig(attack_name, eps=eps, seed=seed)
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
-    x, y = split.get_batch(np.arange(min(n, len(split))))
+    with data.iter_batches(split, np.arange(min(n, len(split))), attack_batch, workers=data_workers) as read:
+        x, y = (np.concatenate(parts) for parts in zip(*read))
     if adaptive_ and np.unique(y).size < 2:
         raise JaxlogitError(
             f"--adaptive needs images of at least two classes (logit matching), the first {len(y)} test "
@@ -130,7 +141,7 @@ def attack(
             eps=eps, steps=steps, restarts=restarts, seed=seed, batch_size=adaptive_batch
         )
         corrector = dataclasses.replace(pipeline.DEFAULT_CORRECTOR, batch_size=corrector_batch)
-        batches = {"attack_batch": attack_batch, "corrector": corrector}
+        batches = {"attack_batch": attack_batch, "corrector": corrector, "data_workers": data_workers}
         report_adaptive(
             backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir, **batches
         )
@@ -149,9 +160,11 @@ def report_adaptive(
     *,
     attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH,
     corrector: pipeline.CorrectorConfig = pipeline.DEFAULT_CORRECTOR,
+    data_workers: int | None = None,
 ) -> None:
     """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs; the
-    corrector trained with ``corrector`` on logits attacked ``attack_batch`` images at a time."""
+    corrector trained with ``corrector`` on logits attacked ``attack_batch`` images at a time
+    (decoded by ``data_workers`` processes)."""
     train_split = data.load(dataset, data.get(dataset).train_split, data_dir=data_dir)
     trained = pipeline.corrector_for_attack(
         backbone,
@@ -161,6 +174,7 @@ def report_adaptive(
         limit=pipeline.DEFAULT_TRAIN_LIMIT,
         cache=cache_dir,
         batch_size=attack_batch,
+        data_workers=data_workers,
     )
     g = adaptive_eval.corrector_fn(trained.module, trained.params)
     start = time.perf_counter()

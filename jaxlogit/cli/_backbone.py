@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from jaxlogit import data, training
-from jaxlogit.cli._app import batch_option, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.cli._app import (
+    batch_option,
+    cli,
+    common_options,
+    data_workers_option,
+    dataset_option,
+    trained_backbone,
+)
 
 
 @cli.group()
@@ -49,11 +56,12 @@ def train_cmd(arch, epochs, seed, dataset, data_dir, cache_dir) -> None:
 @backbone.command("eval")
 @backbone_options
 @batch_option("predict", training.DEFAULT_PREDICT_BATCH, "Images per device per prediction call")
-def eval_cmd(arch, epochs, seed, dataset, predict_batch, data_dir, cache_dir) -> None:
+@data_workers_option
+def eval_cmd(arch, epochs, seed, dataset, predict_batch, data_workers, data_dir, cache_dir) -> None:
     """Evaluate ARCH on the dataset's evaluation split (Fashion-MNIST: the 10,000 test images;
     trains it first if it is not cached)."""
     config, model = _ensure(arch, epochs, seed, dataset, data_dir, cache_dir)
     split = data.load(config.dataset, data.get(config.dataset).eval_split, data_dir=data_dir)
-    acc = training.accuracy(model.logits_fn(), split, batch_size=predict_batch)
+    acc = training.accuracy(model.logits_fn(), split, batch_size=predict_batch, workers=data_workers)
     click.echo(f"checkpoint: {model.directory}")
     click.echo(f"accuracy: {acc:.4f}")

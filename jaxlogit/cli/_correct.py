@@ -6,11 +6,21 @@ import click
 import numpy as np
 
 from jaxlogit import data, pipeline
-from jaxlogit.cli._app import AttackName, batch_option, cli, common_options, dataset_option, trained_backbone
+from jaxlogit.cli._app import (
+    AttackName,
+    batch_option,
+    cli,
+    common_options,
+    data_workers_option,
+    dataset_option,
+    trained_backbone,
+)
 from jaxlogit.errors import JaxlogitError
 
 
-def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch):
+def _store(
+    arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch, data_workers=None
+):
     splits = data.get(dataset).splits
     if split_name not in splits:
         raise JaxlogitError(f"--split {split_name!r}: {dataset} has the splits {', '.join(splits)}")
@@ -18,12 +28,21 @@ def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_d
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     split = data.load(dataset, split_name, data_dir=data_dir)
     return pipeline.ensure_logits(
-        backbone, attack, split, split_name, limit=limit, batch_size=attack_batch, cache=cache_dir
+        backbone,
+        attack,
+        split,
+        split_name,
+        limit=limit,
+        batch_size=attack_batch,
+        cache=cache_dir,
+        data_workers=data_workers,
     )
 
 
 def attack_options(fn):
-    """--arch, --attack, --eps, --dataset, --attack-batch shared by the logit and corrector commands."""
+    """--arch, --attack, --eps, --dataset, --attack-batch, --data-workers shared by the logit and
+    corrector commands."""
+    fn = data_workers_option(fn)
     fn = batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per device per attack call")(fn)
     fn = dataset_option(fn)
     fn = click.option(
@@ -55,9 +74,13 @@ def attack_options(fn):
     "--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (default: all)."
 )
 @common_options
-def logits(arch, attack_name, eps, dataset, attack_batch, split_name, limit, data_dir, cache_dir) -> None:
+def logits(
+    arch, attack_name, eps, dataset, attack_batch, data_workers, split_name, limit, data_dir, cache_dir
+) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
-    s = _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch)
+    s = _store(
+        arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch, data_workers
+    )
     n = len(s)
     click.echo(f"store: {s.directory}")
     click.echo(f"images: {n}")
@@ -124,6 +147,7 @@ def _corrector(
     corrector_batch,
     data_dir,
     cache_dir,
+    data_workers=None,
     rebuild=False,
     **_other_options,
 ):
@@ -133,7 +157,7 @@ def _corrector(
     )
     train_split = data.get(dataset).train_split
     train_store = _store(
-        arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir, attack_batch
+        arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir, attack_batch, data_workers
     )
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
@@ -154,6 +178,7 @@ def train_cmd(
     eps,
     dataset,
     attack_batch,
+    data_workers,
     limit,
     epochs,
     hidden,
@@ -183,6 +208,7 @@ def eval_cmd(
     eps,
     dataset,
     attack_batch,
+    data_workers,
     limit,
     epochs,
     hidden,
@@ -197,7 +223,16 @@ def eval_cmd(
     trained = command_corrector()
     eval_split = data.get(dataset).eval_split
     test = _store(
-        arch, eval_attack or attack_name, eval_split, None, eps, dataset, data_dir, cache_dir, attack_batch
+        arch,
+        eval_attack or attack_name,
+        eval_split,
+        None,
+        eps,
+        dataset,
+        data_dir,
+        cache_dir,
+        attack_batch,
+        data_workers,
     )
     n = len(test)
     for kind in ("clean", "adv"):

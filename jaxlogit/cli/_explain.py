@@ -64,6 +64,7 @@ def explain_cmd(
     eps,
     dataset,
     attack_batch,
+    data_workers,
     per_example,
     top,
     per_class,
@@ -91,7 +92,12 @@ def explain_cmd(
         backbone if arch == SELECTING_ARCH else trained_backbone(SELECTING_ARCH, dataset, data_dir, cache_dir)
     )
     indices = pipeline.selected_indices(
-        selector, split, per_class=per_class, cache=cache_dir, batch_size=predict_batch
+        selector,
+        split,
+        per_class=per_class,
+        cache=cache_dir,
+        batch_size=predict_batch,
+        data_workers=data_workers,
     )
     rows = pipeline.selected_logits(
         backbone,
@@ -101,6 +107,7 @@ def explain_cmd(
         indices,
         cache=cache_dir,
         batch_size=attack_batch,
+        data_workers=data_workers,
     )
     scores = explain.supporting_scores(
         trained.g_fn(), rows["adv_logits"], rows["labels"], chunk_size=explain_batch

@@ -32,6 +32,14 @@ from jaxlogit.data._registry import (
 )
 from jaxlogit.data._selection import selected_indices
 from jaxlogit.data._split import ArraySplit, Split
+from jaxlogit.data._stream import (
+    MAX_DEFAULT_WORKERS,
+    Batches,
+    BatchReader,
+    check_workers,
+    default_workers,
+    iter_batches,
+)
 from jaxlogit.data._transforms import eval_transform
 
 __all__ = [
@@ -40,16 +48,22 @@ __all__ = [
     "DEFAULT_DATASET",
     "FASHION_MNIST_CLASS_NAMES",
     "IMAGENET",
+    "MAX_DEFAULT_WORKERS",
     "ArraySplit",
+    "BatchReader",
+    "Batches",
     "DatasetSpec",
     "ImageFolderSplit",
     "Split",
     "TfdsImageSplit",
+    "check_workers",
+    "default_workers",
     "eval_transform",
     "find_fashion_mnist",
     "get",
     "imagenet_class_names",
     "imagenet_wnids",
+    "iter_batches",
     "load",
     "load_fashion_mnist",
     "load_imagenet",
