@@ -25,6 +25,7 @@ from jaxlogit import (
     _validate,
     _xla,
     attacks,
+    batch_fit,
     batching,
     corrector,
     data,
@@ -37,9 +38,11 @@ from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
 DEFAULT_ATTACK_BATCH = 250
-"""Images per compiled attack call (``--attack-batch``). The attack key of a batch depends on its
-start index, so PGD's and MIM's random starts, hence their stores, depend on it: a store made with
-another batch is cached under a key of its own."""
+"""The most images per compiled attack call that ``--attack-batch auto`` (the default) picks: it
+picks the largest batch up to this one that fits the device (:func:`attack_batch_size`). The attack
+key of a batch depends on its start index, so PGD's and MIM's random starts, hence their stores,
+depend on the batch: a store made with another batch is cached under a key of its own."""
+AUTO = batch_fit.AUTO
 DEFAULT_PREDICT_BATCH = training.DEFAULT_PREDICT_BATCH
 """Images per compiled call of clean predictions (``--predict-batch``); results do not depend on it."""
 
@@ -121,6 +124,99 @@ def attack_program(logits_fn: jax.tree_util.Partial, attack: AttackConfig) -> Ca
     return attack_batch
 
 
+# XLA's memory line of attack programs, per (static part, weight shapes, attack, image shape).
+_MEMORY_FITS: dict = {}
+# The attack batches this process chose, ``{"ARCH ATTACK HxW": batch}`` (the experiments' reports).
+CHOSEN_BATCHES: dict[str, int] = {}
+
+
+def _attack_specs(batch: int, image_shape: tuple[int, ...]) -> tuple:
+    """Abstract ``(x, y, start)`` of an attack program call on ``batch`` images."""
+    return (
+        jax.ShapeDtypeStruct((batch, *image_shape), np.float32),
+        jax.ShapeDtypeStruct((batch,), np.int32),
+        0,
+    )
+
+
+def attack_memory_fit(
+    logits_fn: jax.tree_util.Partial, attack: AttackConfig, image_shape: tuple[int, ...]
+) -> batch_fit.MemoryFit:
+    """Peak bytes of :func:`attack_program` as ``fixed + per_image x B`` on images ``image_shape``
+    (H, W, C): XLA's memory analysis of the program compiled (not run) for two probe batches,
+    the weights it holds as constants added to ``fixed``. Once per process per backbone shape."""
+    static, weights = split_logits_fn(logits_fn)
+    leaves = jax.tree.leaves(weights)
+    key = (static, tuple((np.shape(w), str(np.asarray(w).dtype)) for w in leaves), attack, attack.spec)
+    key += (tuple(image_shape),)
+    if key not in _MEMORY_FITS:
+        program = attack_program(logits_fn, attack)
+        fit = batch_fit.probe_fit(lambda b: program.lower(*_attack_specs(b, image_shape)).compile())
+        weight_bytes = sum(int(np.asarray(w).nbytes) for w in leaves)
+        _MEMORY_FITS[key] = fit._replace(fixed_bytes=fit.fixed_bytes + weight_bytes)
+    return _MEMORY_FITS[key]
+
+
+def attack_batch_size(
+    requested: int | str,
+    logits_fn: jax.tree_util.Partial,
+    attack: AttackConfig,
+    image_shape: tuple[int, ...],
+    *,
+    arch: str = "the backbone",
+    free_bytes: int | None = None,
+) -> int:
+    """The images per attack call to run: ``requested`` (``AUTO`` or an int >= 1) checked
+    against the device's free memory (``batch_fit.choose``; ``AUTO``: the largest up to
+    ``DEFAULT_ATTACK_BATCH`` that fits).
+
+    Args:
+      free_bytes: free memory in bytes (None: ``batch_fit.free_memory_bytes()``).
+
+    Raises:
+      JaxlogitError: an explicit batch that does not fit (the message names one that does).
+    """
+    if requested != AUTO:
+        _validate.positive_int("--attack-batch", requested)
+    program = attack_program(logits_fn, attack)
+    height, width = image_shape[:2]
+    request = batch_fit.Request(
+        option="--attack-batch",
+        what=f"{arch} {attack.name} at {height}x{width}",
+        # The call that follows reuses this trace: the bound costs no second trace.
+        bound=lambda b: batch_fit.jaxpr_bound_bytes(program.trace(*_attack_specs(b, image_shape)).jaxpr),
+        fit=lambda: attack_memory_fit(logits_fn, attack, image_shape),
+    )
+    if free_bytes is None:
+        free_bytes = batch_fit.free_memory_bytes()
+    return batch_fit.choose(request, requested, DEFAULT_ATTACK_BATCH, free_bytes)
+
+
+def _resolved_batch(
+    requested: int | str,
+    backbone: training.Backbone,
+    attack: AttackConfig,
+    image_shape: tuple[int, ...],
+    cached: Callable[[int], bool],
+) -> int:
+    """:func:`attack_batch_size` for a store, unless a complete cached store was made with the
+    batch asked for (``cached(batch)``; ``AUTO``: with any batch it could pick, largest first):
+    a cached run traces and compiles nothing."""
+    if requested != AUTO:
+        _validate.positive_int("--attack-batch", requested)
+    sizes = batch_fit.candidates(DEFAULT_ATTACK_BATCH) if requested == AUTO else [requested]
+    reusable = next((b for b in sizes if cached(b)), None)
+    if reusable is not None:
+        return reusable
+    arch = backbone.meta.get("arch", "the backbone")
+    batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch)
+    label = f"{arch} {attack.name} {image_shape[0]}x{image_shape[1]}"
+    CHOSEN_BATCHES[label] = batch
+    how = "chosen to fit free memory" if requested == AUTO else "given"
+    progress_log.note(f"attack {label}", f"attack batch {batch} ({how})", attack_batch=batch)
+    return batch
+
+
 def _backbone_key(backbone: training.Backbone) -> dict:
     """What names a backbone in a cache key: its architecture, normalisation and weight digest
     (``Backbone.fingerprint``), never its folder: a copy of the weights elsewhere shares every artifact."""
@@ -172,7 +268,7 @@ def ensure_logits(
     *,
     limit: int | None = None,
     indices: np.ndarray | None = None,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
+    batch_size: int | str = AUTO,
     cache: str | None = None,
     progress: bool = True,
 ) -> store.LogitStore:
@@ -181,9 +277,10 @@ def ensure_logits(
 
     Streams shard by shard and resumes after a crash (``jaxlogit.store``). The attack key
     of a batch depends only on its start index, so a resumed store equals an uninterrupted one;
-    ``batch_size`` images are attacked at a time (another than the default makes another store).
+    ``batch_size`` images are attacked at a time (another than the default makes another store);
+    ``AUTO``: the largest up to ``DEFAULT_ATTACK_BATCH`` that fits the device, or that of a
+    complete cached store (:func:`attack_batch_size`).
     """
-    _validate.positive_int("--attack-batch", batch_size)
     if indices is None:
         indices = np.arange(len(split) if limit is None else min(limit, len(split)))
         subset = limit
@@ -191,7 +288,15 @@ def ensure_logits(
         indices = np.asarray(indices)
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
-    directory = store_dir(backbone, attack, split, split_name, subset, cache, batch_size)
+
+    def directory_for(batch: int) -> pathlib.Path:
+        return store_dir(backbone, attack, split, split_name, subset, cache, batch)
+
+    def cached(batch: int) -> bool:
+        return store.is_complete(directory_for(batch))
+
+    batch_size = _resolved_batch(batch_size, backbone, attack, split.image_shape, cached)
+    directory = directory_for(batch_size)
     attack_batch = attack_program(backbone.logits_fn(), attack)
 
     def produce(start: int, stop: int) -> dict:
@@ -413,7 +518,7 @@ def selected_logits(
     limit: int | None = None,
     cache: str | None = None,
     progress: bool = True,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
+    batch_size: int | str = AUTO,
 ) -> dict[str, np.ndarray]:
     """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
 
@@ -421,10 +526,12 @@ def selected_logits(
     attack runs on those images only (a store of its own), ``batch_size`` at a time. Row i is
     image ``indices[i]``.
     """
-    full_dir = store_dir(backbone, attack, split, split_name, limit, cache, batch_size)
-    if store.is_complete(full_dir):
-        full = store.open(full_dir)
-        return {k: np.asarray(full[k])[indices] for k in full.keys()}
+    sizes = batch_fit.candidates(DEFAULT_ATTACK_BATCH) if batch_size == AUTO else [batch_size]
+    for size in sizes:
+        full_dir = store_dir(backbone, attack, split, split_name, limit, cache, size)
+        if store.is_complete(full_dir):
+            full = store.open(full_dir)
+            return {k: np.asarray(full[k])[indices] for k in full.keys()}
     sel = ensure_logits(
         backbone,
         attack,
@@ -447,7 +554,7 @@ def corrector_for_attack(
     limit: int | None,
     cache: str | None = None,
     progress: bool = True,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
+    batch_size: int | str = AUTO,
 ) -> TrainedCorrector:
     """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.
 

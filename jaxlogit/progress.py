@@ -291,3 +291,15 @@ def progress_bar(
     record = tracker.write_event("end")
     if not SETTINGS.quiet and not sys.stderr.isatty():
         _print_line(tracker.line(record))
+
+
+def note(stage: str, message: str, **fields) -> None:
+    """A one-off fact about a stage (e.g. the batch size chosen for it): a line on stderr
+    (unless ``quiet``) and a ``note`` event in the run's events file, if any."""
+    record = {"event": "note", "stage": stage, "message": message, "time": _utc_now(), **fields}
+    if SETTINGS.run_events is not None:
+        SETTINGS.run_events.parent.mkdir(parents=True, exist_ok=True)
+        with open(SETTINGS.run_events, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+    if not SETTINGS.quiet:
+        _print_line(f"{record['time']} {stage} {message}")
