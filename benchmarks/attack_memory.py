@@ -21,7 +21,7 @@ import jax
 from benchmarks import _results
 from jaxlogit import batch_fit, models, pipeline
 
-ARCHS = ("vgg16_bn", "resnet50", "densenet121")
+ARCHS = ("resnet50", "vgg16_bn", "densenet121")
 ATTACKS = ("pgd", "mim", "deepfool", "cw")
 FREE_GB = (16, 24, 80, 141)
 MB = 1e6
@@ -31,8 +31,9 @@ def measure(arch: str, attack_name: str) -> dict:
     """The memory line, the bound's ratio and the compile seconds of one backbone x attack."""
     spec = models.spec(arch)
     module = models.create(arch)
-    f = models.logits_fn(module, models.init(module, jax.random.key(0), spec.input_shape), mean=spec.mean,
-                         std=spec.std)
+    f = models.logits_fn(
+        module, models.init(module, jax.random.key(0), spec.input_shape), mean=spec.mean, std=spec.std
+    )
     attack = pipeline.AttackConfig(attack_name)
     start = time.perf_counter()
     fit = pipeline.attack_memory_fit(f, attack, spec.input_shape)
@@ -62,13 +63,14 @@ def main(archs: str, attack_names: str) -> None:
     lines = [
         "# Attack memory per image (XLA memory analysis, compiled not run)",
         "",
-        f"Written by `python -m benchmarks.attack_memory` at commit {_results.commit()}, JAX {jax.__version__} "
-        f"on backend `{jax.default_backend()}` ({jax.devices()[0].device_kind}); 224x224 inputs, random weights. "
-        f"Peak = fixed + per image x B, fitted on probe batches {batch_fit.PROBE_BATCHES}; fixed includes "
-        "the weights held as constants. bound/XLA: the cheap jaxpr bound over XLA's figure at the larger probe "
-        f"(>= 1: it held). auto @ N GB: the batch `--attack-batch auto` picks with N GB free "
-        f"({batch_fit.MEMORY_SHARE:.0%} of it used, cap {pipeline.DEFAULT_ATTACK_BATCH}). XLA:GPU's "
-        "figures differ (other fusions and algorithms); the chooser reads the device's own.",
+        f"Written by `python -m benchmarks.attack_memory` at commit {_results.commit()}, "
+        f"JAX {jax.__version__} on backend `{jax.default_backend()}` ({jax.devices()[0].device_kind}); "
+        "224x224 inputs, random weights. Peak = fixed + per image x B, fitted on probe batches "
+        f"{batch_fit.PROBE_BATCHES}; fixed includes the weights held as constants. bound/XLA: the cheap "
+        "jaxpr bound over XLA's figure at the larger probe (>= 1: it held). auto @ N GB: the batch "
+        f"`--attack-batch auto` picks with N GB free ({batch_fit.MEMORY_SHARE:.0%} of it used, cap "
+        f"{pipeline.DEFAULT_ATTACK_BATCH}). XLA:GPU's figures differ (other fusions and algorithms); the "
+        "chooser reads the device's own.",
         "",
         "| backbone | attack | MB per image | fixed MB | GB at B=250 | bound/XLA | "
         + " | ".join(f"auto @ {gb} GB" for gb in FREE_GB)
@@ -78,8 +80,7 @@ def main(archs: str, attack_names: str) -> None:
     for arch in archs.split(","):
         for attack_name in attack_names.split(","):
             lines.append(rows(arch, attack_name, measure(arch, attack_name)))
-            print(lines[-1], flush=True)
-    _results.write_report(lines, _results.RESULTS / "attack_memory.md")
+            _results.write_report(lines, _results.RESULTS / "attack_memory.md")  # each row as it comes
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from jaxlogit import _validate, _xla, adaptive, data, explain, paths, pipeline, progress, store, training
-from jaxlogit.cli._app import progress_options
+from jaxlogit.cli._app import BatchSize, progress_options
 from jaxlogit.errors import JaxlogitError
 
 COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
@@ -41,7 +41,8 @@ class Setup:
       test_limit: evaluation images ("full" set; None: all).
       per_class: images per class of the *selected* set.
       corrector: corrector training settings (its ``batch_size``: ``--corrector-batch``).
-      attack_batch: images per compiled attack call (logit stores, the selected set's logits).
+      attack_batch: images per compiled attack call (logit stores, the selected set's logits), or
+        ``auto``: the largest up to ``pipeline.DEFAULT_ATTACK_BATCH`` that fits the device.
       predict_batch: images per compiled call of clean predictions (the selected set).
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
       explain_batch: logit rows per compiled call of the supporting scores (explanations).
@@ -57,14 +58,15 @@ class Setup:
     data_dir: str | None = None
     weights_dir: str | None = None
     cache_dir: str | None = None
-    attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH
+    attack_batch: int | str = pipeline.AUTO
     predict_batch: int = pipeline.DEFAULT_PREDICT_BATCH
     adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
     explain_batch: int = explain.SCORES_CHUNK_SIZE
 
     def __post_init__(self):
         for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch"):
-            _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+            if not (name == "attack_batch" and self.attack_batch == pipeline.AUTO):
+                _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
 
     @property
     def resnet(self) -> str:
@@ -223,10 +225,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 def write_report(
     out_dir: pathlib.Path, name: str, markdown: str, payload: dict, figures: dict | None = None
 ) -> pathlib.Path:
-    """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``."""
+    """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``; the JSON
+    also records the attack batches this process ran (``pipeline.CHOSEN_BATCHES``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"{name}.md"
     paths.write_text_atomic(md, markdown + "\n")
+    if pipeline.CHOSEN_BATCHES:
+        payload = {**payload, "attack_batches": dict(pipeline.CHOSEN_BATCHES)}
     paths.write_json_atomic(out_dir / f"{name}.json", payload)
     for filename, fig in (figures or {}).items():
         target = out_dir / filename
@@ -240,7 +245,8 @@ def batch_options(fn):
     ``--explain-batch`` (default: the setup's); lower them if the device runs out of memory."""
     helps = {
         "attack_batch": "images per compiled attack call (logit stores; another value makes other "
-        f"stores: PGD/MIM random starts depend on it) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
+        "stores: PGD/MIM random starts depend on it), or auto: the largest up to "
+        f"{pipeline.DEFAULT_ATTACK_BATCH} that fits the device [default: auto]",
         "predict_batch": f"images per clean-prediction call [default: {pipeline.DEFAULT_PREDICT_BATCH}]",
         "corrector_batch": "corrector training batch (another value trains another corrector) "
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
@@ -249,7 +255,8 @@ def batch_options(fn):
     }
     for name in reversed(BATCH_OPTIONS):
         option = f"--{name.replace('_', '-')}"
-        fn = click.option(option, name, type=int, default=None, metavar="N", help=helps[name])(fn)
+        kind, metavar = (BatchSize(), "N|auto") if name == "attack_batch" else (int, "N")
+        fn = click.option(option, name, type=kind, default=None, metavar=metavar, help=helps[name])(fn)
     return fn
 
 
@@ -315,6 +322,7 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         )
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
+        pipeline.CHOSEN_BATCHES.clear()  # the report records this run's
         start = time.perf_counter()
         with progress.run_events(out_dir / progress.EVENTS_FILE):  # every stage's events, for `tail -f`
             run(setup, out_dir)

@@ -151,7 +151,8 @@ def free_memory_bytes(device: jax.Device | None = None) -> int | None:
         try:
             return int(float(override))
         except ValueError:
-            raise JaxlogitError(f"${FREE_MEMORY_ENV}={override!r}: pass a number of bytes, e.g. 8e9") from None
+            message = f"${FREE_MEMORY_ENV}={override!r}: pass a number of bytes, e.g. 8e9"
+            raise JaxlogitError(message) from None
     device = device or jax.devices()[0]
     if device.platform == "cpu":
         return _meminfo_available()
@@ -215,11 +216,12 @@ def choose(request: Request, requested: int | str, cap: int, free_bytes: int | N
     if fitting is None:
         raise JaxlogitError(
             f"{request.what} needs ~{fit.bytes_for(1) / GB:.2g} GB for one image; this host has "
-            f"~{free_bytes / GB:.2g} GB free: free memory or use a smaller input"
+            f"~{free_bytes / GB:.2g} GB free ({MEMORY_SHARE:.0%} usable): free memory or use a smaller input"
         )
     if requested == AUTO:
         return fitting
     raise JaxlogitError(
         f"{request.option} {target} needs ~{fit.bytes_for(target) / GB:.2g} GB for {request.what}; "
-        f"this host has ~{free_bytes / GB:.2g} GB free: pass {request.option} {fitting} or less"
+        f"this host has ~{free_bytes / GB:.2g} GB free ({MEMORY_SHARE:.0%} usable): "
+        f"pass {request.option} {fitting} or less"
     )

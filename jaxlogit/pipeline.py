@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import pathlib
 import shutil
@@ -139,6 +140,11 @@ def _attack_specs(batch: int, image_shape: tuple[int, ...]) -> tuple:
     )
 
 
+def _program_jaxpr(program: Callable, image_shape: tuple[int, ...], batch: int):
+    """The traced jaxpr of an attack program on ``batch`` images (the call that follows reuses it)."""
+    return program.trace(*_attack_specs(batch, image_shape)).jaxpr
+
+
 def attack_memory_fit(
     logits_fn: jax.tree_util.Partial, attack: AttackConfig, image_shape: tuple[int, ...]
 ) -> batch_fit.MemoryFit:
@@ -164,13 +170,18 @@ def attack_batch_size(
     image_shape: tuple[int, ...],
     *,
     arch: str = "the backbone",
+    cap: int = DEFAULT_ATTACK_BATCH,
+    trace_for: Callable[[int], object] | None = None,
     free_bytes: int | None = None,
 ) -> int:
     """The images per attack call to run: ``requested`` (``AUTO`` or an int >= 1) checked
-    against the device's free memory (``batch_fit.choose``; ``AUTO``: the largest up to
-    ``DEFAULT_ATTACK_BATCH`` that fits).
+    against the device's free memory (``batch_fit.choose``; ``AUTO``: the largest up to ``cap``
+    that fits).
 
     Args:
+      arch: the backbone's name, for messages.
+      trace_for: ``batch -> ClosedJaxpr`` of the program that will run (its trace is reused by
+        the call that follows), for the cheap bound; default: :func:`attack_program`'s.
       free_bytes: free memory in bytes (None: ``batch_fit.free_memory_bytes()``).
 
     Raises:
@@ -178,18 +189,18 @@ def attack_batch_size(
     """
     if requested != AUTO:
         _validate.positive_int("--attack-batch", requested)
-    program = attack_program(logits_fn, attack)
+    if trace_for is None:
+        trace_for = functools.partial(_program_jaxpr, attack_program(logits_fn, attack), image_shape)
     height, width = image_shape[:2]
     request = batch_fit.Request(
         option="--attack-batch",
         what=f"{arch} {attack.name} at {height}x{width}",
-        # The call that follows reuses this trace: the bound costs no second trace.
-        bound=lambda b: batch_fit.jaxpr_bound_bytes(program.trace(*_attack_specs(b, image_shape)).jaxpr),
+        bound=lambda b: batch_fit.jaxpr_bound_bytes(trace_for(b)),
         fit=lambda: attack_memory_fit(logits_fn, attack, image_shape),
     )
     if free_bytes is None:
         free_bytes = batch_fit.free_memory_bytes()
-    return batch_fit.choose(request, requested, DEFAULT_ATTACK_BATCH, free_bytes)
+    return batch_fit.choose(request, requested, cap, free_bytes)
 
 
 def _resolved_batch(
@@ -205,15 +216,14 @@ def _resolved_batch(
     if requested != AUTO:
         _validate.positive_int("--attack-batch", requested)
     sizes = batch_fit.candidates(DEFAULT_ATTACK_BATCH) if requested == AUTO else [requested]
-    reusable = next((b for b in sizes if cached(b)), None)
-    if reusable is not None:
-        return reusable
     arch = backbone.meta.get("arch", "the backbone")
-    batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch)
     label = f"{arch} {attack.name} {image_shape[0]}x{image_shape[1]}"
+    batch = next((b for b in sizes if cached(b)), None)
+    if batch is None:
+        batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch)
+        how = "chosen to fit the free memory" if requested == AUTO else "given"
+        progress_log.note(f"attack {label}", f"attack batch {batch} ({how})", attack_batch=batch)
     CHOSEN_BATCHES[label] = batch
-    how = "chosen to fit free memory" if requested == AUTO else "given"
-    progress_log.note(f"attack {label}", f"attack batch {batch} ({how})", attack_batch=batch)
     return batch
 
 

@@ -49,7 +49,7 @@ def summarize(
     show_default="16/255",
     help="Budget of the attacks that take one (pgd, mim: L-inf).",
 )
-@batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per attack call", "--batch")
+@batch_option("attack", pipeline.AUTO, "Images per attack call", "--batch")
 @batch_option("adaptive", None, "Adaptive: images per attack call (default: --attack-batch)")
 @batch_option("corrector", pipeline.DEFAULT_CORRECTOR.batch_size, "Adaptive: the corrector's training batch")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -108,7 +108,6 @@ def attack(
             f"--adaptive needs images of at least two classes (logit matching), the first {len(y)} test "
             f"image(s) hold {np.unique(y).size}: raise --n"
         )
-    batch_size = min(attack_batch, len(y))  # never pad a few images to a huge batch
     logits_fn = backbone.logits_fn(compute_dtype=precision)
     key = jax.random.key(seed)
 
@@ -117,6 +116,19 @@ def attack(
         res = pipeline.run_attack(config, logits_fn, xb, yb, key=key)
         return logits_fn(xb).argmax(-1), res.logits, res.success, res.norm
 
+    def traced(batch: int):  # the call below reuses this trace
+        image = jax.ShapeDtypeStruct((batch, *x.shape[1:]), x.dtype)
+        return run.trace(image, jax.ShapeDtypeStruct((batch,), y.dtype)).jaxpr
+
+    batch_size = pipeline.attack_batch_size(  # never pad a few images to a huge batch
+        attack_batch if attack_batch == pipeline.AUTO else min(attack_batch, len(y)),
+        logits_fn,
+        config,
+        x.shape[1:],
+        arch=arch,
+        cap=min(pipeline.DEFAULT_ATTACK_BATCH, len(y)),
+        trace_for=traced,
+    )
     start = time.perf_counter()
     clean_pred, adv_logits, success, norm = batching.map_batches(run, x, y, batch_size=batch_size)
     adv_pred = adv_logits.argmax(-1)
@@ -154,7 +166,7 @@ def report_adaptive(
     data_dir,
     cache_dir,
     *,
-    attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH,
+    attack_batch: int | str = pipeline.AUTO,
     corrector: pipeline.CorrectorConfig = pipeline.DEFAULT_CORRECTOR,
 ) -> None:
     """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs; the

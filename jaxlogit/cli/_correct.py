@@ -24,7 +24,7 @@ def _store(arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_d
 
 def attack_options(fn):
     """--arch, --attack, --eps, --dataset, --attack-batch shared by the logit and corrector commands."""
-    fn = batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per attack call")(fn)
+    fn = batch_option("attack", pipeline.AUTO, "Images per attack call")(fn)
     fn = dataset_option(fn)
     fn = click.option(
         "--eps",
