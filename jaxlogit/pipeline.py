@@ -221,8 +221,6 @@ def _resolved_batch(
     batch = next((b for b in sizes if cached(b)), None)
     if batch is None:
         batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch)
-        how = "chosen to fit the free memory" if requested == AUTO else "given"
-        progress_log.note(f"attack {label}", f"attack batch {batch} ({how})", attack_batch=batch)
     CHOSEN_BATCHES[label] = batch
     return batch
 
@@ -336,7 +334,8 @@ def ensure_logits(
         "num_items": n,
         **_batch_key(batch_size),
     }
-    return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
+    with progress_log.stage_fields(attack_batch=batch_size):  # the progress log says the batch
+        return store.build(directory, n, produce, shard_size=batch_size * 8, config=config, progress=progress)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,11 +4,13 @@ naming a fitting batch for an explicit one that cannot fit, and XLA's memory lin
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
-from jaxlogit import batch_fit, pipeline
+from jaxlogit import batch_fit, data, pipeline, progress
 from jaxlogit.cli import _correct, main
 from jaxlogit.errors import JaxlogitError
 
@@ -80,7 +82,7 @@ def test_free_memory_comes_from_the_environment_or_meminfo(monkeypatch, tmp_path
     assert batch_fit.free_memory_bytes(jax.devices("cpu")[0]) == 2000 * 1024
 
 
-def test_auto_reuses_a_cached_store_of_any_batch_it_could_pick(trained_compact, monkeypatch, capsys):
+def test_auto_reuses_a_cached_store_of_any_batch_it_could_pick(trained_compact, monkeypatch):
     def must_not_size(*args, **kwargs):
         raise AssertionError("sized a batch although a store was cached")
 
@@ -92,7 +94,22 @@ def test_auto_reuses_a_cached_store_of_any_batch_it_could_pick(trained_compact, 
     assert pipeline._resolved_batch(pipeline.AUTO, backbone, attack, SHAPE, lambda b: False) == 32
     arch = trained_compact.backbone.meta["arch"]
     assert pipeline.CHOSEN_BATCHES[f"{arch} pgd 28x28"] == 32  # what the experiments' reports record
-    assert "attack batch 32" in capsys.readouterr().err  # the progress log says it
+
+
+def test_the_store_stage_carries_its_attack_batch(trained_compact, monkeypatch, tmp_path):
+    seen = []
+
+    def fake_build(directory, n, produce, **kwargs):
+        with progress.progress_bar("logits", n, events=tmp_path / "events.jsonl") as advance:
+            advance(n)
+        seen.append(kwargs["shard_size"])
+
+    monkeypatch.setattr(pipeline, "attack_batch_size", lambda *a, **k: 32)
+    monkeypatch.setattr(pipeline.store, "build", fake_build)
+    split = data.load("fashion_mnist", "test")
+    pipeline.ensure_logits(trained_compact.backbone, PGD1, split, "test", limit=40, cache=str(tmp_path))
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert seen and all(e["attack_batch"] == 32 for e in events)  # in every event and plain line
 
 
 @pytest.fixture
