@@ -147,3 +147,32 @@ def test_the_cli_names_a_fitting_batch_for_one_that_cannot_fit(
     assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("error: --attack-batch 250 needs")
     assert err.endswith("pass --attack-batch 16 or less")
+
+
+def test_auto_and_numbers_parse_on_commands_and_experiments(trained_compact, monkeypatch, capsys, tmp_path):
+    from experiments import _common
+
+    calls = []
+
+    class Stop(Exception):
+        """Raised by the stand-in store once it has recorded its batch."""
+
+    def record(*args, batch_size, **kwargs):
+        calls.append(batch_size)
+        raise Stop
+
+    monkeypatch.setattr(_correct, "trained_backbone", lambda *a, **k: trained_compact.backbone)
+    monkeypatch.setattr(pipeline, "ensure_logits", record)
+    argv = ["logits", "--arch", "resnet_compact", "--attack", "pgd", "--split", "test"]
+    for given in ("auto", "64"):
+        with pytest.raises(Stop):
+            main([*argv, "--attack-batch", given])
+    assert calls == [pipeline.AUTO, 64]
+    seen = []
+    experiment = _common.cli_main("probe", lambda setup, out: seen.append(setup.attack_batch), "probe")
+    experiment(["--attack-batch", "auto", "--out", str(tmp_path)])
+    assert seen == [pipeline.AUTO]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--attack-batch", "lots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "--attack-batch" in err[0] and "auto" in err[0]
