@@ -28,6 +28,8 @@ IMAGENET = ("vgg16_bn", "resnet50", "densenet121")
 BATCH_OPTIONS = ("attack_batch", "predict_batch", "corrector_batch", "adaptive_batch", "explain_batch")
 """The batch sizes every experiment takes (``--attack-batch N``, ...); ``corrector_batch`` is
 ``Setup.corrector.batch_size``."""
+AUTO_BATCHES = ("attack_batch", "predict_batch")
+"""Those that also take ``auto`` (their default): the largest that fits the device."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Setup:
       corrector: corrector training settings (its ``batch_size``: ``--corrector-batch``).
       attack_batch: images per compiled attack call (logit stores, the selected set's logits), or
         ``auto``: the largest up to ``pipeline.DEFAULT_ATTACK_BATCH`` that fits the device.
-      predict_batch: images per compiled call of clean predictions (the selected set).
+      predict_batch: images per compiled call of clean predictions (the selected set), or ``auto``.
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
       explain_batch: logit rows per compiled call of the supporting scores (explanations).
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
@@ -59,13 +61,13 @@ class Setup:
     weights_dir: str | None = None
     cache_dir: str | None = None
     attack_batch: int | str = pipeline.AUTO
-    predict_batch: int = pipeline.DEFAULT_PREDICT_BATCH
+    predict_batch: int | str = pipeline.AUTO
     adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
     explain_batch: int = explain.SCORES_CHUNK_SIZE
 
     def __post_init__(self):
         for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch"):
-            if not (name == "attack_batch" and self.attack_batch == pipeline.AUTO):
+            if getattr(self, name) != pipeline.AUTO or name not in AUTO_BATCHES:
                 _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
 
     @property
@@ -247,7 +249,8 @@ def batch_options(fn):
         "attack_batch": "images per compiled attack call (logit stores; another value makes other "
         "stores: PGD/MIM random starts depend on it), or auto: the largest up to "
         f"{pipeline.DEFAULT_ATTACK_BATCH} that fits the device [default: auto]",
-        "predict_batch": f"images per clean-prediction call [default: {pipeline.DEFAULT_PREDICT_BATCH}]",
+        "predict_batch": "images per clean-prediction call, or auto: the largest up to "
+        f"{pipeline.DEFAULT_PREDICT_BATCH} that fits the device [default: auto]",
         "corrector_batch": "corrector training batch (another value trains another corrector) "
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
         "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",
@@ -255,7 +258,7 @@ def batch_options(fn):
     }
     for name in reversed(BATCH_OPTIONS):
         option = f"--{name.replace('_', '-')}"
-        kind, metavar = (BatchSize(), "N|auto") if name == "attack_batch" else (int, "N")
+        kind, metavar = (BatchSize(), "N|auto") if name in AUTO_BATCHES else (int, "N")
         fn = click.option(option, name, type=kind, default=None, metavar=metavar, help=helps[name])(fn)
     return fn
 

@@ -116,6 +116,12 @@ def jaxpr_value_bytes(jaxpr) -> int:
     return total
 
 
+def constant_bytes(closed) -> int:
+    """Bytes of the arrays a closed jaxpr (and its sub-jaxprs) holds as constants, e.g. weights a
+    function closes over: XLA's memory analysis leaves them out."""
+    return sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in _constants(closed))
+
+
 def jaxpr_bound_bytes(closed) -> int:
     """A cheap bound on the peak bytes of a program from its traced jaxpr (never compiled).
 
@@ -127,8 +133,7 @@ def jaxpr_bound_bytes(closed) -> int:
     Args:
       closed: a ``ClosedJaxpr``, e.g. ``jax.make_jaxpr(fn)(*specs)`` or ``jitted.trace(*specs).jaxpr``.
     """
-    constants = sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in _constants(closed))
-    return int(BOUND_MARGIN * jaxpr_value_bytes(closed)) + constants
+    return int(BOUND_MARGIN * jaxpr_value_bytes(closed)) + constant_bytes(closed)
 
 
 def _meminfo_available() -> int | None:

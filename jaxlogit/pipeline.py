@@ -45,7 +45,8 @@ key of a batch depends on its start index, so PGD's and MIM's random starts, hen
 depend on the batch: a store made with another batch is cached under a key of its own."""
 AUTO = batch_fit.AUTO
 DEFAULT_PREDICT_BATCH = training.DEFAULT_PREDICT_BATCH
-"""Images per compiled call of clean predictions (``--predict-batch``); results do not depend on it."""
+"""The most images per compiled call of clean predictions that ``--predict-batch auto`` (the
+default) picks (``training.predict_batch_size``); results do not depend on it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -483,17 +484,19 @@ def selected_indices(
     per_class: int,
     limit: int | None = None,
     cache: str | None = None,
-    batch_size: int = DEFAULT_PREDICT_BATCH,
+    batch_size: int | str = AUTO,
 ) -> np.ndarray:
     """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
     classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
 
-    The backbone predicts ``batch_size`` images at a time (the result does not depend on it).
+    The backbone predicts ``batch_size`` images at a time (``AUTO``: the largest up to
+    ``DEFAULT_PREDICT_BATCH`` that fits the device; the result does not depend on it).
 
     Returns:
       int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
     """
-    _validate.positive_int("--predict-batch", batch_size)
+    if batch_size != AUTO:
+        _validate.positive_int("--predict-batch", batch_size)
     config = {
         "backbone": _backbone_key(backbone),
         "data": split.fingerprint,

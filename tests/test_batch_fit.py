@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlogit import batch_fit, data, pipeline, progress
+from jaxlogit import _xla, batch_fit, data, pipeline, progress, training
 from jaxlogit.cli import _correct, main
 from jaxlogit.errors import JaxlogitError
 
@@ -176,3 +177,20 @@ def test_auto_and_numbers_parse_on_commands_and_experiments(trained_compact, mon
         main([*argv, "--attack-batch", "lots"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and "--attack-batch" in err[0] and "auto" in err[0]
+
+
+def test_the_prediction_batch_shrinks_the_same_way(trained_compact):
+    f = trained_compact.backbone.logits_fn()
+    predict = _xla.jit(lambda x: jnp.argmax(f(x), axis=-1))
+
+    def compiled(batch):
+        return predict.lower(jax.ShapeDtypeStruct((batch, *SHAPE), np.float32)).compile()
+
+    line = batch_fit.probe_fit(compiled)
+    assert training.predict_batch_size(pipeline.AUTO, predict, SHAPE, free_bytes=1e12) == 500
+    small = free_for(100, line)  # the weights (constants) come on top: fewer than 100 fit
+    chosen = training.predict_batch_size(pipeline.AUTO, predict, SHAPE, free_bytes=small)
+    assert chosen < 100 and chosen & (chosen - 1) == 0  # a power of two below the cap
+    assert batch_fit.compiled_bytes(compiled(chosen)) <= batch_fit.MEMORY_SHARE * small
+    with pytest.raises(JaxlogitError, match="--predict-batch 500 needs"):
+        training.predict_batch_size(500, predict, SHAPE, free_bytes=small)

@@ -110,7 +110,7 @@ def test_explain_passes_every_batch(compact, monkeypatch):
         (64, 32),
         (pipeline.AUTO, pipeline.DEFAULT_CORRECTOR.batch_size),
     ]
-    assert [c["batch_size"] for c in selections] == [16, pipeline.DEFAULT_PREDICT_BATCH]
+    assert [c["batch_size"] for c in selections] == [16, pipeline.AUTO]
     assert [c["batch_size"] for c in rows] == [64, pipeline.AUTO]
     assert [c["chunk_size"] for c in scores] == [8, explain.SCORES_CHUNK_SIZE]
 
@@ -120,7 +120,7 @@ def test_backbone_eval_passes_the_predict_batch(compact, monkeypatch):
     monkeypatch.setattr(training, "accuracy", recorder(calls, stop=True))
     run_main(["backbone", "eval", "--arch", "resnet_compact", "--predict-batch", "16"])
     run_main(["backbone", "eval", "--arch", "resnet_compact"])
-    assert [c["batch_size"] for c in calls] == [16, training.DEFAULT_PREDICT_BATCH]
+    assert [c["batch_size"] for c in calls] == [16, pipeline.AUTO]
 
 
 def test_attack_passes_its_batches_and_keeps_batch_as_an_alias(compact, monkeypatch):
@@ -232,7 +232,7 @@ def test_an_experiment_report_holds_its_batch_sizes(monkeypatch, tmp_path):
     )
     setup = json.loads((tmp_path / "table2.json").read_text())["setup"]
     assert (setup["attack_batch"], setup["corrector"]["batch_size"], setup["adaptive_batch"]) == (64, 32, 8)
-    assert setup["predict_batch"] == pipeline.DEFAULT_PREDICT_BATCH
+    assert setup["predict_batch"] == pipeline.AUTO
     assert setup["explain_batch"] == explain.SCORES_CHUNK_SIZE
 
 
