@@ -45,6 +45,7 @@ def measure(arch: str, attack_name: str) -> dict:
 
 
 def rows(arch: str, attack_name: str, result: dict) -> str:
+    """One Markdown row of the table for ``measure``'s ``result``."""
     fit = result["fit"]
     budgets = [batch_fit.MEMORY_SHARE * gb * 1e9 for gb in FREE_GB]
     chosen = [batch_fit.largest_fitting(fit, b, pipeline.DEFAULT_ATTACK_BATCH) or 0 for b in budgets]

@@ -123,6 +123,7 @@ def jpeg_decode_seconds(repeats: int = 50) -> float:
 
 
 def hours(seconds: float) -> str:
+    """``seconds`` as hours with two decimals."""
     return f"{seconds / 3600:.2f}"
 
 
