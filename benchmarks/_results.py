@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
 
 from jaxlogit import paths
 
@@ -15,3 +16,16 @@ def write_report(lines: list[str], out: pathlib.Path) -> str:
     paths.write_text_atomic(out, text + "\n")
     print(f"wrote {out}")
     return text
+
+
+def commit() -> str:
+    """The checkout's commit (short hash, ``+dirty`` with uncommitted changes), or ``unknown``."""
+    root = pathlib.Path(__file__).parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty.stdout.strip() else "")

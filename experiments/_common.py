@@ -31,7 +31,7 @@ from jaxlogit import (
     store,
     training,
 )
-from jaxlogit.cli._app import job_options, progress_options
+from jaxlogit.cli._app import BatchSize, job_options, progress_options
 from jaxlogit.errors import JaxlogitError
 
 COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
@@ -48,6 +48,8 @@ BATCH_OPTIONS = (
 )
 """The batch sizes every experiment takes (``--attack-batch N``, ...), and how many processes decode
 their images (``--data-workers N``); ``corrector_batch`` is ``Setup.corrector.batch_size``."""
+AUTO_BATCHES = ("attack_batch", "predict_batch")
+"""Those that also take ``auto`` (their default): the largest that fits the device."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +65,10 @@ class Setup:
       corrector: corrector training settings (its ``batch_size``: ``--corrector-batch``).
       seeds: correctors (seeds 0, 1, ...) behind each corrected number of Tables 1-2 (``--seeds``):
         they report the mean +- sd; the other experiments use seed 0's.
-      attack_batch: images per device per compiled attack call (logit stores, the selected set's logits).
-      predict_batch: images per device per compiled call of clean predictions (the selected set).
+      attack_batch: images per device per compiled attack call (logit stores, the selected set's
+        logits), or ``auto``: the largest up to ``pipeline.DEFAULT_ATTACK_BATCH`` that fits the device.
+      predict_batch: images per device per compiled call of clean predictions (the selected set), or
+        ``auto``.
       adaptive_batch: images per compiled call of the adaptive attacks (``experiments.adaptive``).
       explain_batch: logit rows per compiled call of the supporting scores (explanations).
       data_workers: processes decoding images from disk while the device computes (0: this
@@ -81,8 +85,8 @@ class Setup:
     data_dir: str | None = None
     weights_dir: str | None = None
     cache_dir: str | None = None
-    attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH
-    predict_batch: int = pipeline.DEFAULT_PREDICT_BATCH
+    attack_batch: int | str = pipeline.AUTO
+    predict_batch: int | str = pipeline.AUTO
     adaptive_batch: int = adaptive.AdaptiveConfig.batch_size
     explain_batch: int = explain.SCORES_CHUNK_SIZE
     seeds: int = 3
@@ -90,7 +94,8 @@ class Setup:
 
     def __post_init__(self):
         for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch", "seeds"):
-            _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+            if getattr(self, name) != pipeline.AUTO or name not in AUTO_BATCHES:
+                _validate.positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
         data.check_workers(self.data_workers)
 
     @property
@@ -352,10 +357,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 def write_report(
     out_dir: pathlib.Path, name: str, markdown: str, payload: dict, figures: dict | None = None
 ) -> pathlib.Path:
-    """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``."""
+    """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``; the JSON
+    also records the attack batches this process ran (``pipeline.CHOSEN_BATCHES``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"{name}.md"
     paths.write_text_atomic(md, markdown + "\n")
+    if pipeline.CHOSEN_BATCHES:
+        payload = {**payload, "attack_batches": dict(pipeline.CHOSEN_BATCHES)}
     paths.write_json_atomic(out_dir / f"{name}.json", payload)
     for filename, fig in (figures or {}).items():
         target = out_dir / filename
@@ -370,9 +378,10 @@ def batch_options(fn):
     ``--data-workers``."""
     helps = {
         "attack_batch": "images per device per compiled attack call (logit stores; speed and memory "
-        f"only: each image's random start has its own key) [default: {pipeline.DEFAULT_ATTACK_BATCH}]",
-        "predict_batch": "images per device per clean-prediction call "
-        f"[default: {pipeline.DEFAULT_PREDICT_BATCH}]",
+        "only: each image's random start has its own key), or auto: the largest up to "
+        f"{pipeline.DEFAULT_ATTACK_BATCH} that fits the device [default: auto]",
+        "predict_batch": "images per device per clean-prediction call, or auto: the largest up to "
+        f"{pipeline.DEFAULT_PREDICT_BATCH} that fits the device [default: auto]",
         "corrector_batch": "corrector training batch (another value trains another corrector) "
         f"[default: {pipeline.DEFAULT_CORRECTOR.batch_size}]",
         "adaptive_batch": f"images per adaptive-attack call [default: {adaptive.AdaptiveConfig.batch_size}]",
@@ -383,7 +392,8 @@ def batch_options(fn):
     }
     for name in reversed(BATCH_OPTIONS):
         option = f"--{name.replace('_', '-')}"
-        fn = click.option(option, name, type=int, default=None, metavar="N", help=helps[name])(fn)
+        kind, metavar = (BatchSize(), "N|auto") if name in AUTO_BATCHES else (int, "N")
+        fn = click.option(option, name, type=kind, default=None, metavar=metavar, help=helps[name])(fn)
     return fn
 
 
@@ -457,6 +467,7 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         )
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
+        pipeline.CHOSEN_BATCHES.clear()  # the report records this run's
         start = time.perf_counter()
         with progress.run_events(out_dir / progress.EVENTS_FILE):  # every stage's events, for `tail -f`
             run(setup, out_dir)

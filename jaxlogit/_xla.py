@@ -47,7 +47,8 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
     ``@jit``, ``@jit(static_argnames=...)`` and ``jit(f, ...)`` all work like ``jax.jit``.
     Called inside another trace it runs as a plain ``jax.jit(fun, **kwargs)``, which becomes
     part of the outer program: wrap the outermost jit of a program with this one.
-    ``.lower`` and ``._cache_size`` are those of the version with the options.
+    ``.lower`` and ``._cache_size`` are those of the version with the options; ``.trace`` is the
+    one a call would use (its trace is then reused by the call).
     """
     if fun is None:
         return lambda f: jit(f, **kwargs)
@@ -75,6 +76,7 @@ def jit(fun: Callable | None = None, /, **kwargs: Any) -> Any:
             return plain(*args, **call_kwargs)
 
     dispatch.lower = tuned.lower
+    dispatch.trace = lambda *a, **k: (plain if _rejected or not backend.on_cpu() else tuned).trace(*a, **k)
     dispatch._cache_size = tuned._cache_size
     return dispatch
 

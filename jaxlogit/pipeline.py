@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import pathlib
 import shutil
@@ -24,7 +25,9 @@ from jaxlogit import (
     _lock,
     _mesh,
     _validate,
+    _xla,
     attacks,
+    batch_fit,
     batching,
     corrector,
     data,
@@ -38,10 +41,12 @@ from jaxlogit.attacks._compile import split_logits_fn
 from jaxlogit.errors import JaxlogitError
 
 DEFAULT_ATTACK_BATCH = 250
-"""Images per device per compiled attack call (``--attack-batch``; a call attacks this many times the
-device count): speed and memory only. Each image's attack key is ``fold_in(key(seed), its index in
-the split)``, so a store does not depend on the batch or the devices it was attacked with (nor is it
-keyed by them)."""
+"""The most images per device per compiled attack call that ``--attack-batch auto`` (the default)
+picks: the largest batch up to this one that fits the device (:func:`attack_batch_size`). A call
+attacks this many times the device count. Speed and memory only: each image's attack key is
+``fold_in(key(seed), its index in the split)``, so a store does not depend on the batch or the devices
+it was attacked with (nor is it keyed by them)."""
+AUTO = batch_fit.AUTO
 SHARD_ROWS = 2000
 """Rows per shard of a new logit store, whatever the batch or the devices (an existing store keeps its
 own); on several processes each process writes whole shards."""
@@ -49,7 +54,8 @@ ATTACK_KEYS = "image-index"
 """How attack keys are drawn, part of every store's key: stores made when a batch's key depended on
 its start index (before per-image keys) are never reused."""
 DEFAULT_PREDICT_BATCH = training.DEFAULT_PREDICT_BATCH
-"""Images per compiled call of clean predictions (``--predict-batch``); results do not depend on it."""
+"""The most images per compiled call of clean predictions that ``--predict-batch auto`` (the
+default) picks (``training.predict_batch_size``); results do not depend on it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,16 +155,28 @@ def attack_program(
     if key in _ATTACK_PROGRAMS:
         _ATTACK_PROGRAMS.move_to_end(key)
         return _ATTACK_PROGRAMS[key]
+    _ATTACK_PROGRAMS[key] = _mesh.over_rows(_attack_fn(logits_fn, attack), mesh)
+    while len(_ATTACK_PROGRAMS) > _MAX_ATTACK_PROGRAMS:
+        _ATTACK_PROGRAMS.popitem(last=False)
+    return _ATTACK_PROGRAMS[key]
+
+
+def _attack_fn(logits_fn: Callable, attack: AttackConfig) -> Callable:
+    """The per-device ``(x (B, H, W, C), y (B,), ids (B,)) -> (clean logits, adversarial logits,
+    success, norm)`` of ``attack``, image i keyed by ``fold_in(key(attack.seed), ids[i])``."""
     root_key = jax.random.key(attack.seed)
 
     def attack_batch(x, y, ids):
         res = run_attack(attack, logits_fn, x, y, key=attacks.sample_keys(root_key, ids))
         return logits_fn(x), res.logits, res.success, res.norm
 
-    _ATTACK_PROGRAMS[key] = _mesh.over_rows(attack_batch, mesh)
-    while len(_ATTACK_PROGRAMS) > _MAX_ATTACK_PROGRAMS:
-        _ATTACK_PROGRAMS.popitem(last=False)
-    return _ATTACK_PROGRAMS[key]
+    return attack_batch
+
+
+def one_device_program(logits_fn: Callable, attack: AttackConfig) -> Callable:
+    """The jitted program one device runs on its rows of an :func:`attack_program` call (what
+    XLA's memory analysis and the batch sizing look at)."""
+    return _xla.jit(_attack_fn(logits_fn, attack))
 
 
 def attack_arrays(
@@ -188,6 +206,105 @@ def attack_arrays(
     per_device = min(batch_size, -(-len(y) // mesh.devices.size))
     ids = np.arange(len(y)) if ids is None else np.asarray(ids)
     return batching.map_batches(program, x, y, ids, batch_size=_mesh.global_rows(per_device, mesh))
+
+
+# XLA's memory line of attack programs, per (static part, weight shapes, attack, image shape).
+_MEMORY_FITS: dict = {}
+# The attack batches this process chose, ``{"ARCH ATTACK HxW": batch}`` (the experiments' reports).
+CHOSEN_BATCHES: dict[str, int] = {}
+
+
+def _attack_specs(batch: int, image_shape: tuple[int, ...]) -> tuple:
+    """Abstract ``(x, y, ids)`` of a one-device attack program call on ``batch`` images."""
+    return (
+        jax.ShapeDtypeStruct((batch, *image_shape), np.float32),
+        jax.ShapeDtypeStruct((batch,), np.int32),
+        jax.ShapeDtypeStruct((batch,), np.int32),
+    )
+
+
+def _program_jaxpr(program: Callable, image_shape: tuple[int, ...], batch: int):
+    """The traced jaxpr of a one-device attack program on ``batch`` images."""
+    return program.trace(*_attack_specs(batch, image_shape)).jaxpr
+
+
+def attack_memory_fit(
+    logits_fn: jax.tree_util.Partial, attack: AttackConfig, image_shape: tuple[int, ...]
+) -> batch_fit.MemoryFit:
+    """Peak bytes of :func:`attack_program` as ``fixed + per_image x B`` on images ``image_shape``
+    (H, W, C): XLA's memory analysis of the program compiled (not run) for two probe batches,
+    the weights it holds as constants added to ``fixed``. Once per process per backbone shape."""
+    static, weights = split_logits_fn(logits_fn)
+    leaves = jax.tree.leaves(weights)
+    key = (static, tuple((np.shape(w), str(np.asarray(w).dtype)) for w in leaves), attack, attack.spec)
+    key += (tuple(image_shape),)
+    if key not in _MEMORY_FITS:
+        program = one_device_program(logits_fn, attack)
+        fit = batch_fit.probe_fit(lambda b: program.lower(*_attack_specs(b, image_shape)).compile())
+        weight_bytes = sum(int(np.asarray(w).nbytes) for w in leaves)
+        _MEMORY_FITS[key] = fit._replace(fixed_bytes=fit.fixed_bytes + weight_bytes)
+    return _MEMORY_FITS[key]
+
+
+def attack_batch_size(
+    requested: int | str,
+    logits_fn: jax.tree_util.Partial,
+    attack: AttackConfig,
+    image_shape: tuple[int, ...],
+    *,
+    arch: str = "the backbone",
+    cap: int = DEFAULT_ATTACK_BATCH,
+    trace_for: Callable[[int], object] | None = None,
+    free_bytes: int | None = None,
+) -> int:
+    """The images per attack call to run: ``requested`` (``AUTO`` or an int >= 1) checked
+    against the device's free memory (``batch_fit.choose``; ``AUTO``: the largest up to ``cap``
+    that fits).
+
+    Args:
+      arch: the backbone's name, for messages.
+      trace_for: ``batch -> ClosedJaxpr`` of the program that will run (its trace is reused by
+        the call that follows), for the cheap bound; default: :func:`attack_program`'s.
+      free_bytes: free memory in bytes (None: ``batch_fit.free_memory_bytes()``).
+
+    Raises:
+      JaxlogitError: an explicit batch that does not fit (the message names one that does).
+    """
+    if requested != AUTO:
+        _validate.positive_int("--attack-batch", requested)
+    if trace_for is None:
+        trace_for = functools.partial(_program_jaxpr, one_device_program(logits_fn, attack), image_shape)
+    height, width = image_shape[:2]
+    request = batch_fit.Request(
+        option="--attack-batch",
+        what=f"{arch} {attack.name} at {height}x{width}",
+        bound=lambda b: batch_fit.jaxpr_bound_bytes(trace_for(b)),
+        fit=lambda: attack_memory_fit(logits_fn, attack, image_shape),
+    )
+    if free_bytes is None:
+        free_bytes = batch_fit.free_memory_bytes()
+    return batch_fit.choose(request, requested, cap, free_bytes)
+
+
+def _resolved_batch(
+    requested: int | str,
+    backbone: training.Backbone,
+    attack: AttackConfig,
+    image_shape: tuple[int, ...],
+    complete: bool,
+) -> int:
+    """:func:`attack_batch_size` for a store, unless the store is ``complete`` (nothing will be
+    attacked: a cached run traces and compiles nothing; the batch changes no value)."""
+    if requested != AUTO:
+        _validate.positive_int("--attack-batch", requested)
+    arch = backbone.meta.get("arch", "the backbone")
+    label = f"{arch} {attack.name} {image_shape[0]}x{image_shape[1]}"
+    if complete:
+        batch = DEFAULT_ATTACK_BATCH if requested == AUTO else requested
+    else:
+        batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch)
+    CHOSEN_BATCHES[label] = batch
+    return batch
 
 
 def _backbone_key(backbone: training.Backbone) -> dict:
@@ -243,7 +360,7 @@ def ensure_logits(
     *,
     limit: int | None = None,
     indices: np.ndarray | None = None,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
+    batch_size: int | str = AUTO,
     cache: str | None = None,
     progress: bool = True,
     data_workers: int | None = None,
@@ -255,12 +372,15 @@ def ensure_logits(
     attack key is ``fold_in(key(attack.seed), indices[i])``, so a row depends only on its image: a
     resumed store equals an uninterrupted one, the rows of a subset equal those of the whole split,
     and neither ``batch_size`` (images attacked at a time on each device) nor the number of devices
-    changes a value. Each call attacks ``batch_size`` images on every device of ``jax.devices()``
-    (the last call padded). An existing store, complete or not, keeps its shard size whatever the batch.
+    changes a value. Each call attacks ``batch_size`` images on every device of
+    ``jax.local_devices()`` (the last call padded; ``AUTO``: the largest up to
+    ``DEFAULT_ATTACK_BATCH`` that fits the device, :func:`attack_batch_size`; nothing is sized when
+    the store is complete). An existing store, complete or not, keeps its shard size.
     Images are decoded by ``data_workers`` processes (``data.iter_batches``) while the devices
     attack; the store does not depend on them.
     """
-    _validate.positive_int("--attack-batch", batch_size)
+    if batch_size != AUTO:
+        _validate.positive_int("--attack-batch", batch_size)
     data.check_workers(data_workers)
     if indices is None:
         indices = np.arange(len(split) if limit is None else min(limit, len(split)))
@@ -270,6 +390,9 @@ def ensure_logits(
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
     directory = store_dir(backbone, attack, split, split_name, subset, cache)
+    batch_size = _resolved_batch(
+        batch_size, backbone, attack, split.image_shape, store.is_complete(directory)
+    )
     mesh = _mesh.data_mesh(jax.local_devices())
     attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
     rows = _mesh.global_rows(batch_size, mesh)
@@ -303,7 +426,7 @@ def ensure_logits(
         "attack_keys": ATTACK_KEYS,
     }
     shard_size = store.shard_size_of(directory) or SHARD_ROWS
-    with reader:
+    with reader, progress_log.stage_fields(attack_batch=batch_size):  # the progress log says the batch
         return store.build(
             directory,
             n,
@@ -490,19 +613,21 @@ def selected_indices(
     per_class: int,
     limit: int | None = None,
     cache: str | None = None,
-    batch_size: int = DEFAULT_PREDICT_BATCH,
+    batch_size: int | str = AUTO,
     data_workers: int | None = None,
 ) -> np.ndarray:
     """The paper's *selected* set: the first ``per_class`` images per class that ``backbone``
     classifies correctly, among the first ``limit`` images of ``split`` (all if None). Cached.
 
-    The backbone predicts ``batch_size`` images at a time, decoded by ``data_workers`` processes
-    (the result depends on neither).
+    The backbone predicts ``batch_size`` images per device at a time (``AUTO``: the largest up to
+    ``DEFAULT_PREDICT_BATCH`` that fits the device), decoded by ``data_workers`` processes (the
+    result depends on neither).
 
     Returns:
       int indices into ``split``, sorted, shape ``(<= per_class * C,)``.
     """
-    _validate.positive_int("--predict-batch", batch_size)
+    if batch_size != AUTO:
+        _validate.positive_int("--predict-batch", batch_size)
     config = {
         "backbone": _backbone_key(backbone),
         "data": split.fingerprint,
@@ -536,7 +661,7 @@ def selected_logits(
     limit: int | None = None,
     cache: str | None = None,
     progress: bool = True,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
+    batch_size: int | str = AUTO,
     data_workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The logit-store arrays of the images at ``indices`` (e.g. the selected set) under ``attack``.
@@ -572,7 +697,7 @@ def corrector_for_attack(
     limit: int | None,
     cache: str | None = None,
     progress: bool = True,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
+    batch_size: int | str = AUTO,
     data_workers: int | None = None,
 ) -> TrainedCorrector:
     """The corrector trained on ``attack``'s logits of the first ``limit`` images of ``train_split``.

@@ -132,6 +132,7 @@ class _Tracker:
         self.partial = 0  # units of the current step done but not yet committed (see `partial`)
         self.start = time.perf_counter()
         self.fields: dict = {}
+        self.stage_fields = dict(_STAGE_FIELDS)
         self.devices = _device_count()
         self.lock = threading.Lock()
 
@@ -160,6 +161,7 @@ class _Tracker:
                 "rate": round(rate, 3),
                 "time": _utc_now(),
                 "devices": self.devices,
+                **self.stage_fields,
                 **self.fields,
             }
 
@@ -185,6 +187,9 @@ class _Tracker:
         suffix = {"end": " done", "stopped": " stopped"}.get(record["event"], "")
         return (f"{text} {_format_fields(extra)}" if extra else text) + suffix
 
+
+# Fields every stage started now carries (:func:`stage_fields`).
+_STAGE_FIELDS: dict = {}
 
 _RECORD_KEYS = ("event", "stage", "done", "total", "elapsed", "rate", "time", "devices")
 
@@ -291,3 +296,16 @@ def progress_bar(
     record = tracker.write_event("end")
     if not SETTINGS.quiet and not sys.stderr.isatty():
         _print_line(tracker.line(record))
+
+
+@contextlib.contextmanager
+def stage_fields(**fields) -> Iterator[None]:
+    """Within the block, every stage that starts carries ``fields`` (e.g. ``attack_batch=250``)
+    in its events and plain lines, beside those its ``advance`` reports."""
+    previous = dict(_STAGE_FIELDS)
+    _STAGE_FIELDS.update(fields)
+    try:
+        yield
+    finally:
+        _STAGE_FIELDS.clear()
+        _STAGE_FIELDS.update(previous)

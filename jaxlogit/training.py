@@ -23,7 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from jaxlogit import _digest, _lock, _mesh, _xla, batching, data, models, paths
+from jaxlogit import _digest, _lock, _mesh, _validate, _xla, batch_fit, batching, data, models, paths
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.models import _checkpoint
 from jaxlogit.progress import EVENTS_FILE, progress_bar
@@ -56,7 +56,9 @@ class BackboneConfig:
 DEFAULT_EPOCHS = {"densenet_compact": 3}
 
 DEFAULT_PREDICT_BATCH = 500
-"""Images per device per compiled call of ``predict_classes`` and ``accuracy`` (no result depends on it)."""
+"""The most images per device per compiled call of ``predict_classes`` and ``accuracy`` that
+``--predict-batch auto`` (the default) picks: the largest up to this one that fits the device
+(results do not depend on it)."""
 
 
 def default_config(arch: str, **overrides) -> BackboneConfig:
@@ -228,14 +230,53 @@ def train(
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def predict_batch_size(
+    requested: int | str, fn: Callable, image_shape: tuple[int, ...], *, free_bytes: int | None = None
+) -> int:
+    """Images per call of the jitted prediction ``fn`` (x (B, H, W, C) -> (B,)): ``requested``
+    (``batch_fit.AUTO`` or an int >= 1) checked against the free memory like the attack batch
+    (``batch_fit.choose``; ``AUTO``: the largest up to ``DEFAULT_PREDICT_BATCH`` that fits).
+
+    Raises:
+      JaxlogitError: an explicit batch that does not fit (the message names one that does).
+    """
+    if requested != batch_fit.AUTO:
+        _validate.positive_int("--predict-batch", requested)
+
+    def traced(batch: int):  # the call that follows reuses this trace
+        return fn.trace(jax.ShapeDtypeStruct((batch, *image_shape), np.float32)).jaxpr
+
+    def compiled(batch: int):
+        return fn.lower(jax.ShapeDtypeStruct((batch, *image_shape), np.float32)).compile()
+
+    def fit() -> batch_fit.MemoryFit:  # XLA's line, plus the weights the program holds as constants
+        line = batch_fit.probe_fit(compiled)
+        weights = batch_fit.constant_bytes(traced(batch_fit.PROBE_BATCHES[0]))
+        return line._replace(fixed_bytes=line.fixed_bytes + weights)
+
+    request = batch_fit.Request(
+        option="--predict-batch",
+        what=f"predictions at {image_shape[0]}x{image_shape[1]}",
+        bound=lambda b: batch_fit.jaxpr_bound_bytes(traced(b)),
+        fit=fit,
+    )
+    free = batch_fit.free_memory_bytes() if free_bytes is None else free_bytes
+    return batch_fit.choose(request, requested, DEFAULT_PREDICT_BATCH, free)
+
+
 def predict_classes(
-    logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH, workers: int | None = None
+    logits_fn: Callable, split, *, batch_size: int | str = batch_fit.AUTO, workers: int | None = None
 ) -> np.ndarray:
     """Predicted classes (N,) int32 of every image of ``split``, ``batch_size`` images on each device
-    of ``jax.local_devices()`` per call (``_mesh.over_rows``), its images decoded by ``workers``
-    processes (``data.iter_batches``) while the devices predict."""
+    of ``jax.local_devices()`` per call (``_mesh.over_rows``; ``AUTO``: :func:`predict_batch_size`),
+    its images decoded by ``workers`` processes (``data.iter_batches``) while the devices predict."""
+
+    def predict(x):
+        return jnp.argmax(logits_fn(x), axis=-1)
+
+    batch_size = predict_batch_size(batch_size, _xla.jit(predict), split.image_shape)
     mesh = _mesh.data_mesh(jax.local_devices())
-    fn = _mesh.over_rows(lambda x: jnp.argmax(logits_fn(x), axis=-1), mesh)
+    fn = _mesh.over_rows(predict, mesh)
     rows = _mesh.global_rows(batch_size, mesh)
     with data.iter_batches(split, np.arange(len(split)), rows, workers=workers) as batches:
         preds = [batching.map_batches(fn, x, batch_size=rows) for x, _ in batches]
@@ -243,7 +284,7 @@ def predict_classes(
 
 
 def accuracy(
-    logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH, workers: int | None = None
+    logits_fn: Callable, split, *, batch_size: int | str = batch_fit.AUTO, workers: int | None = None
 ) -> float:
     """Top-1 accuracy of ``logits_fn`` on all of ``split`` (``workers``: see ``predict_classes``)."""
     preds = predict_classes(logits_fn, split, batch_size=batch_size, workers=workers)

@@ -67,7 +67,7 @@ def test_logits_passes_the_attack_batch(compact, monkeypatch):
         ["logits", "--arch", "resnet_compact", "--attack", "pgd", "--split", "test", "--attack-batch", "64"]
     )
     run_main(["logits", "--arch", "resnet_compact", "--attack", "pgd", "--split", "test"])
-    assert [c["batch_size"] for c in calls] == [64, pipeline.DEFAULT_ATTACK_BATCH]
+    assert [c["batch_size"] for c in calls] == [64, pipeline.AUTO]
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
@@ -81,7 +81,7 @@ def test_correct_passes_the_attack_and_corrector_batches(compact, monkeypatch, c
     args = ["correct", command, "--arch", "resnet_compact", "--attack", "pgd"]
     run_main([*args, "--attack-batch", "64", "--corrector-batch", "32"])
     run_main(args)
-    assert [c["batch_size"] for c in stores] == [64, pipeline.DEFAULT_ATTACK_BATCH]
+    assert [c["batch_size"] for c in stores] == [64, pipeline.AUTO]
     assert [c["config"].batch_size for c in correctors] == [32, pipeline.DEFAULT_CORRECTOR.batch_size]
     assert correctors[1]["config"] == pipeline.DEFAULT_CORRECTOR  # the default keeps the cached corrector
 
@@ -108,10 +108,10 @@ def test_explain_passes_every_batch(compact, monkeypatch):
     run_main(args)
     assert [(c["attack_batch"], c["corrector_batch"]) for c in correctors] == [
         (64, 32),
-        (pipeline.DEFAULT_ATTACK_BATCH, pipeline.DEFAULT_CORRECTOR.batch_size),
+        (pipeline.AUTO, pipeline.DEFAULT_CORRECTOR.batch_size),
     ]
-    assert [c["batch_size"] for c in selections] == [16, pipeline.DEFAULT_PREDICT_BATCH]
-    assert [c["batch_size"] for c in rows] == [64, pipeline.DEFAULT_ATTACK_BATCH]
+    assert [c["batch_size"] for c in selections] == [16, pipeline.AUTO]
+    assert [c["batch_size"] for c in rows] == [64, pipeline.AUTO]
     assert [c["chunk_size"] for c in scores] == [8, explain.SCORES_CHUNK_SIZE]
 
 
@@ -120,7 +120,7 @@ def test_backbone_eval_passes_the_predict_batch(compact, monkeypatch):
     monkeypatch.setattr(training, "accuracy", recorder(calls, stop=True))
     run_main(["backbone", "eval", "--arch", "resnet_compact", "--predict-batch", "16"])
     run_main(["backbone", "eval", "--arch", "resnet_compact"])
-    assert [c["batch_size"] for c in calls] == [16, training.DEFAULT_PREDICT_BATCH]
+    assert [c["batch_size"] for c in calls] == [16, pipeline.AUTO]
 
 
 def test_attack_passes_its_batches_and_keeps_batch_as_an_alias(compact, monkeypatch):
@@ -144,7 +144,7 @@ def test_attack_passes_its_batches_and_keeps_batch_as_an_alias(compact, monkeypa
     assert reports[0]["adaptive_batch"] == 8 and reports[0]["attack_batch"] == 16
     assert reports[0]["corrector"].batch_size == 32
     assert reports[1]["adaptive_batch"] == 16  # the adaptive batch follows the attack batch by default
-    assert reports[2]["attack_batch"] == pipeline.DEFAULT_ATTACK_BATCH
+    assert reports[2]["attack_batch"] == pipeline.AUTO
     assert reports[2]["corrector"] == pipeline.DEFAULT_CORRECTOR
 
 
@@ -235,7 +235,7 @@ def test_an_experiment_report_holds_its_batch_sizes(monkeypatch, tmp_path):
     )
     setup = json.loads((tmp_path / "table2.json").read_text())["setup"]
     assert (setup["attack_batch"], setup["corrector"]["batch_size"], setup["adaptive_batch"]) == (64, 32, 8)
-    assert setup["predict_batch"] == pipeline.DEFAULT_PREDICT_BATCH
+    assert setup["predict_batch"] == pipeline.AUTO
     assert setup["explain_batch"] == explain.SCORES_CHUNK_SIZE
 
 

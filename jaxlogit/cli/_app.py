@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from jaxlogit import _xla, attacks, data, distributed, models, paths, progress, training
+from jaxlogit import _xla, attacks, batch_fit, data, distributed, models, paths, progress, training
 from jaxlogit.errors import JaxlogitError
 
 
@@ -243,16 +243,35 @@ def data_workers_option(fn):
     )(fn)
 
 
-def batch_option(kind: str, default: int | None, what: str, *aliases: str):
+class BatchSize(click.ParamType):
+    """A batch size: an integer >= 1, or ``auto``, the largest that fits (``jaxlogit.batch_fit``)."""
+
+    name = "batch"
+
+    def convert(self, value, param, ctx) -> int | str:
+        if value == batch_fit.AUTO:
+            return value
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            size = 0
+        if size < 1:
+            self.fail(f"{value!r}: pass an integer >= 1 or {batch_fit.AUTO}", param, ctx)
+        return size
+
+
+def batch_option(kind: str, default: int | str | None, what: str, *aliases: str):
     """Adds ``--KIND-batch N`` (and ``aliases``), passed as ``KIND_batch``: how many items one
-    compiled call takes (``what`` says which, e.g. "images per attack call")."""
+    compiled call takes (``what`` says which, e.g. "images per attack call"). With the default
+    ``auto``, the option also takes ``auto``: the largest batch that fits the device."""
     shown = "" if default is None else f" [default: {default}]"
+    auto = default == batch_fit.AUTO
     return click.option(
         f"--{kind}-batch",
         *aliases,
         f"{kind}_batch",
-        type=click.IntRange(min=1),
+        type=BatchSize() if auto else click.IntRange(min=1),
         default=default,
-        metavar="N",
+        metavar="N|auto" if auto else "N",
         help=f"{what}; lower it if the device runs out of memory{shown}.",
     )

@@ -21,6 +21,8 @@ from jaxlogit.cli._app import (
 )
 from jaxlogit.errors import JaxlogitError
 
+_READ_BATCH = 64  # images decoded per batch while reading the --n test images
+
 
 def summarize(
     y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray, norm: np.ndarray
@@ -56,7 +58,7 @@ def summarize(
     show_default="16/255",
     help="Budget of the attacks that take one (pgd, mim: L-inf).",
 )
-@batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per device per attack call", "--batch")
+@batch_option("attack", pipeline.AUTO, "Images per device per attack call", "--batch")
 @batch_option("adaptive", None, "Adaptive: images per attack call (default: --attack-batch)")
 @batch_option("corrector", pipeline.DEFAULT_CORRECTOR.batch_size, "Adaptive: the corrector's training batch")
 @data_workers_option
@@ -111,16 +113,23 @@ def attack(
     config = pipeline.AttackConfig(attack_name, eps=eps, seed=seed)
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
     split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
-    with data.iter_batches(split, np.arange(min(n, len(split))), attack_batch, workers=data_workers) as read:
+    with data.iter_batches(split, np.arange(min(n, len(split))), _READ_BATCH, workers=data_workers) as read:
         x, y = (np.concatenate(parts) for parts in zip(*read))
     if adaptive_ and np.unique(y).size < 2:
         raise JaxlogitError(
             f"--adaptive needs images of at least two classes (logit matching), the first {len(y)} test "
             f"image(s) hold {np.unique(y).size}: raise --n"
         )
-    batch_size = min(attack_batch, len(y))  # never pad a few images to a huge batch
     logits_fn = backbone.logits_fn(compute_dtype=precision)
 
+    batch_size = pipeline.attack_batch_size(  # never pad a few images to a huge batch
+        attack_batch if attack_batch == pipeline.AUTO else min(attack_batch, len(y)),
+        logits_fn,
+        config,
+        x.shape[1:],
+        arch=arch,
+        cap=min(pipeline.DEFAULT_ATTACK_BATCH, len(y)),
+    )
     start = time.perf_counter()  # as the logit stores attack: image i's key is fold_in(key(seed), i)
     clean, adv_logits, success, norm = pipeline.attack_arrays(logits_fn, config, x, y, batch_size=batch_size)
     clean_pred, adv_pred = clean.argmax(-1), adv_logits.argmax(-1)
@@ -158,7 +167,7 @@ def report_adaptive(
     data_dir,
     cache_dir,
     *,
-    attack_batch: int = pipeline.DEFAULT_ATTACK_BATCH,
+    attack_batch: int | str = pipeline.AUTO,
     corrector: pipeline.CorrectorConfig = pipeline.DEFAULT_CORRECTOR,
     data_workers: int | None = None,
 ) -> None:

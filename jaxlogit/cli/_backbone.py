@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jaxlogit import data, training
+from jaxlogit import batch_fit, data, training
 from jaxlogit.cli._app import (
     batch_option,
     cli,
@@ -55,7 +55,7 @@ def train_cmd(arch, epochs, seed, dataset, data_dir, cache_dir) -> None:
 
 @backbone.command("eval")
 @backbone_options
-@batch_option("predict", training.DEFAULT_PREDICT_BATCH, "Images per device per prediction call")
+@batch_option("predict", batch_fit.AUTO, "Images per device per prediction call")
 @data_workers_option
 def eval_cmd(arch, epochs, seed, dataset, predict_batch, data_workers, data_dir, cache_dir) -> None:
     """Evaluate ARCH on the dataset's evaluation split (Fashion-MNIST: the 10,000 test images;

@@ -43,7 +43,7 @@ def attack_options(fn):
     """--arch, --attack, --eps, --dataset, --attack-batch, --data-workers shared by the logit and
     corrector commands."""
     fn = data_workers_option(fn)
-    fn = batch_option("attack", pipeline.DEFAULT_ATTACK_BATCH, "Images per device per attack call")(fn)
+    fn = batch_option("attack", pipeline.AUTO, "Images per device per attack call")(fn)
     fn = dataset_option(fn)
     fn = click.option(
         "--eps",

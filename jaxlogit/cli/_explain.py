@@ -55,7 +55,7 @@ def _check_k(name: str, value: int | None, num_classes: int) -> int:
     help="Images per class in the selected set (correctly classified by resnet_compact).",
 )
 @corrector_options
-@batch_option("predict", pipeline.DEFAULT_PREDICT_BATCH, "Images per device per prediction call")
+@batch_option("predict", pipeline.AUTO, "Images per device per prediction call (the selected set)")
 @batch_option("explain", explain.SCORES_CHUNK_SIZE, "Logit rows per supporting-score call")
 @common_options
 def explain_cmd(
