@@ -83,16 +83,17 @@ def test_free_memory_comes_from_the_environment_or_meminfo(monkeypatch, tmp_path
     assert batch_fit.free_memory_bytes(jax.devices("cpu")[0]) == 2000 * 1024
 
 
-def test_auto_reuses_a_cached_store_of_any_batch_it_could_pick(trained_compact, monkeypatch):
+def test_a_complete_store_needs_no_sizing(trained_compact, monkeypatch):
     def must_not_size(*args, **kwargs):
-        raise AssertionError("sized a batch although a store was cached")
+        raise AssertionError("sized a batch although the store was complete")
 
     monkeypatch.setattr(pipeline, "attack_batch_size", must_not_size)
     attack = pipeline.AttackConfig("pgd")
     backbone = trained_compact.backbone
-    assert pipeline._resolved_batch(pipeline.AUTO, backbone, attack, SHAPE, lambda b: b in (64, 8)) == 64
+    assert pipeline._resolved_batch(pipeline.AUTO, backbone, attack, SHAPE, True) == 250
+    assert pipeline._resolved_batch(64, backbone, attack, SHAPE, True) == 64
     monkeypatch.setattr(pipeline, "attack_batch_size", lambda *a, **k: 32)
-    assert pipeline._resolved_batch(pipeline.AUTO, backbone, attack, SHAPE, lambda b: False) == 32
+    assert pipeline._resolved_batch(pipeline.AUTO, backbone, attack, SHAPE, False) == 32
     arch = trained_compact.backbone.meta["arch"]
     assert pipeline.CHOSEN_BATCHES[f"{arch} pgd 28x28"] == 32  # what the experiments' reports record
 
@@ -126,7 +127,7 @@ def test_small_memory_gives_a_smaller_batch_whose_program_fits(trained_compact, 
     assert chosen == 32
     assert pipeline.attack_batch_size(pipeline.AUTO, f, attack, SHAPE, free_bytes=1e12) == 250
     # The line holds beyond the probes: XLA's own figure at the chosen batch is within it.
-    program = pipeline.attack_program(f, attack)
+    program = pipeline.one_device_program(f, attack)
     compiled = program.lower(*pipeline._attack_specs(chosen, SHAPE)).compile()
     weights = sum(np.asarray(w).nbytes for w in jax.tree.leaves(trained_compact.backbone.variables))
     assert batch_fit.compiled_bytes(compiled) + weights <= pgd_fit.bytes_for(chosen) * 1.05
