@@ -199,7 +199,8 @@ def ensure_logits(
         for begin in range(start, stop, batch_size):
             end = min(begin + batch_size, stop)
             x, y = split.get_batch(indices[begin:end])
-            out = attack_batch(batching.pad_to(x, batch_size), batching.pad_to(y, batch_size), begin)
+            rows = min(batch_size, n)  # never pad a small store up to a large batch
+            out = attack_batch(batching.pad_to(x, rows), batching.pad_to(y, rows), begin)
             parts.append([np.asarray(o)[: end - begin] for o in out])
             progress_log.partial(end - begin)
         clean, adv, success, norm = (np.concatenate(p) for p in zip(*parts))
@@ -286,6 +287,17 @@ class TrainedCorrector(typing.NamedTuple):
     def predict_classes(self, logits: np.ndarray) -> np.ndarray:
         """Corrected classes (N,) of logits (N, C)."""
         return np.argmax(corrector.corrected_logits(self.params, self.module, logits), axis=-1)
+
+
+def fitting_batch(config: CorrectorConfig, rows: int) -> CorrectorConfig:
+    """``config``, its batch lowered to the training rows left after the holdout (a multiple of
+    the device count) when they are fewer than one batch, as on a tiny subset; else unchanged."""
+    held = 0 if config.holdout_fraction == 0 else max(1, round(config.holdout_fraction * rows))
+    devices = jax.device_count()
+    fit = (rows - held) // devices * devices
+    if config.batch_size <= rows - held or fit < 1:
+        return config
+    return dataclasses.replace(config, batch_size=fit)
 
 
 def ensure_corrector(
@@ -465,4 +477,6 @@ def corrector_for_attack(
         cache=cache,
         progress=progress,
     )
-    return ensure_corrector(train_store, config, cache=cache, progress=progress)
+    return ensure_corrector(
+        train_store, fitting_batch(config, len(train_store)), cache=cache, progress=progress
+    )

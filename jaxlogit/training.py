@@ -230,6 +230,7 @@ def train(
 def predict_classes(logits_fn: Callable, split, *, batch_size: int = DEFAULT_PREDICT_BATCH) -> np.ndarray:
     """Predicted classes (N,) int32 of every image of ``split``."""
     fn = _xla.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
+    batch_size = max(1, min(batch_size, len(split)))  # never pad a small split up to a large batch
     chunk = batch_size * 8
     preds = [
         batching.map_batches(

@@ -29,8 +29,9 @@ from jaxlogit.data._registry import (
     register,
     unregister,
 )
-from jaxlogit.data._selection import selected_indices
+from jaxlogit.data._selection import indices_of_names, read_name_list, selected_indices
 from jaxlogit.data._split import ArraySplit, Split
+from jaxlogit.data._subset import SubsetSplit, balanced_indices, limited, subset_rule
 from jaxlogit.data._transforms import eval_transform
 
 __all__ = [
@@ -43,17 +44,23 @@ __all__ = [
     "DatasetSpec",
     "ImageFolderSplit",
     "Split",
+    "SubsetSplit",
+    "balanced_indices",
+    "limited",
+    "subset_rule",
     "TfdsImageSplit",
     "eval_transform",
     "find_fashion_mnist",
     "get",
     "imagenet_class_names",
     "imagenet_wnids",
+    "indices_of_names",
     "load",
     "load_fashion_mnist",
     "load_imagenet",
     "names",
     "read_idx",
+    "read_name_list",
     "register",
     "selected_indices",
     "unregister",
