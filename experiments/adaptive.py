@@ -80,8 +80,8 @@ def load_images(setup: _common.Setup) -> Images:
     if classes < 2:
         raise JaxlogitError(
             f"the selected set holds {len(y)} image(s) of {classes} class(es) but the adaptive evaluation "
-            "needs at least two classes (logit matching): select more test images (Setup.test_limit, "
-            "Setup.per_class)"
+            "needs at least two classes (logit matching): select images of more classes (raise "
+            "--test-limit or --per-class, or list them with --selected FILE)"
         )
     return Images(backbone, ids, x, y)
 
