@@ -418,10 +418,18 @@ def apply_setup_options(setup: Setup, *, hidden, epochs, holdout, **given) -> Se
     return dataclasses.replace(setup, corrector=dataclasses.replace(setup.corrector, **corrector), **given)
 
 
-def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> Callable:
+def cli_main(
+    name: str,
+    run: Callable[..., str],
+    doc: str,
+    options: tuple[Callable, ...] = (),
+    configure: Callable[..., dict] | None = None,
+) -> Callable:
     """A click command ``python -m experiments.NAME [--dataset ...]`` that calls ``run``.
 
     ``run(setup, out_dir)`` does the work, writes its report and returns the Markdown it printed.
+    ``options`` are the experiment's own click options; ``configure(**their values)`` returns
+    the keyword arguments they add to ``run``.
     """
 
     @click.command(help=doc)
@@ -462,6 +470,8 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
     def command(dataset, data_dir, weights_dir, cache_dir, train_limit, out, **options):
         limit = {} if train_limit is None else {"train_limit": train_limit}
         batches = {k: options.pop(k) for k in BATCH_OPTIONS}
+        own = {name: options.pop(name) for name in own_names}
+        run_kwargs = configure(**own) if configure else {}
         setup = with_batches(
             default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit),
             **batches,
@@ -471,9 +481,14 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
         start = time.perf_counter()
         with progress.run_events(out_dir / progress.EVENTS_FILE):  # every stage's events, for `tail -f`
-            run(setup, out_dir)
+            run(setup, out_dir, **run_kwargs)
         click.echo(f"\n{subset_statement(dataclasses.asdict(setup))}")
         click.echo(f"\nwrote {out_dir}/{name}.md and .json  ({time.perf_counter() - start:.0f} s)")
+
+    own_names = []
+    for option in options:  # the experiment's own options, added to the command
+        option(command)
+        own_names.append(command.params[-1].name)
 
     def main(argv=None):
         try:

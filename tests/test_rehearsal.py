@@ -128,57 +128,50 @@ def test_table1_on_image_folders_takes_class_balanced_subsets(tiny_imagenet, tmp
     assert 1 <= report["selected_size"] <= 3
 
 
-@pytest.fixture(scope="module")
-def folder_runs(tiny_imagenet, tmp_path_factory):
-    """Runs every other experiment on the image folders, ResNet-50 only; their reports by name."""
-    out = tmp_path_factory.mktemp("rehearsal")
-    options = ("--backbones", "resnet50", *SMALL_CORRECTOR)
-    modules = (
-        table2,
-        table3,
-        ablation,
-        figure1,
-        supporting_classes,
-        bhattacharyya,
-        ablation_supporting,
-        instance,
-        tradeoff,
-        adaptive,
-    )
+def run_on_folders(tiny, tmp_path, *modules, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Runs ``modules`` on the image folders, ResNet-50 only; their reports by name. The tests
+    that call it share stores and correctors through the cache (whichever worker comes first
+    makes them; the other waits and reads them)."""
+    options = ("--backbones", "resnet50", *SMALL_CORRECTOR, *extra)
     return {
-        m.__name__.rsplit(".", 1)[1]: run_experiment(m, tiny_imagenet, "folders", out / m.__name__, *options)
+        m.__name__.rsplit(".", 1)[1]: run_experiment(m, tiny, "folders", tmp_path / m.__name__, *options)
         for m in modules
     }
 
 
-def test_tables_2_and_3_and_the_ablation_have_every_row(folder_runs):
+def test_tables_2_and_3_and_the_ablation_have_every_row(tiny_imagenet, tmp_path):
+    runs = run_on_folders(tiny_imagenet, tmp_path, table2, table3, ablation)
     attacks = ["pgd", "mim", "deepfool", "cw"]
-    assert [r["attack"] for r in folder_runs["table2"]["rows"]] == attacks
-    assert all(in_range({k: v for k, v in r.items() if k != "attack"}) for r in folder_runs["table2"]["rows"])
-    matrix = np.asarray(folder_runs["table3"]["matrix"])
-    assert folder_runs["table3"]["attacks"] == attacks and matrix.shape == (4, 4)
+    assert [r["attack"] for r in runs["table2"]["rows"]] == attacks
+    assert all(in_range({k: v for k, v in r.items() if k != "attack"}) for r in runs["table2"]["rows"])
+    matrix = np.asarray(runs["table3"]["matrix"])
+    assert runs["table3"]["attacks"] == attacks and matrix.shape == (4, 4)
     assert np.all((matrix >= 0) & (matrix <= 100))
-    assert set(folder_runs["ablation"]["results"]) == {"two-layer", "single-layer"}
-    assert all(in_range(r) for r in folder_runs["ablation"]["results"].values())
+    assert set(runs["ablation"]["results"]) == {"two-layer", "single-layer"}
+    assert all(in_range(r) for r in runs["ablation"]["results"].values())
 
 
-def test_figure1_tradeoff_and_the_explanations_have_their_parts(folder_runs):
-    assert set(folder_runs["figure1"]["stats"]) == {"resnet50"}
-    assert [r["p_clean"] for r in folder_runs["tradeoff"]["results"]] == list(tradeoff.P_CLEAN)
-    supporting = folder_runs["supporting_classes"]
-    assert len(supporting["class_names"]) == 1000 and set(supporting["attacks"]) >= {"pgd"}
-    assert set(folder_runs["bhattacharyya"]["attacks"]) >= {"pgd"}
-    assert folder_runs["ablation_supporting"]["k"] == folder_runs["instance"]["k"] >= 1
-    assert folder_runs["instance"]["image"] in range(len(CLASSES) * PER_CLASS["validation"])
+def test_figure1_tradeoff_and_the_explanations_have_their_parts(tiny_imagenet, tmp_path):
+    modules = (figure1, tradeoff, supporting_classes, bhattacharyya, ablation_supporting, instance)
+    runs = run_on_folders(tiny_imagenet, tmp_path, *modules)
+    assert set(runs["figure1"]["stats"]) == {"resnet50"}
+    assert [r["p_clean"] for r in runs["tradeoff"]["results"]] == list(tradeoff.P_CLEAN)
+    assert len(runs["supporting_classes"]["class_names"]) == 1000
+    assert set(runs["supporting_classes"]["attacks"]) >= {"pgd"}
+    assert set(runs["bhattacharyya"]["attacks"]) >= {"pgd"}
+    assert runs["ablation_supporting"]["k"] == runs["instance"]["k"] >= 1
+    assert runs["instance"]["image"] in range(len(CLASSES) * PER_CLASS["validation"])
 
 
-def test_adaptive_runs_on_the_tiny_selected_set(folder_runs):
-    report = folder_runs["adaptive"]
+def test_adaptive_runs_on_the_tiny_selected_set(tiny_imagenet, tmp_path):
+    extra = ("--steps", "5", "--restarts", "1", "--eps-sweep", "8,16", "--adaptive-batch", "3")
+    report = run_on_folders(tiny_imagenet, tmp_path, adaptive, extra=extra)["adaptive"]
     assert [r["attack"] for r in report["rows"]] == ["pgd", "mim", "deepfool", "cw"]
     for row in report["rows"]:
         assert 2 <= row["n"] <= len(CLASSES) and in_range(row["accuracy"])
         assert row["accuracy"][adaptive.adaptive.WORST] <= row["accuracy"][adaptive.adaptive.OBLIVIOUS]
-    assert [s["eps"] for s in report["eps_sweep"]] == list(adaptive.EPS_SWEEP)
+    assert [s["eps_255"] for s in report["eps_sweep"]] == [8.0, 16.0]
+    assert (report["config"]["attack"]["steps"], report["config"]["attack"]["restarts"]) == (5, 1)
 
 
 def invoke(*args: str) -> str:
