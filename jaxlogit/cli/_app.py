@@ -171,7 +171,10 @@ def trained_backbone(
     if spec.backbones != data.COMPACT:
         names = [n for n in models.names() if models.spec(n).kind == spec.backbones]
         if arch not in names:
-            raise JaxlogitError(f"--arch {arch!r} on --dataset {dataset}: choose one of {', '.join(names)}")
+            raise JaxlogitError(
+                f"--arch {arch!r} on --dataset {dataset}: choose one of {', '.join(names)} "
+                "(converted with `jaxlogit convert` into --weights-dir)"
+            )
         if not weights_dir:
             raise JaxlogitError(
                 f"--dataset {dataset} uses converted weights: pass --weights-dir DIR holding DIR/{arch} "
