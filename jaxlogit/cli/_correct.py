@@ -171,7 +171,7 @@ def _corrector(
     train_store = _store(
         arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir, attack_batch, **source
     )
-    config = pipeline.fitting_batch(config, len(train_store))
+    config = pipeline.fitting_batch(config, int(train_store["labels"].shape[0]))
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
