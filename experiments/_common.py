@@ -24,6 +24,7 @@ from jaxlogit import (
     adaptive,
     data,
     explain,
+    models,
     paths,
     pipeline,
     progress,
@@ -74,6 +75,10 @@ class Setup:
       data_workers: processes decoding images from disk while the device computes (0: this
         process; None: ``data.default_workers()``); in-memory datasets take none. No result depends on it.
       data_dir, weights_dir, cache_dir: where data, converted ImageNet weights and the cache are.
+      image_size: side of the square images of a resizable dataset (ImageNet; None: its 224).
+      subset_seed: the seed of the class-balanced ``train_limit``/``test_limit`` subsets (ImageNet).
+      selected_file: a file listing the selected set's evaluation file names, one per line, used
+        instead of the computed selected set (None: computed).
     """
 
     dataset: str = data.DEFAULT_DATASET
@@ -91,6 +96,9 @@ class Setup:
     explain_batch: int = explain.SCORES_CHUNK_SIZE
     seeds: int = 3
     data_workers: int | None = None
+    image_size: int | None = None
+    subset_seed: int = 0
+    selected_file: str | None = None
 
     def __post_init__(self):
         for name in ("attack_batch", "predict_batch", "adaptive_batch", "explain_batch", "seeds"):
@@ -151,8 +159,36 @@ def load_backbone(setup: Setup, arch: str, *, progress: bool = True) -> training
 
 @functools.cache
 def load_split(setup: Setup, name: str):
-    """``train`` or the evaluation split of ``setup.dataset``."""
-    return data.load(setup.dataset, name, data_dir=setup.data_dir)
+    """``train`` or the evaluation split of ``setup.dataset``: on a dataset with
+    ``balanced_subsets`` (ImageNet) already cut to ``train_limit``/``test_limit`` (``data.limited``)."""
+    split = data.load(setup.dataset, name, data_dir=setup.data_dir, image_size=setup.image_size)
+    limit = setup.train_limit if name == setup.train_split_name else setup.test_limit
+    return data.limited(
+        split, limit, balanced=data.get(setup.dataset).balanced_subsets, seed=setup.subset_seed
+    )
+
+
+def pipeline_limit(setup: Setup, which: str) -> int | None:
+    """The ``limit`` the pipeline takes on ``which`` ('train' or 'test'): the first N images, or
+    None where ``load_split`` already took a balanced subset."""
+    if data.get(setup.dataset).balanced_subsets:
+        return None
+    return setup.train_limit if which == "train" else setup.test_limit
+
+
+def subset_statement(setup: dict) -> str:
+    """One line for every report: which training and evaluation images ran, and the selected set's source.
+
+    Args:
+      setup: ``dataclasses.asdict`` of a ``Setup``.
+    """
+    balanced = data.get(setup["dataset"]).balanced_subsets
+    seed = setup.get("subset_seed", 0)
+    train = data.subset_rule(balanced, setup["train_limit"], seed)
+    test = data.subset_rule(balanced, setup["test_limit"], seed)
+    selected = setup.get("selected_file")
+    chosen = f"the names listed in {selected}" if selected else "computed"
+    return f"Subsets: training images: {train}; evaluation images: {test}; selected set: {chosen}."
 
 
 def logits(
@@ -165,7 +201,7 @@ def logits(
 ) -> store.LogitStore:
     """The cached logit store of ``backbone`` x ``attack`` on ``which`` ('train' or 'test')."""
     name = setup.train_split_name if which == "train" else setup.test_split_name
-    limit = setup.train_limit if which == "train" else setup.test_limit
+    limit = pipeline_limit(setup, which)
     return pipeline.ensure_logits(
         backbone,
         attack,
@@ -194,7 +230,7 @@ def corrector_for(
         attack,
         train_split,
         config or setup.corrector,
-        limit=setup.train_limit,
+        limit=pipeline_limit(setup, "train"),
         cache=setup.cache_dir,
         progress=progress,
         batch_size=setup.attack_batch,
@@ -203,13 +239,23 @@ def corrector_for(
 
 
 def selected_indices(setup: Setup, *, progress: bool = True) -> np.ndarray:
-    """The paper's *selected* set: ``per_class`` evaluation images per class that the ResNet gets right."""
+    """The paper's *selected* set: ``per_class`` evaluation images per class that the ResNet gets
+    right, or the images named in ``setup.selected_file``."""
+    split = load_split(setup, setup.test_split_name)
+    if setup.selected_file:
+        limit = pipeline_limit(setup, "test")
+        return data.indices_of_names(
+            split.file_names[:limit],
+            data.read_name_list(setup.selected_file),
+            f"--selected {setup.selected_file}",
+            setup.test_split_name,
+        )
     backbone = load_backbone(setup, setup.resnet, progress=progress)
     return pipeline.selected_indices(
         backbone,
-        load_split(setup, setup.test_split_name),
+        split,
         per_class=setup.per_class,
-        limit=setup.test_limit,
+        limit=pipeline_limit(setup, "test"),
         cache=setup.cache_dir,
         batch_size=setup.predict_batch,
         data_workers=setup.data_workers,
@@ -359,6 +405,9 @@ def write_report(
 ) -> pathlib.Path:
     """Writes ``NAME.md`` and ``NAME.json`` (and figures) atomically into ``out_dir``; the JSON
     also records the attack batches this process ran (``pipeline.CHOSEN_BATCHES``)."""
+    if "setup" in payload:  # every experiment's report says which images it ran on
+        statement = subset_statement(payload["setup"])
+        markdown, payload = f"{markdown}\n\n{statement}", {**payload, "subsets": statement}
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"{name}.md"
     paths.write_text_atomic(md, markdown + "\n")
@@ -411,10 +460,109 @@ def with_batches(setup: Setup, **batches: int | None) -> Setup:
     return dataclasses.replace(setup, **given)
 
 
-def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> Callable:
+def _backbones(ctx, param, value: str | None) -> tuple[str, ...] | None:
+    """``--backbones a,b,c``: registered archs, one of them a ResNet (Tables 2-3, the selected set)."""
+    if value is None:
+        return None
+    archs = tuple(a.strip() for a in value.split(",") if a.strip())
+    unknown = [a for a in archs if a not in models.names()]
+    if unknown or not any("resnet" in a for a in archs):
+        raise click.BadParameter(
+            f"{value!r}: list archs of `jaxlogit models`, comma-separated, one of them a ResNet "
+            f"(e.g. {','.join(IMAGENET)})"
+        )
+    return archs
+
+
+def setup_options(fn):
+    """The size and protocol options of every experiment: ``--test-limit``, ``--per-class``,
+    ``--image-size``, ``--backbones``, ``--subset-seed``, ``--hidden``, ``--epochs``, ``--holdout``,
+    ``--selected`` (None: the dataset's default setup)."""
+    options = [
+        click.option(
+            "--test-limit",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Evaluation images (ImageNet: a class-balanced subset drawn with --subset-seed; "
+            "fashion_mnist: the first N) [default: all].",
+        ),
+        click.option(
+            "--per-class",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Images per class of the selected set [default: 100 fashion_mnist, 1 imagenet].",
+        ),
+        click.option(
+            "--image-size",
+            type=click.IntRange(min=32),
+            default=None,
+            help="ImageNet only: side of the centre crop, cut from the image resized to SIZE*256/224 "
+            "(the torchvision backbones pool adaptively) [default: 224, the paper's].",
+        ),
+        click.option(
+            "--backbones",
+            default=None,
+            callback=_backbones,
+            metavar="A,B,C",
+            help="Archs of Table 1 and Figure 1, one a ResNet [default: the dataset's three].",
+        ),
+        click.option(
+            "--subset-seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of the class-balanced --train-limit/--test-limit subsets (ImageNet).",
+        ),
+        click.option(
+            "--hidden", type=click.IntRange(min=0), default=None, help="Corrector width D; 0: C -> C."
+        ),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Corrector epochs."),
+        click.option(
+            "--holdout",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=None,
+            help="Share of the training logits held out to pick the corrector's best epoch; 0 trains on "
+            "all and keeps the last epoch, as the paper [default: 0.1].",
+        ),
+        click.option(
+            "--selected",
+            "selected_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="A file listing the selected set's evaluation file names, one per line "
+            "(e.g. ILSVRC2012_val_00000001.JPEG), instead of the computed one.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def apply_setup_options(setup: Setup, *, hidden, epochs, holdout, **given) -> Setup:
+    """``setup`` with the values of ``setup_options`` that were given (None: keep the setup's)."""
+    corrector = {}
+    if hidden is not None:
+        corrector["hidden"] = hidden or None
+    if epochs is not None:
+        corrector["epochs"] = epochs
+    if holdout is not None:
+        corrector["holdout_fraction"] = holdout
+    given = {k: v for k, v in given.items() if v is not None}
+    return dataclasses.replace(setup, corrector=dataclasses.replace(setup.corrector, **corrector), **given)
+
+
+def cli_main(
+    name: str,
+    run: Callable[..., str],
+    doc: str,
+    options: tuple[Callable, ...] = (),
+    configure: Callable[..., dict] | None = None,
+) -> Callable:
     """A click command ``python -m experiments.NAME [--dataset ...]`` that calls ``run``.
 
     ``run(setup, out_dir)`` does the work, writes its report and returns the Markdown it printed.
+    ``options`` are the experiment's own click options; ``configure(**their values)`` returns
+    the keyword arguments they add to ``run``.
     """
 
     @click.command(help=doc)
@@ -455,23 +603,34 @@ def cli_main(name: str, run: Callable[[Setup, pathlib.Path], str], doc: str) -> 
         help="Corrector seeds behind each corrected number of Tables 1-2 (mean ± sd) [default: 3].",
     )
     @click.option("--out", default=None, help=f"Run directory (default runs/{name}-DATASET).")
+    @setup_options
     @batch_options
     @progress_options
     @job_options(leave=True)
-    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, seeds, out, **batches):
+    def command(dataset, data_dir, weights_dir, cache_dir, train_limit, seeds, out, **options):
         limit = {} if train_limit is None else {"train_limit": train_limit}
         limit.update({} if seeds is None else {"seeds": seeds})
+        batches = {k: options.pop(k) for k in BATCH_OPTIONS}
+        own = {name: options.pop(name) for name in own_names}
+        run_kwargs = configure(**own) if configure else {}
         setup = with_batches(
             default_setup(dataset, data_dir=data_dir, weights_dir=weights_dir, cache_dir=cache_dir, **limit),
             **batches,
         )
+        setup = apply_setup_options(setup, **options)
         out_dir = pathlib.Path(out or f"runs/{name}-{dataset}")
         _xla.enable_compilation_cache(paths.cache_root(cache_dir))
         pipeline.CHOSEN_BATCHES.clear()  # the report records this run's
         start = time.perf_counter()
         with progress.run_events(out_dir / progress.EVENTS_FILE):  # every stage's events, for `tail -f`
-            run(setup, out_dir)
+            run(setup, out_dir, **run_kwargs)
+        click.echo(f"\n{subset_statement(dataclasses.asdict(setup))}")
         click.echo(f"\nwrote {out_dir}/{name}.md and .json  ({time.perf_counter() - start:.0f} s)")
+
+    own_names = []
+    for option in options:  # the experiment's own options, added to the command
+        option(command)
+        own_names.append(command.params[-1].name)
 
     def main(argv=None):
         try:
@@ -509,7 +668,7 @@ def selected_logits(
             load_split(setup, split_name),
             split_name,
             selected,
-            limit=setup.test_limit,
+            limit=pipeline_limit(setup, "test"),
             cache=setup.cache_dir,
             progress=progress,
             batch_size=setup.attack_batch,

@@ -25,6 +25,7 @@ import dataclasses
 import pathlib
 import time
 
+import click
 import numpy as np
 
 from experiments import _common, _paper
@@ -80,8 +81,8 @@ def load_images(setup: _common.Setup) -> Images:
     if classes < 2:
         raise JaxlogitError(
             f"the selected set holds {len(y)} image(s) of {classes} class(es) but the adaptive evaluation "
-            "needs at least two classes (logit matching): select more test images (Setup.test_limit, "
-            "Setup.per_class)"
+            "needs at least two classes (logit matching): select images of more classes (raise "
+            "--test-limit or --per-class, or list them with --selected FILE)"
         )
     return Images(backbone, ids, x, y)
 
@@ -331,7 +332,46 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Config = Config()) 
     return text
 
 
-main = _common.cli_main("adaptive", run, __doc__.split("\n\n")[0])
+def configure(steps: int, restarts: int, eps_sweep: str) -> dict:
+    """``run``'s config from the command's ``--steps``, ``--restarts`` and ``--eps-sweep``.
+
+    Raises:
+      JaxlogitError: an ``--eps-sweep`` entry that is not a number in (0, 255].
+    """
+    try:
+        sweep = tuple(float(v) / 255 for v in eps_sweep.split(","))
+    except ValueError:
+        sweep = ()
+    if not sweep or not all(0 < e <= 1 for e in sweep):
+        raise JaxlogitError(f"--eps-sweep {eps_sweep!r}: list radii x 255 in (0, 255], e.g. 2,4,8,16")
+    attack = dataclasses.replace(Config.attack, steps=steps, restarts=restarts)
+    return {"config": Config(attack=attack, eps_sweep=sweep)}
+
+
+OPTIONS = (
+    click.option(
+        "--steps",
+        type=click.IntRange(min=1),
+        default=Config.attack.steps,
+        show_default=True,
+        help="Steps per restart of the adaptive attacks.",
+    ),
+    click.option(
+        "--restarts",
+        type=click.IntRange(min=1),
+        default=Config.attack.restarts,
+        show_default=True,
+        help="Random restarts of the adaptive attacks (the sweep below 16/255 runs one).",
+    ),
+    click.option(
+        "--eps-sweep",
+        default=",".join(f"{e * 255:g}" for e in EPS_SWEEP),
+        show_default=True,
+        metavar="E,E,...",
+        help="Radii (x 1/255) of the accuracy-vs-eps plot; each other than 16 attacks the selected set anew.",
+    ),
+)
+main = _common.cli_main("adaptive", run, __doc__.split("\n\n")[0], OPTIONS, configure)
 
 if __name__ == "__main__":
     main()

@@ -62,6 +62,14 @@ def global_rows(per_device: int, mesh: Mesh) -> int:
     return per_device * mesh.devices.size
 
 
+def unpadded_per_device(per_device: int, num_rows: int, mesh: Mesh, *, least: int = 8) -> int:
+    """Rows per device for ``num_rows`` rows in all: ``per_device``, or fewer when the rows would not
+    fill one call (a few images are not padded up to a large batch), but at least ``least`` (XLA:CPU
+    runs batches of fewer rows with other kernels, whose last bits differ)."""
+    needed = -(-num_rows // mesh.devices.size)
+    return max(1, min(per_device, max(needed, least)))
+
+
 def over_rows(fn: Callable, mesh: Mesh, *, separate_calls: bool | None = None) -> Callable:
     """``fn`` (arrays (n, ...) -> pytree of arrays (n, ...), rows independent) run by every device of
     ``mesh`` on its own rows, jitted (``_xla.jit``).

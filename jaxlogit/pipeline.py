@@ -395,7 +395,7 @@ def ensure_logits(
     )
     mesh = _mesh.data_mesh(jax.local_devices())
     attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
-    rows = _mesh.global_rows(batch_size, mesh)
+    rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, n, mesh), mesh)
     reader = data.BatchReader(split, indices, rows, workers=data_workers)  # one stream for all shards
 
     def produce(start: int, stop: int) -> dict:
@@ -504,6 +504,17 @@ class TrainedCorrector(typing.NamedTuple):
     def predict_classes(self, logits: np.ndarray) -> np.ndarray:
         """Corrected classes (N,) of logits (N, C)."""
         return np.argmax(corrector.corrected_logits(self.params, self.module, logits), axis=-1)
+
+
+def fitting_batch(config: CorrectorConfig, rows: int) -> CorrectorConfig:
+    """``config``, its batch lowered to the training rows left after the holdout (a multiple of
+    the device count) when they are fewer than one batch, as on a tiny subset; else unchanged."""
+    held = 0 if config.holdout_fraction == 0 else max(1, round(config.holdout_fraction * rows))
+    devices = jax.device_count()
+    fit = (rows - held) // devices * devices
+    if config.batch_size <= rows - held or fit < 1:
+        return config
+    return dataclasses.replace(config, batch_size=fit)
 
 
 def ensure_corrector(
@@ -717,4 +728,6 @@ def corrector_for_attack(
         progress=progress,
         data_workers=data_workers,
     )
-    return ensure_corrector(train_store, config, cache=cache, progress=progress)
+    return ensure_corrector(
+        train_store, fitting_batch(config, len(train_store)), cache=cache, progress=progress
+    )

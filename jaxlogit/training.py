@@ -277,7 +277,7 @@ def predict_classes(
     batch_size = predict_batch_size(batch_size, _xla.jit(predict), split.image_shape)
     mesh = _mesh.data_mesh(jax.local_devices())
     fn = _mesh.over_rows(predict, mesh)
-    rows = _mesh.global_rows(batch_size, mesh)
+    rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, len(split), mesh), mesh)
     with data.iter_batches(split, np.arange(len(split)), rows, workers=workers) as batches:
         preds = [batching.map_batches(fn, x, batch_size=rows) for x, _ in batches]
     return np.concatenate(preds).astype(np.int32)

@@ -57,7 +57,7 @@ def compact(trained_compact, monkeypatch):
     return trained_compact.backbone
 
 
-FAKE_STORE = {"labels": np.zeros(4, np.int32), "clean_logits": np.zeros((4, 10), np.float32)}
+FAKE_STORE = {"labels": np.zeros(1000, np.int32), "clean_logits": np.zeros((1000, 10), np.float32)}
 
 
 def test_logits_passes_the_attack_batch(compact, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pathlib
 
 import click
 
@@ -155,6 +156,48 @@ def dataset_option(fn):
     )(fn)
 
 
+def source_options(fn):
+    """Adds --weights-dir (converted ImageNet weights), --image-size and --subset-seed: where a
+    command's backbone and images come from on a dataset with converted backbones (ImageNet)."""
+    options = [
+        click.option(
+            "--weights-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="ImageNet: folder of `jaxlogit convert` outputs, one per arch (DIR/resnet50, ...).",
+        ),
+        click.option(
+            "--image-size",
+            type=click.IntRange(min=32),
+            default=None,
+            help="ImageNet: side of the centre crop (the image resized to SIZE*256/224 first) "
+            "[default: 224, the paper's].",
+        ),
+        click.option(
+            "--subset-seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="ImageNet: seed of the class-balanced subset that --limit/--n take.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def load_split(
+    dataset: str, split_name: str, data_dir, limit: int | None = None, *, image_size=None, subset_seed=0
+) -> tuple[data.Split, int | None]:
+    """``(split, limit)``: on a dataset with ``balanced_subsets`` (ImageNet) the class-balanced
+    subset of ``limit`` images drawn with ``subset_seed`` and None, else the whole split and
+    ``limit`` (the pipeline keeps the first ``limit`` images)."""
+    split = data.load(dataset, split_name, data_dir=data_dir, image_size=image_size)
+    if not data.get(dataset).balanced_subsets:
+        return split, limit
+    return data.limited(split, limit, balanced=True, seed=subset_seed), None
+
+
 def trained_backbone(
     arch: str,
     dataset: str,
@@ -162,21 +205,30 @@ def trained_backbone(
     cache_dir,
     config: training.BackboneConfig | None = None,
     rebuild: bool = False,
+    weights_dir=None,
 ) -> training.Backbone:
     """The compact ``arch`` trained on ``dataset`` with ``config`` (default: ``training.default_config``),
-    from the cache or trained now.
+    from the cache or trained now; on a dataset with converted backbones (ImageNet), the
+    `jaxlogit convert` output ``weights_dir/arch``.
 
     Raises:
-      JaxlogitError: unknown or non-compact ``arch``, or a dataset whose backbones come from
-        converted weights (the commands train compact backbones only).
+      JaxlogitError: unknown ``arch`` or one of another kind than the dataset's, or no
+        ``weights_dir`` (or no checkpoint in it) for converted backbones.
     """
     spec = data.get(dataset)
     if spec.backbones != data.COMPACT:
-        raise JaxlogitError(
-            f"--dataset {dataset} needs converted {spec.backbones} weights, which this command cannot "
-            f"load yet; run the experiments with --weights-dir, or use a dataset with compact backbones "
-            f"({', '.join(n for n in data.names() if data.get(n).backbones == data.COMPACT)})"
-        )
+        names = [n for n in models.names() if models.spec(n).kind == spec.backbones]
+        if arch not in names:
+            raise JaxlogitError(
+                f"--arch {arch!r} on --dataset {dataset}: choose one of {', '.join(names)} "
+                "(converted with `jaxlogit convert` into --weights-dir)"
+            )
+        if not weights_dir:
+            raise JaxlogitError(
+                f"--dataset {dataset} uses converted weights: pass --weights-dir DIR holding DIR/{arch} "
+                f"(`jaxlogit convert --arch {arch} --weights FILE.pth --out DIR/{arch}`)"
+            )
+        return training.load_backbone(pathlib.Path(weights_dir) / arch)
     check_arch(arch, compact_only=True)
     config = training.default_config(arch, dataset=dataset) if config is None else config
     return training.ensure_backbone(config, data_dir=data_dir, cache=cache_dir, rebuild=rebuild)

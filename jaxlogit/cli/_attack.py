@@ -17,6 +17,8 @@ from jaxlogit.cli._app import (
     common_options,
     data_workers_option,
     dataset_option,
+    load_split,
+    source_options,
     trained_backbone,
 )
 from jaxlogit.errors import JaxlogitError
@@ -40,7 +42,7 @@ def summarize(
 
 
 @cli.command()
-@click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")
+@click.option("--arch", required=True, help="A backbone of the dataset's kind (see `jaxlogit models`).")
 @click.option(
     "--attack",
     "attack_name",
@@ -49,7 +51,12 @@ def summarize(
     help="A registered attack (jaxlogit.attacks), with the paper's settings.",
 )
 @click.option(
-    "--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Test images to attack."
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Test images to attack: the first N (imagenet: class-balanced, --subset-seed).",
 )
 @click.option(
     "--eps",
@@ -84,6 +91,7 @@ def summarize(
     help="The backbone's compute dtype inside the attack (images, perturbation and projection stay float32).",
 )
 @dataset_option
+@source_options
 @common_options
 def attack(
     arch,
@@ -100,6 +108,9 @@ def attack(
     restarts,
     precision,
     dataset,
+    weights_dir,
+    image_size,
+    subset_seed,
     data_dir,
     cache_dir,
 ) -> None:
@@ -111,8 +122,9 @@ def attack(
     know it (jaxlogit.adaptive) run on g∘f.
     """
     config = pipeline.AttackConfig(attack_name, eps=eps, seed=seed)
-    backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
-    split = data.load(dataset, data.get(dataset).eval_split, data_dir=data_dir)
+    backbone = trained_backbone(arch, dataset, data_dir, cache_dir, weights_dir=weights_dir)
+    source = {"image_size": image_size, "subset_seed": subset_seed}
+    split, _ = load_split(dataset, data.get(dataset).eval_split, data_dir, n, **source)
     with data.iter_batches(split, np.arange(min(n, len(split))), _READ_BATCH, workers=data_workers) as read:
         x, y = (np.concatenate(parts) for parts in zip(*read))
     if adaptive_ and np.unique(y).size < 2:
@@ -152,7 +164,7 @@ def attack(
         corrector = dataclasses.replace(pipeline.DEFAULT_CORRECTOR, batch_size=corrector_batch)
         batches = {"attack_batch": attack_batch, "corrector": corrector, "data_workers": data_workers}
         report_adaptive(
-            backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir, **batches
+            backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir, **batches, **source
         )
 
 
@@ -170,17 +182,27 @@ def report_adaptive(
     attack_batch: int | str = pipeline.AUTO,
     corrector: pipeline.CorrectorConfig = pipeline.DEFAULT_CORRECTOR,
     data_workers: int | None = None,
+    image_size: int | None = None,
+    subset_seed: int = 0,
 ) -> None:
     """Attacks g∘f adaptively and prints the defended accuracies and the detection AUCs; the
     corrector trained with ``corrector`` on logits attacked ``attack_batch`` images at a time
-    (decoded by ``data_workers`` processes)."""
-    train_split = data.load(dataset, data.get(dataset).train_split, data_dir=data_dir)
+    (decoded by ``data_workers`` processes), of ``pipeline.DEFAULT_TRAIN_LIMIT`` training images
+    (``image_size`` and ``subset_seed``: ``_app.load_split``)."""
+    train_split, limit = load_split(
+        dataset,
+        data.get(dataset).train_split,
+        data_dir,
+        pipeline.DEFAULT_TRAIN_LIMIT,
+        image_size=image_size,
+        subset_seed=subset_seed,
+    )
     trained = pipeline.corrector_for_attack(
         backbone,
         pipeline.AttackConfig(attack_name),
         train_split,
         corrector,
-        limit=pipeline.DEFAULT_TRAIN_LIMIT,
+        limit=limit,
         cache=cache_dir,
         batch_size=attack_batch,
         data_workers=data_workers,

@@ -13,20 +13,36 @@ from jaxlogit.cli._app import (
     common_options,
     data_workers_option,
     dataset_option,
+    load_split,
+    source_options,
     trained_backbone,
 )
 from jaxlogit.errors import JaxlogitError
 
 
 def _store(
-    arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch, data_workers=None
+    arch,
+    attack_name,
+    split_name,
+    limit,
+    eps,
+    dataset,
+    data_dir,
+    cache_dir,
+    attack_batch,
+    weights_dir=None,
+    image_size=None,
+    subset_seed=0,
+    data_workers=None,
 ):
     splits = data.get(dataset).splits
     if split_name not in splits:
         raise JaxlogitError(f"--split {split_name!r}: {dataset} has the splits {', '.join(splits)}")
     attack = pipeline.AttackConfig(attack_name, eps=eps)
-    backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
-    split = data.load(dataset, split_name, data_dir=data_dir)
+    backbone = trained_backbone(arch, dataset, data_dir, cache_dir, weights_dir=weights_dir)
+    split, limit = load_split(
+        dataset, split_name, data_dir, limit, image_size=image_size, subset_seed=subset_seed
+    )
     return pipeline.ensure_logits(
         backbone,
         attack,
@@ -40,8 +56,9 @@ def _store(
 
 
 def attack_options(fn):
-    """--arch, --attack, --eps, --dataset, --attack-batch, --data-workers shared by the logit and
-    corrector commands."""
+    """--arch, --attack, --eps, --dataset, --attack-batch, --data-workers and the source options
+    (--weights-dir, ...) shared by the logit and corrector commands."""
+    fn = source_options(fn)
     fn = data_workers_option(fn)
     fn = batch_option("attack", pipeline.AUTO, "Images per device per attack call")(fn)
     fn = dataset_option(fn)
@@ -59,7 +76,9 @@ def attack_options(fn):
         type=AttackName(),
         help="A registered attack (jaxlogit.attacks), with the paper's settings.",
     )(fn)
-    return click.option("--arch", required=True, help="A compact backbone (see `jaxlogit models`).")(fn)
+    return click.option(
+        "--arch", required=True, help="A backbone of the dataset's kind (see `jaxlogit models`)."
+    )(fn)
 
 
 @cli.command()
@@ -71,15 +90,38 @@ def attack_options(fn):
     help="The dataset's training or evaluation split (fashion_mnist: train or test).",
 )
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (default: all)."
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only N images: the first N (imagenet: class-balanced, --subset-seed) [default: all].",
 )
 @common_options
 def logits(
-    arch, attack_name, eps, dataset, attack_batch, data_workers, split_name, limit, data_dir, cache_dir
+    arch,
+    attack_name,
+    eps,
+    dataset,
+    attack_batch,
+    data_workers,
+    split_name,
+    limit,
+    data_dir,
+    cache_dir,
+    **source,
 ) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
     s = _store(
-        arch, attack_name, split_name, limit, eps, dataset, data_dir, cache_dir, attack_batch, data_workers
+        arch,
+        attack_name,
+        split_name,
+        limit,
+        eps,
+        dataset,
+        data_dir,
+        cache_dir,
+        attack_batch,
+        **source,
+        data_workers=data_workers,
     )
     n = len(s)
     click.echo(f"store: {s.directory}")
@@ -117,6 +159,14 @@ def corrector_options(fn):
     fn = batch_option(
         "corrector", defaults.batch_size, "Training batch of the corrector (another value trains another)"
     )(fn)
+    fn = click.option(
+        "--holdout",
+        type=click.FloatRange(0, 1, max_open=True),
+        default=defaults.holdout_fraction,
+        show_default=True,
+        help="Share of the training logits held out to pick the best epoch; 0: train on all, keep the "
+        "last epoch (the paper).",
+    )(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
     fn = click.option("--lr", type=float, default=defaults.lr, show_default=True)(fn)
     fn = click.option(
@@ -128,7 +178,7 @@ def corrector_options(fn):
         type=click.IntRange(min=1),
         default=pipeline.DEFAULT_TRAIN_LIMIT,
         show_default=True,
-        help="Training images whose logits train the corrector.",
+        help="Training images whose logits train the corrector (imagenet: class-balanced).",
     )(fn)
 
 
@@ -147,18 +197,39 @@ def _corrector(
     corrector_batch,
     data_dir,
     cache_dir,
+    holdout=pipeline.DEFAULT_CORRECTOR.holdout_fraction,
+    weights_dir=None,
+    image_size=None,
+    subset_seed=0,
     data_workers=None,
     rebuild=False,
     **_other_options,
 ):
     """The corrector named by a command's attack and corrector options (cached; trained now if not)."""
     config = pipeline.CorrectorConfig(
-        hidden=hidden or None, epochs=epochs, batch_size=corrector_batch, lr=lr, seed=seed
+        hidden=hidden or None,
+        epochs=epochs,
+        batch_size=corrector_batch,
+        lr=lr,
+        seed=seed,
+        holdout_fraction=holdout,
     )
     train_split = data.get(dataset).train_split
+    source = {"weights_dir": weights_dir, "image_size": image_size, "subset_seed": subset_seed}
     train_store = _store(
-        arch, attack_name, train_split, limit, eps, dataset, data_dir, cache_dir, attack_batch, data_workers
+        arch,
+        attack_name,
+        train_split,
+        limit,
+        eps,
+        dataset,
+        data_dir,
+        cache_dir,
+        attack_batch,
+        **source,
+        data_workers=data_workers,
     )
+    config = pipeline.fitting_batch(config, len(train_store))
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
@@ -187,12 +258,16 @@ def train_cmd(
     corrector_batch,
     data_dir,
     cache_dir,
+    **source,
 ) -> None:
     """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
     one is retrained)."""
     trained = command_corrector(rebuild=True)
     click.echo(f"corrector: {trained.directory}")
-    click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
+    if trained.meta["config"].get("holdout_fraction", 1):
+        click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
+    else:
+        click.echo(f"kept the last epoch ({trained.meta['best_epoch']}): --holdout 0 holds nothing out")
 
 
 @correct.command("eval")
@@ -218,6 +293,8 @@ def eval_cmd(
     eval_attack,
     data_dir,
     cache_dir,
+    holdout,
+    **source,
 ) -> None:
     """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
     trained = command_corrector()
@@ -232,7 +309,8 @@ def eval_cmd(
         data_dir,
         cache_dir,
         attack_batch,
-        data_workers,
+        **source,
+        data_workers=data_workers,
     )
     n = len(test)
     for kind in ("clean", "adv"):

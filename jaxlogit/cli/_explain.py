@@ -11,6 +11,8 @@ from jaxlogit.cli._correct import _corrector, attack_options, corrector_options
 
 SELECTING_ARCH = "resnet_compact"
 """The backbone whose correct predictions define the selected set (the paper's ResNet-50)."""
+SELECTING_ARCHS = {data.COMPACT: SELECTING_ARCH, data.IMAGENET: "resnet50"}
+"""The selecting backbone of each backbone kind."""
 
 
 def vote_table(classes: np.ndarray, counts: np.ndarray, names: tuple[str, ...]) -> list[str]:
@@ -52,7 +54,7 @@ def _check_k(name: str, value: int | None, num_classes: int) -> int:
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
-    help="Images per class in the selected set (correctly classified by resnet_compact).",
+    help="Images per class in the selected set (correctly classified by resnet_compact; imagenet: resnet50).",
 )
 @corrector_options
 @batch_option("predict", pipeline.AUTO, "Images per device per prediction call (the selected set)")
@@ -78,18 +80,25 @@ def explain_cmd(
     explain_batch,
     data_dir,
     cache_dir,
+    weights_dir,
+    image_size,
+    subset_seed,
+    holdout,
 ) -> None:
     """Supporting classes of the corrector trained on ATTACK: votes of the largest S_k over the
     selected test set's adversarial logits (the paper's Figures 2-3)."""
-    backbone = trained_backbone(arch, dataset, data_dir, cache_dir)
+    backbone = trained_backbone(arch, dataset, data_dir, cache_dir, weights_dir=weights_dir)
     num_classes = int(backbone.meta["num_classes"])
     per_example = _check_k("--per-example", per_example, num_classes)
     top = _check_k("--top", top, num_classes)
     trained = _corrector(**click.get_current_context().params)
     split_name = data.get(dataset).eval_split
-    split = data.load(dataset, split_name, data_dir=data_dir)
+    split = data.load(dataset, split_name, data_dir=data_dir, image_size=image_size)
+    selecting = SELECTING_ARCHS[data.get(dataset).backbones]
     selector = (
-        backbone if arch == SELECTING_ARCH else trained_backbone(SELECTING_ARCH, dataset, data_dir, cache_dir)
+        backbone
+        if arch == selecting
+        else trained_backbone(selecting, dataset, data_dir, cache_dir, weights_dir=weights_dir)
     )
     indices = pipeline.selected_indices(
         selector,

@@ -30,7 +30,7 @@ from jaxlogit.data._registry import (
     register,
     unregister,
 )
-from jaxlogit.data._selection import selected_indices
+from jaxlogit.data._selection import indices_of_names, read_name_list, selected_indices
 from jaxlogit.data._split import ArraySplit, Split
 from jaxlogit.data._stream import (
     MAX_DEFAULT_WORKERS,
@@ -40,6 +40,7 @@ from jaxlogit.data._stream import (
     default_workers,
     iter_batches,
 )
+from jaxlogit.data._subset import SubsetSplit, balanced_indices, limited, subset_rule
 from jaxlogit.data._transforms import eval_transform
 
 __all__ = [
@@ -55,6 +56,10 @@ __all__ = [
     "DatasetSpec",
     "ImageFolderSplit",
     "Split",
+    "SubsetSplit",
+    "balanced_indices",
+    "limited",
+    "subset_rule",
     "TfdsImageSplit",
     "check_workers",
     "default_workers",
@@ -63,12 +68,14 @@ __all__ = [
     "get",
     "imagenet_class_names",
     "imagenet_wnids",
+    "indices_of_names",
     "iter_batches",
     "load",
     "load_fashion_mnist",
     "load_imagenet",
     "names",
     "read_idx",
+    "read_name_list",
     "register",
     "selected_indices",
     "split_fingerprint",

@@ -45,10 +45,29 @@ LAYOUT_HINT = (
 _MAX_DECODE_THREADS = 8
 
 
-def _decode_all(decode: Callable, items: Sequence) -> np.ndarray:
+MIN_IMAGE_SIZE = 32
+"""The smallest ``--image-size``: the torchvision backbones downsample by 32."""
+
+
+def check_image_size(image_size: int) -> int:
+    """``image_size`` if it is an int >= ``MIN_IMAGE_SIZE``, else a one-line ``JaxlogitError``."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise JaxlogitError(
+            f"--image-size {image_size!r}: pass a side of at least {MIN_IMAGE_SIZE} pixels "
+            f"(the paper's is {CROP})"
+        )
+    return image_size
+
+
+def _size_identity(image_size: int) -> str:
+    """What a crop size adds to a fingerprint: nothing for the paper's 224 (keys made before it existed)."""
+    return "" if image_size == CROP else f"crop={image_size}\n"
+
+
+def _decode_all(decode: Callable, items: Sequence, image_size: int = CROP) -> np.ndarray:
     """``decode`` each item on a few threads (PIL releases the GIL); stacked float32 ``(B, ...)``."""
     if not items:
-        return np.zeros((0, CROP, CROP, 3), np.float32)
+        return np.zeros((0, image_size, image_size, 3), np.float32)
     if len(items) == 1:
         return decode(items[0])[None]
     workers = min(_MAX_DECODE_THREADS, os.cpu_count() or 1, len(items))
@@ -61,11 +80,13 @@ class ImageFolderSplit(Split):
 
     Args:
       directory: e.g. ``DIR/val``, whose sub-folders are wnids (or any class names).
+      image_size: side of the centre crop ``get_batch`` returns (the paper's 224).
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, image_size: int = CROP):
         directory = pathlib.Path(directory)
         self._directory = directory
+        self._image_size = check_image_size(image_size)
         folders = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
         if not folders:
             raise JaxlogitError(f"no class folders in {directory}; expected {directory}/<wnid>/*.JPEG")
@@ -98,6 +119,11 @@ class ImageFolderSplit(Split):
         return tuple(self._paths)
 
     @property
+    def file_names(self) -> tuple[str, ...]:
+        """The file name of each index (``ILSVRC2012_val_00000001.JPEG``)."""
+        return tuple(os.path.basename(path) for path in self._paths)
+
+    @property
     def labels(self) -> np.ndarray:
         return self._labels
 
@@ -106,6 +132,7 @@ class ImageFolderSplit(Split):
         """SHA-256 of each image's path relative to the split folder and its size in bytes, in
         index order, and of the labels. Files are listed, never read; computed once per object."""
         digest = hashlib.sha256(_digest.arrays_sha256([self._labels]).encode())
+        digest.update(_size_identity(self._image_size).encode())
         prefix = len(os.fspath(self._directory / "x")) - 1  # each path is directory/<class>/<file>
         for path in self._paths:
             relative = path[prefix:].replace(os.sep, "/")
@@ -118,11 +145,12 @@ class ImageFolderSplit(Split):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return (CROP, CROP, 3)
+        return (self._image_size, self._image_size, 3)
 
     def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        x = _decode_all(load_and_transform, [self._paths[i] for i in indices])
+        decode = functools.partial(load_and_transform, crop=self._image_size)
+        x = _decode_all(decode, [self._paths[i] for i in indices], self._image_size)
         return x, self._labels[indices]
 
 
@@ -135,11 +163,13 @@ class TfdsImageSplit(Split):
     Args:
       data_dir: the TFDS data dir (it holds ``imagenet2012/<version>/``).
       split: TFDS split name, ``"validation"`` or ``"train"``.
+      image_size: side of the centre crop ``get_batch`` returns (the paper's 224).
     """
 
-    def __init__(self, data_dir: str | os.PathLike, split: str):
+    def __init__(self, data_dir: str | os.PathLike, split: str, image_size: int = CROP):
         self._data_dir = pathlib.Path(data_dir)
         self._split = split
+        self._image_size = check_image_size(image_size)
         self._source = _tfds.open_data_source(self._data_dir, TFDS_NAME, split, skip_image_decoding=True)
 
     def __len__(self) -> int:
@@ -160,6 +190,25 @@ class TfdsImageSplit(Split):
         return labels
 
     @functools.cached_property
+    def file_names(self) -> tuple[str, ...]:
+        """Each record's ``file_name`` (one pass over the records, kept beside the labels' cache).
+
+        Raises:
+          JaxlogitError: the prepared dataset has no ``file_name`` feature.
+        """
+        cache_file = self._labels_cache_file().with_name("file_names.json")
+        if cache_file.is_file():
+            return tuple(json.loads(cache_file.read_text()))
+        names = []
+        for first in range(0, len(self), 1024):
+            records = self._source.__getitems__(list(range(first, min(first + 1024, len(self)))))
+            if records and "file_name" not in records[0]:
+                raise JaxlogitError(f"the records of {self._data_dir} have no file_name; cannot match names")
+            names.extend(_text(record["file_name"]) for record in records)
+        paths.write_json_atomic(cache_file, names)
+        return tuple(names)
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the TFDS name, prepared version, split and number of records."""
         identity = {
@@ -168,6 +217,8 @@ class TfdsImageSplit(Split):
             "split": self._split,
             "num_examples": len(self),
         }
+        if self._image_size != CROP:
+            identity["crop"] = self._image_size
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def _labels_cache_file(self) -> pathlib.Path:
@@ -195,14 +246,20 @@ class TfdsImageSplit(Split):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return (CROP, CROP, 3)
+        return (self._image_size, self._image_size, 3)
 
     def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         keys = [int(i) for i in np.asarray(indices).reshape(-1)]
         records = self._source.__getitems__(keys) if keys else []
-        x = _decode_all(decode_and_transform, [record["image"] for record in records])
+        decode = functools.partial(decode_and_transform, crop=self._image_size)
+        x = _decode_all(decode, [record["image"] for record in records], self._image_size)
         y = np.asarray([record["label"] for record in records], dtype=np.int32)
         return x, y
+
+
+def _text(value) -> str:
+    """A TFDS text feature (bytes or str) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _tfds_data_dir(root: pathlib.Path) -> pathlib.Path | None:
@@ -217,19 +274,22 @@ def _tfds_data_dir(root: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
-def load_imagenet(split: str, data_dir: str | os.PathLike | None) -> Split:
+def load_imagenet(split: str, data_dir: str | os.PathLike | None, image_size: int = CROP) -> Split:
     """A lazily decoded ImageNet split from ``data_dir`` (TFDS data dir or image folders).
 
     Args:
       split: ``"validation"`` (alias ``"val"``) or ``"train"``.
       data_dir: see the module docstring; required.
+      image_size: S, the side of the centre crop (``--image-size``; the paper's 224), cut from
+        the image resized to a shorter side of ``S * 256 / 224``.
 
     Returns:
-      A ``Split`` whose ``get_batch`` gives float32 ``(B, 224, 224, 3)`` in [0, 1].
+      A ``Split`` whose ``get_batch`` gives float32 ``(B, S, S, 3)`` in [0, 1].
 
     Raises:
-      JaxlogitError: unknown split, no ``data_dir``, or no recognised layout in it.
+      JaxlogitError: unknown split, no ``data_dir``, no recognised layout in it, or a size < 32.
     """
+    check_image_size(image_size)
     split = "validation" if split == "val" else split
     if split not in SPLITS:
         raise JaxlogitError(f"unknown ImageNet split {split!r}; use one of: {', '.join(SPLITS)}")
@@ -240,10 +300,10 @@ def load_imagenet(split: str, data_dir: str | os.PathLike | None) -> Split:
         raise JaxlogitError(f"ImageNet data dir {root} is not a folder; {LAYOUT_HINT}")
     tfds_dir = _tfds_data_dir(root)
     if tfds_dir is not None:
-        return TfdsImageSplit(tfds_dir, split)
+        return TfdsImageSplit(tfds_dir, split, image_size)
     for name in FOLDER_NAMES[split]:
         if (root / name).is_dir():
-            return ImageFolderSplit(root / name)
+            return ImageFolderSplit(root / name, image_size)
     if any(root.glob("ILSVRC2012_img_*.tar")):
         raise JaxlogitError(
             f"{root} holds the ImageNet archives but no prepared dataset; run "

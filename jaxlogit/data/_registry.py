@@ -51,6 +51,9 @@ class DatasetSpec:
       sources: optional ``(split, data_dir) -> files or None``: the files a split is read from, so
         that its fingerprint is remembered by their identity (``split_fingerprint``) rather than
         computed by loading it each time.
+      resizable: whether ``loader`` takes ``image_size=S`` (``--image-size``; square S x S images).
+      balanced_subsets: whether ``--train-limit``/``--test-limit N`` take a seeded class-balanced
+        subset (``data.limited``) instead of the first N images.
     """
 
     name: str
@@ -67,6 +70,8 @@ class DatasetSpec:
     find: Callable[[str | os.PathLike | None], os.PathLike | None] | None = None
     install_hint: str = ""
     sources: Callable[[str, str | os.PathLike | None], Sequence[os.PathLike] | None] | None = None
+    resizable: bool = False
+    balanced_subsets: bool = False
 
     @property
     def splits(self) -> tuple[str, str]:
@@ -78,9 +83,22 @@ class DatasetSpec:
         names = self.class_names() if callable(self.class_names) else self.class_names
         return tuple(names)
 
-    def load(self, split: str, data_dir: str | os.PathLike | None = None) -> Split:
-        """``loader(split, data_dir)``."""
-        return self.loader(split, data_dir)
+    def load(
+        self, split: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None
+    ) -> Split:
+        """``loader(split, data_dir)``, with ``image_size=`` when given.
+
+        Raises:
+          JaxlogitError: ``image_size`` for a dataset that is not ``resizable``.
+        """
+        if image_size is None:
+            return self.loader(split, data_dir)
+        if not self.resizable:
+            resizable = ", ".join(n for n in names() if get(n).resizable)
+            raise JaxlogitError(
+                f"--image-size applies to datasets decoded from files ({resizable}); drop it for {self.name}"
+            )
+        return self.loader(split, data_dir, image_size=image_size)
 
 
 DEFAULT_DATASET = "fashion_mnist"
@@ -147,7 +165,9 @@ def names() -> list[str]:
     return list(_DATASETS)
 
 
-def load(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Split:
+def load(
+    name: str, split: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None
+) -> Split:
     """One split of a registered dataset.
 
     Args:
@@ -155,6 +175,7 @@ def load(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Sp
       split: one of the dataset's splits: ``"train"``/``"test"`` for Fashion-MNIST,
         ``"validation"``/``"train"`` for ImageNet.
       data_dir: where the data is; optional for Fashion-MNIST, required for ImageNet.
+      image_size: side of the square images of a ``resizable`` dataset (ImageNet: default 224).
 
     Returns:
       A ``Split``: ``get_batch(indices)`` gives float32 ``(B, H, W, C)`` in [0, 1] and int32 ``(B,)``.
@@ -162,7 +183,7 @@ def load(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Sp
     Raises:
       JaxlogitError: unknown name or split, or data not found.
     """
-    return get(name).load(split, data_dir)
+    return get(name).load(split, data_dir, image_size)
 
 
 register(
@@ -197,5 +218,7 @@ register(
         backbones=IMAGENET,
         description="ImageNet (ILSVRC 2012) from --data-dir: TFDS imagenet2012 or val/<wnid>/*.JPEG, "
         "224x224 crops",
+        resizable=True,
+        balanced_subsets=True,
     )
 )

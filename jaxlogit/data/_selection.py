@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import numpy as np
+
+from jaxlogit.errors import JaxlogitError
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +64,47 @@ def selected_indices(predictions, labels, per_class: int, num_classes: int | Non
             per_class * num_classes,
         )
     return chosen
+
+
+def read_name_list(path) -> list[str]:
+    """The file names listed in ``path``, one per line (a path keeps its last part; blank lines
+    and ``#`` comments are skipped).
+
+    Raises:
+      JaxlogitError: the file cannot be read or lists no name.
+    """
+    try:
+        lines = pathlib.Path(path).read_text().splitlines()
+    except OSError as err:
+        raise JaxlogitError(f"--selected {path}: cannot read it ({err.strerror})") from None
+    names = [line.split("#", 1)[0].strip().replace("\\", "/").rsplit("/", 1)[-1] for line in lines]
+    names = [name for name in names if name]
+    if not names:
+        raise JaxlogitError(f"--selected {path} lists no file name; write one name per line")
+    return names
+
+
+def indices_of_names(file_names, wanted, source: str = "--selected", split: str = "evaluation") -> np.ndarray:
+    """Sorted indices of the images named ``wanted`` among a split's ``file_names``.
+
+    Args:
+      file_names: the split's file name per index, ``(N,)``.
+      wanted: the names to find (e.g. ``ILSVRC2012_val_00000001.JPEG``); repeats count once.
+      source: where ``wanted`` came from, for the error message.
+      split: the split's name, for the error message.
+
+    Returns:
+      int64 ``(M,)`` sorted indices, M = the number of distinct names.
+
+    Raises:
+      JaxlogitError: a name that is not in the split (the first few are named).
+    """
+    position = {name: i for i, name in enumerate(file_names)}
+    missing = [name for name in dict.fromkeys(wanted) if name not in position]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise JaxlogitError(
+            f"{source}: {len(missing)} name(s) not in the {split} split ({len(position)} images): {shown}; "
+            "list file names of that split (e.g. ILSVRC2012_val_00000001.JPEG), one per line"
+        )
+    return np.unique(np.asarray([position[name] for name in wanted], np.int64))

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from jaxlogit import _digest
+from jaxlogit.errors import JaxlogitError
 
 
 class Split(abc.ABC):
@@ -48,6 +49,17 @@ class Split(abc.ABC):
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The file name of each image (``--selected FILE`` matches them).
+
+        Raises:
+          JaxlogitError: the split is not read from named files.
+        """
+        raise JaxlogitError(
+            f"{type(self).__name__} has no file names; --selected needs a dataset read from files (imagenet)"
+        )
 
     @property
     def num_classes(self) -> int:

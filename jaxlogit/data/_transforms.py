@@ -49,13 +49,18 @@ def eval_transform(image: Image.Image, resize: int = RESIZE, crop: int = CROP) -
     return np.asarray(image, dtype=np.float32) / np.float32(255.0)
 
 
-def decode_and_transform(encoded: bytes) -> np.ndarray:
-    """``eval_transform`` of an encoded image (JPEG, PNG, ...): float32 ``(224, 224, 3)``."""
+def resize_for(crop: int) -> int:
+    """The shorter side that ``crop`` is cut from, in torchvision's ratio 256/224 (256 for 224)."""
+    return round(crop * RESIZE / CROP)
+
+
+def decode_and_transform(encoded: bytes, crop: int = CROP) -> np.ndarray:
+    """``eval_transform`` of an encoded image (JPEG, PNG, ...): float32 ``(crop, crop, 3)``."""
     with Image.open(io.BytesIO(encoded)) as image:
-        return eval_transform(image)
+        return eval_transform(image, resize_for(crop), crop)
 
 
-def load_and_transform(path) -> np.ndarray:
-    """``eval_transform`` of the image file at ``path``: float32 ``(224, 224, 3)``."""
+def load_and_transform(path, crop: int = CROP) -> np.ndarray:
+    """``eval_transform`` of the image file at ``path``: float32 ``(crop, crop, 3)``."""
     with Image.open(path) as image:
-        return eval_transform(image)
+        return eval_transform(image, resize_for(crop), crop)

@@ -137,3 +137,129 @@ def write_tfds_fashion_mnist(
         for split, arrays in splits.items()
     }
     return _prepare(data_dir, "fashion_mnist", "3.0.1", features, examples)
+
+
+SIZES = ((375, 500), (80, 60), (500, 333), (256, 256))
+"""(H, W) of the tiny ImageNet's images, cycled: 500x375, 60x80, ... as real ImageNet has."""
+VARIANTS = ("rgb", "gray", "cmyk", "png")
+"""How the tiny ImageNet's images are stored, cycled: an RGB JPEG, a grayscale JPEG, a CMYK JPEG,
+a PNG saved as ``.JPEG`` (all four occur in ImageNet's training set)."""
+
+
+def tinted_image(rng: np.random.Generator, label: int, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` noise tinted by ``label`` (classes differ in brightness and colour, so a
+    backbone's features tell them apart, in grey too)."""
+    tint = 40 + 60 * (label % 4) + np.roll(np.array([40, 0, 0]), label)
+    noise = rng.integers(-20, 21, (*shape, 3))
+    return np.clip(tint + noise, 0, 255).astype(np.uint8)
+
+
+def encode_variant(pixels: np.ndarray, variant: str) -> bytes:
+    """uint8 RGB ``pixels`` encoded as one of ``VARIANTS``."""
+    image = Image.fromarray(pixels)
+    image = {"gray": image.convert("L"), "cmyk": image.convert("CMYK")}.get(variant, image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if variant == "png" else "JPEG")
+    return buffer.getvalue()
+
+
+def write_tiny_imagenet(
+    root: str | os.PathLike,
+    wnids: Sequence[str],
+    per_class: Mapping[str, int],
+    *,
+    seed: int = 0,
+    tfds: bool = True,
+) -> dict[str, list[tuple[bytes, str, str]]]:
+    """A tiny ImageNet in both layouts: ``root/folders/{train,val}/<wnid>/*.JPEG`` and a
+    TFDS-prepared ``imagenet2012`` under ``root/tfds``, holding the same images.
+
+    Images cycle through ``SIZES`` and ``VARIANTS``; each class has its own tint. Validation
+    files are named as ImageNet's (``ILSVRC2012_val_00000001.JPEG``, numbered across classes),
+    training files ``<wnid>_<i>.JPEG``. The TFDS copy stores the CMYK and PNG images re-encoded
+    as RGB JPEG, as TFDS's own ImageNet preparation does.
+
+    Args:
+      root: the folder to create.
+      wnids: real wnids (``imagenet_wnids()``), one per class.
+      per_class: ``{"train": n, "validation": m}`` images per class.
+      seed: of the pixels.
+      tfds: whether to write the TFDS copy too (it needs ``tensorflow_datasets``).
+
+    Returns:
+      split -> ``(encoded bytes as stored in the folders, wnid, file name)`` per image.
+    """
+    rng = np.random.default_rng(seed)
+    folders = {"train": "train", "validation": "val"}
+    written: dict[str, list[tuple[bytes, str, str]]] = {}
+    for split, count in per_class.items():
+        items, number = [], 0
+        for label, wnid in enumerate(wnids):
+            directory = pathlib.Path(root) / "folders" / folders[split] / wnid
+            directory.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                number += 1
+                pixels = tinted_image(rng, label, SIZES[number % len(SIZES)])
+                encoded = encode_variant(pixels, VARIANTS[number % len(VARIANTS)])
+                name = f"ILSVRC2012_val_{number:08d}.JPEG" if split == "validation" else f"{wnid}_{i}.JPEG"
+                (directory / name).write_bytes(encoded)
+                items.append((encoded, wnid, name))
+        written[split] = items
+    if tfds:
+        write_tfds_imagenet(
+            pathlib.Path(root) / "tfds", {s: [_as_tfds(*item) for item in v] for s, v in written.items()}
+        )
+    return written
+
+
+def _as_tfds(encoded: bytes, wnid: str, name: str) -> tuple[bytes, str, str]:
+    """An image as TFDS's ImageNet stores it: CMYK and PNG re-encoded as RGB JPEG, others as is."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        if image.format == "JPEG" and image.mode in ("RGB", "L"):
+            return encoded, wnid, name
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG")
+    return buffer.getvalue(), wnid, name
+
+
+def torchvision_stand_in(
+    arch: str, images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, seed: int = 0
+) -> pathlib.Path:
+    """Saves a torchvision ``arch`` (``resnet50``, ``vgg16_bn``, ``densenet121``) with random
+    weights, but a last layer that classifies ``images`` by their nearest class centroid, as a
+    ``.pth`` state_dict (what `jaxlogit convert` reads). Random weights alone classify nothing
+    right, and the paper's selected set is the correctly classified images. Needs torch.
+
+    Args:
+      arch: a torchvision model name.
+      images: float32 ``(N, H, W, 3)`` in [0, 1], as the ImageNet splits give them.
+      labels: int ``(N,)`` their classes (0..999).
+      path: the ``.pth`` file to write.
+      seed: ``torch.manual_seed`` of the random weights.
+    """
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)().eval()
+    head = model.fc if hasattr(model, "fc") else model.classifier
+    head = head[-1] if isinstance(head, torch.nn.Sequential) else head
+    features = []
+    hook = head.register_forward_hook(lambda module, args, out: features.append(args[0]))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    x = torch.from_numpy(((images - mean) / std).astype(np.float32).transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    f = features[0].double().numpy()
+    weight, bias = np.zeros(head.weight.shape), np.full(head.bias.shape, -1000.0)
+    centre = f.mean(0)
+    for c in np.unique(labels):
+        d = f[labels == c].mean(0) - centre  # logit_c = s ((f - centre) . d - |d|^2 / 2)
+        scale = 10.0 / max(float(d @ d), 1e-12)
+        weight[c], bias[c] = scale * d, -scale * (d @ centre + d @ d / 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    torch.save(model.state_dict(), path)
+    return pathlib.Path(path)
