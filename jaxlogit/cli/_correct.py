@@ -229,7 +229,7 @@ def _corrector(
         **source,
         data_workers=data_workers,
     )
-    config = pipeline.fitting_batch(config, len(train_store))
+    config = pipeline.fitting_batch(config, int(train_store["labels"].shape[0]))
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
