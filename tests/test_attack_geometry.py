@@ -51,11 +51,16 @@ def assert_bitwise(new, old, what: str) -> None:
 
 
 SLOW = pytest.mark.slow
+EXTENDED = pytest.mark.extended  # the attack code is the same on every backbone: one in CI
 
 
 @pytest.mark.parametrize(
     "name",
-    ["vgg_compact", pytest.param("resnet_compact", marks=SLOW), pytest.param("densenet_compact", marks=SLOW)],
+    [
+        "vgg_compact",
+        pytest.param("resnet_compact", marks=[SLOW, EXTENDED]),
+        pytest.param("densenet_compact", marks=[SLOW, EXTENDED]),
+    ],
 )
 def test_refactored_attacks_are_bitwise_the_old_ones(name):
     f, x, y = compact(name)

@@ -71,7 +71,9 @@ def test_paths_agree_on_compact_backbones(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(IMAGENET))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.extended) if n == "vgg16" else n for n in sorted(IMAGENET)]
+)  # VGG's layers are those of the compact VGG, tested above
 def test_paths_agree_on_imagenet_architectures(name):
     factory, input_shape = IMAGENET[name]
     assert_paths_agree(both_paths(factory), input_shape)

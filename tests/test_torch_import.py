@@ -59,7 +59,7 @@ def _assert_same_logits(name: str, model, size: int) -> None:
 
 # 64x64 gives VGG a 2x2 map that AdaptiveAvgPool2d((7, 7)) spreads over overlapping windows.
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vgg16", "vgg16_bn"])
+@pytest.mark.parametrize("name", [pytest.param("vgg16", marks=pytest.mark.extended), "vgg16_bn"])
 def test_vgg_logits_match_torchvision(name):
     _assert_same_logits(name, _torchvision_model(name), size=64)
 
