@@ -23,7 +23,8 @@ from jaxlogit import data, distributed, pipeline, training
 from jaxlogit.store import _shared, _writer
 
 NUM_IMAGES = 64
-ATTACK_BATCH = 2  # shards of 8 batches: 16 rows
+ATTACK_BATCH = 2
+SHARD_ROWS = 16  # 4 shards, so that each process writes some
 CORRECTOR = pipeline.CorrectorConfig(hidden=16, epochs=2, batch_size=8, lr=5e-2)
 
 
@@ -78,6 +79,7 @@ def main() -> None:
     written: list[int] = []
     record_writes(written, args.die_after_shards)
     attack = pipeline.AttackConfig("pgd", eps=0.1, steps=3)
+    pipeline.SHARD_ROWS = SHARD_ROWS  # new stores' shard size (2,000 rows by default)
     backbone, cache = tiny_backbone(), args.cache
     logits = pipeline.ensure_logits(
         backbone, attack, tiny_split(backbone), "train", batch_size=ATTACK_BATCH, cache=cache, progress=False

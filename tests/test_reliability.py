@@ -382,8 +382,6 @@ def test_corrector_refuses_logits_of_the_wrong_width_and_labels_out_of_range():
 
 
 def test_attack_batch_is_clamped_to_the_data(capsys, tmp_path, monkeypatch):
-    from jaxlogit.cli import _attack
-
     cache_with_random_backbone(tmp_path)
     seen = []
 
@@ -391,7 +389,7 @@ def test_attack_batch_is_clamped_to_the_data(capsys, tmp_path, monkeypatch):
         seen.append((len(arrays[0]), batch_size))
         raise JaxlogitError("stop here")
 
-    monkeypatch.setattr(_attack.batching, "map_batches", spy)
+    monkeypatch.setattr(pipeline.batching, "map_batches", spy)
     code, _, err = run_main(
         capsys,
         "attack",
