@@ -134,7 +134,7 @@ def test_the_logits_and_correct_eval_commands_read_a_chunk_at_a_time(tmp_path, m
     module = corrector.Corrector(num_classes=C, hidden=None)
     params = corrector.init_params(module, key=jax.random.key(0))
     trained = pipeline.TrainedCorrector(module, params, {}, tmp_path)
-    monkeypatch.setattr(_correct, "_store", lambda *args: opened)
+    monkeypatch.setattr(_correct, "_store", lambda **options: opened)
     monkeypatch.setattr(pipeline, "ensure_corrector", lambda *args, **kwargs: trained)
     monkeypatch.setattr(_correct, "_CHUNK_ROWS", 40)  # 301 rows: 8 chunks
     refuse_whole_arrays(monkeypatch)

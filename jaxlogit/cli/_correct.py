@@ -21,6 +21,7 @@ from jaxlogit.errors import JaxlogitError
 
 
 def _store(
+    *,
     arch,
     attack_name,
     split_name,
@@ -34,7 +35,10 @@ def _store(
     image_size=None,
     subset_seed=0,
     data_workers=None,
+    **_other_options,
 ):
+    """The logit store (cached; recorded now if not) named by a command's options: the
+    ``attack_options`` and ``source_options`` plus ``split_name`` and ``limit``."""
     splits = data.get(dataset).splits
     if split_name not in splits:
         raise JaxlogitError(f"--split {split_name!r}: {dataset} has the splits {', '.join(splits)}")
@@ -96,33 +100,9 @@ def attack_options(fn):
     help="Only N images: the first N (imagenet: class-balanced, --subset-seed) [default: all].",
 )
 @common_options
-def logits(
-    arch,
-    attack_name,
-    eps,
-    dataset,
-    attack_batch,
-    data_workers,
-    split_name,
-    limit,
-    data_dir,
-    cache_dir,
-    **source,
-) -> None:
+def logits(**options) -> None:
     """Record clean and adversarial logits of a split (streamed, resumable, cached)."""
-    s = _store(
-        arch,
-        attack_name,
-        split_name,
-        limit,
-        eps,
-        dataset,
-        data_dir,
-        cache_dir,
-        attack_batch,
-        **source,
-        data_workers=data_workers,
-    )
+    s = _store(**options)
     n = len(s)
     click.echo(f"store: {s.directory}")
     click.echo(f"images: {n}")
@@ -184,28 +164,19 @@ def corrector_options(fn):
 
 def _corrector(
     *,
-    arch,
-    attack_name,
-    eps,
-    dataset,
-    attack_batch,
     limit,
     epochs,
     hidden,
     lr,
     seed,
     corrector_batch,
-    data_dir,
     cache_dir,
     holdout=pipeline.DEFAULT_CORRECTOR.holdout_fraction,
-    weights_dir=None,
-    image_size=None,
-    subset_seed=0,
-    data_workers=None,
     rebuild=False,
-    **_other_options,
+    **store_options,
 ):
-    """The corrector named by a command's attack and corrector options (cached; trained now if not)."""
+    """The corrector named by a command's attack and corrector options (cached; trained now if not);
+    ``store_options`` name its training logits (see ``_store``)."""
     config = pipeline.CorrectorConfig(
         hidden=hidden or None,
         epochs=epochs,
@@ -214,22 +185,9 @@ def _corrector(
         seed=seed,
         holdout_fraction=holdout,
     )
-    train_split = data.get(dataset).train_split
-    source = {"weights_dir": weights_dir, "image_size": image_size, "subset_seed": subset_seed}
-    train_store = _store(
-        arch,
-        attack_name,
-        train_split,
-        limit,
-        eps,
-        dataset,
-        data_dir,
-        cache_dir,
-        attack_batch,
-        **source,
-        data_workers=data_workers,
-    )
-    config = pipeline.fitting_batch(config, int(train_store["labels"].shape[0]))
+    train_split = data.get(store_options["dataset"]).train_split
+    train_store = _store(**store_options, limit=limit, split_name=train_split, cache_dir=cache_dir)
+    config = pipeline.fitting_batch(config, len(train_store))
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
@@ -299,18 +257,9 @@ def eval_cmd(
     """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
     trained = command_corrector()
     eval_split = data.get(dataset).eval_split
+    options = click.get_current_context().params
     test = _store(
-        arch,
-        eval_attack or attack_name,
-        eval_split,
-        None,
-        eps,
-        dataset,
-        data_dir,
-        cache_dir,
-        attack_batch,
-        **source,
-        data_workers=data_workers,
+        **{**options, "attack_name": eval_attack or attack_name, "split_name": eval_split, "limit": None}
     )
     n = len(test)
     for kind in ("clean", "adv"):
