@@ -32,7 +32,13 @@ from jaxlogit import (
     store,
     training,
 )
-from jaxlogit.cli._app import BatchSize, job_options, progress_options
+from jaxlogit.cli._app import (
+    BatchSize,
+    image_size_option,
+    job_options,
+    progress_options,
+    subset_seed_option,
+)
 from jaxlogit.errors import JaxlogitError
 
 COMPACT = ("vgg_compact", "resnet_compact", "densenet_compact")
@@ -492,13 +498,7 @@ def setup_options(fn):
             default=None,
             help="Images per class of the selected set [default: 100 fashion_mnist, 1 imagenet].",
         ),
-        click.option(
-            "--image-size",
-            type=click.IntRange(min=32),
-            default=None,
-            help="ImageNet only: side of the centre crop, cut from the image resized to SIZE*256/224 "
-            "(the torchvision backbones pool adaptively) [default: 224, the paper's].",
-        ),
+        image_size_option,
         click.option(
             "--backbones",
             default=None,
@@ -506,13 +506,7 @@ def setup_options(fn):
             metavar="A,B,C",
             help="Archs of Table 1 and Figure 1, one a ResNet [default: the dataset's three].",
         ),
-        click.option(
-            "--subset-seed",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Seed of the class-balanced --train-limit/--test-limit subsets (ImageNet).",
-        ),
+        subset_seed_option("--train-limit/--test-limit"),
         click.option(
             "--hidden", type=click.IntRange(min=0), default=None, help="Corrector width D; 0: C -> C."
         ),

@@ -48,6 +48,8 @@ class Config:
         the samples that survive all steps, many at small eps).
       unbounded_eps: the radius of the "unbounded" sanity check (1.0 = any image).
       unbounded_images: selected images it runs on.
+      attacks: the rows: attacks whose correctors are attacked (pgd among them: the sweep and the
+        unbounded check attack its corrector).
     """
 
     attack: adaptive.AdaptiveConfig = adaptive.AdaptiveConfig()
@@ -55,6 +57,7 @@ class Config:
     sweep_restarts: int = 1
     unbounded_eps: float = 1.0
     unbounded_images: int = 200
+    attacks: tuple[str, ...] = _paper.PAPER_ATTACKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,9 +312,7 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Config = Config()) 
         config, attack=dataclasses.replace(config.attack, batch_size=setup.adaptive_batch)
     )
     images = load_images(setup)
-    rows = [
-        {**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in _paper.PAPER_ATTACKS
-    ]
+    rows = [{**attack_row(setup, images, name, config), "n": int(len(images.y))} for name in config.attacks]
     pgd_row = next(r for r in rows if r["attack"] == "pgd")
     sweep = eps_sweep(setup, images, config, pgd_row["accuracy"])
     unbounded = unbounded_check(setup, images, config)
@@ -332,12 +333,19 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, config: Config = Config()) 
     return text
 
 
-def configure(steps: int, restarts: int, eps_sweep: str) -> dict:
-    """``run``'s config from the command's ``--steps``, ``--restarts`` and ``--eps-sweep``.
+def configure(steps: int, restarts: int, eps_sweep: str, attacks: str) -> dict:
+    """``run``'s config from the command's ``--steps``, ``--restarts``, ``--eps-sweep`` and ``--attacks``.
 
     Raises:
-      JaxlogitError: an ``--eps-sweep`` entry that is not a number in (0, 255].
+      JaxlogitError: an ``--eps-sweep`` entry that is not a number in (0, 255], or ``--attacks``
+        naming another attack than the paper's or leaving out pgd.
     """
+    rows = tuple(a.strip() for a in attacks.split(","))
+    if "pgd" not in rows or not set(rows) <= set(_paper.PAPER_ATTACKS) or len(set(rows)) < len(rows):
+        raise JaxlogitError(
+            f"--attacks {attacks!r}: list some of {','.join(_paper.PAPER_ATTACKS)} once each, pgd among "
+            "them (the sweep attacks its corrector)"
+        )
     try:
         sweep = tuple(float(v) / 255 for v in eps_sweep.split(","))
     except ValueError:
@@ -345,7 +353,7 @@ def configure(steps: int, restarts: int, eps_sweep: str) -> dict:
     if not sweep or not all(0 < e <= 1 for e in sweep):
         raise JaxlogitError(f"--eps-sweep {eps_sweep!r}: list radii x 255 in (0, 255], e.g. 2,4,8,16")
     attack = dataclasses.replace(Config.attack, steps=steps, restarts=restarts)
-    return {"config": Config(attack=attack, eps_sweep=sweep)}
+    return {"config": Config(attack=attack, eps_sweep=sweep, attacks=rows)}
 
 
 OPTIONS = (
@@ -369,6 +377,13 @@ OPTIONS = (
         show_default=True,
         metavar="E,E,...",
         help="Radii (x 1/255) of the accuracy-vs-eps plot; each other than 16 attacks the selected set anew.",
+    ),
+    click.option(
+        "--attacks",
+        default=",".join(_paper.PAPER_ATTACKS),
+        show_default=True,
+        metavar="A,B,...",
+        help="The rows: the oblivious attacks whose correctors are attacked (pgd among them).",
     ),
 )
 main = _common.cli_main("adaptive", run, __doc__.split("\n\n")[0], OPTIONS, configure)

@@ -208,6 +208,45 @@ def attack_arrays(
     return batching.map_batches(program, x, y, ids, batch_size=_mesh.global_rows(per_device, mesh))
 
 
+class SplitAttack(typing.NamedTuple):
+    """:func:`attack_split`'s per-image outputs, numpy, N rows each; ``images`` only when kept."""
+
+    labels: np.ndarray  # (N,) int32
+    clean_logits: np.ndarray  # (N, C)
+    adv_logits: np.ndarray  # (N, C)
+    success: np.ndarray  # (N,) bool
+    norm: np.ndarray  # (N,)
+    images: np.ndarray | None  # (N, H, W, C) or None
+
+
+def attack_split(
+    logits_fn: jax.tree_util.Partial,
+    attack: AttackConfig,
+    split: data.Split,
+    num_images: int,
+    *,
+    batch_size: int = DEFAULT_ATTACK_BATCH,
+    workers: int | None = None,
+    keep_images: bool = False,
+) -> SplitAttack:
+    """``attack`` on the first ``num_images`` images of ``split``, streamed: each call's images are
+    decoded (by ``workers``), attacked as :func:`attack_arrays` attacks them (the same rows) and
+    dropped, so memory holds the per-image outputs only (and the images if ``keep_images``)."""
+    mesh = _mesh.data_mesh(jax.local_devices())
+    program = attack_program(logits_fn, attack, mesh)
+    rows = _mesh.global_rows(min(batch_size, -(-num_images // mesh.devices.size)), mesh)
+    ids = np.arange(num_images)
+    labels, outputs, images = [], [], []
+    with data.iter_batches(split, ids, rows, workers=workers) as read:
+        for start, (x, y) in zip(range(0, num_images, rows), read):
+            outputs.append(batching.map_batches(program, x, y, ids[start : start + len(y)], batch_size=rows))
+            labels.append(y)
+            images.extend([x] if keep_images else [])
+    clean, adv, success, norm = (np.concatenate(parts) for parts in zip(*outputs))
+    kept = np.concatenate(images) if keep_images else None
+    return SplitAttack(np.concatenate(labels), clean, adv, success, norm, kept)
+
+
 # XLA's memory line of attack programs, per (static part, weight shapes, attack, image shape).
 _MEMORY_FITS: dict = {}
 # The attack batches this process chose, ``{"ARCH ATTACK HxW": batch}`` (the experiments' reports).
@@ -292,9 +331,12 @@ def _resolved_batch(
     attack: AttackConfig,
     image_shape: tuple[int, ...],
     complete: bool,
+    *,
+    cap: int = DEFAULT_ATTACK_BATCH,
 ) -> int:
-    """:func:`attack_batch_size` for a store, unless the store is ``complete`` (nothing will be
-    attacked: a cached run traces and compiles nothing; the batch changes no value)."""
+    """:func:`attack_batch_size` for a store (``AUTO``: at most ``cap``, the rows a device attacks
+    at most), unless the store is ``complete`` (nothing will be attacked: a cached run traces and
+    compiles nothing; the batch changes no value)."""
     if requested != AUTO:
         _validate.positive_int("--attack-batch", requested)
     arch = backbone.meta.get("arch", "the backbone")
@@ -302,7 +344,7 @@ def _resolved_batch(
     if complete:
         batch = DEFAULT_ATTACK_BATCH if requested == AUTO else requested
     else:
-        batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch)
+        batch = attack_batch_size(requested, backbone.logits_fn(), attack, image_shape, arch=arch, cap=cap)
     CHOSEN_BATCHES[label] = batch
     return batch
 
@@ -390,10 +432,11 @@ def ensure_logits(
         subset = f"indices-{paths.config_hash({'indices': indices.tolist()})}"
     n = len(indices)
     directory = store_dir(backbone, attack, split, split_name, subset, cache)
-    batch_size = _resolved_batch(
-        batch_size, backbone, attack, split.image_shape, store.is_complete(directory)
-    )
     mesh = _mesh.data_mesh(jax.local_devices())
+    cap = _mesh.unpadded_per_device(DEFAULT_ATTACK_BATCH, n, mesh)  # a few images: a small program
+    batch_size = _resolved_batch(
+        batch_size, backbone, attack, split.image_shape, store.is_complete(directory), cap=cap
+    )
     attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
     rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, n, mesh), mesh)
     reader = data.BatchReader(split, indices, rows, workers=data_workers)  # one stream for all shards

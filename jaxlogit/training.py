@@ -231,11 +231,16 @@ def train(
 
 
 def predict_batch_size(
-    requested: int | str, fn: Callable, image_shape: tuple[int, ...], *, free_bytes: int | None = None
+    requested: int | str,
+    fn: Callable,
+    image_shape: tuple[int, ...],
+    *,
+    free_bytes: int | None = None,
+    cap: int = DEFAULT_PREDICT_BATCH,
 ) -> int:
     """Images per call of the jitted prediction ``fn`` (x (B, H, W, C) -> (B,)): ``requested``
     (``batch_fit.AUTO`` or an int >= 1) checked against the free memory like the attack batch
-    (``batch_fit.choose``; ``AUTO``: the largest up to ``DEFAULT_PREDICT_BATCH`` that fits).
+    (``batch_fit.choose``; ``AUTO``: the largest up to ``cap`` that fits).
 
     Raises:
       JaxlogitError: an explicit batch that does not fit (the message names one that does).
@@ -261,7 +266,7 @@ def predict_batch_size(
         fit=fit,
     )
     free = batch_fit.free_memory_bytes() if free_bytes is None else free_bytes
-    return batch_fit.choose(request, requested, DEFAULT_PREDICT_BATCH, free)
+    return batch_fit.choose(request, requested, cap, free)
 
 
 def predict_classes(
@@ -274,8 +279,9 @@ def predict_classes(
     def predict(x):
         return jnp.argmax(logits_fn(x), axis=-1)
 
-    batch_size = predict_batch_size(batch_size, _xla.jit(predict), split.image_shape)
     mesh = _mesh.data_mesh(jax.local_devices())
+    cap = _mesh.unpadded_per_device(DEFAULT_PREDICT_BATCH, len(split), mesh)  # a few images: small
+    batch_size = predict_batch_size(batch_size, _xla.jit(predict), split.image_shape, cap=cap)
     fn = _mesh.over_rows(predict, mesh)
     rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, len(split), mesh), mesh)
     with data.iter_batches(split, np.arange(len(split)), rows, workers=workers) as batches:

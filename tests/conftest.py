@@ -19,6 +19,12 @@ os.environ.setdefault("JAXLOGIT_XLA_CACHE", "0")
 # Images from disk are decoded in the test's own process unless a test asks for worker processes.
 os.environ.setdefault("JAXLOGIT_DATA_WORKERS", "0")
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first, so that under ``-n 2 --dist worksteal`` the long ones start early and the
+    short ones fill the gaps (otherwise a long test collected last keeps one worker busy alone)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # A short training run: enough for ~90% on Fashion-MNIST, so attack-strength tests are meaningful.
 TEST_BACKBONE = training.BackboneConfig(arch="resnet_compact", epochs=1)
 

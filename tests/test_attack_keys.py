@@ -109,3 +109,24 @@ def test_one_image_attacked_alone_matches_its_row_of_a_batch(trained_compact, st
     np.testing.assert_allclose(adv, np.asarray(row["adv_logits"])[i : i + 1], rtol=0, atol=1e-4)
     np.testing.assert_allclose(norm, np.asarray(row["norm"])[i : i + 1], rtol=0, atol=1e-6)
     assert success[0] == np.asarray(row["success"])[i]
+
+
+def test_a_streamed_split_attack_gives_the_rows_of_its_store(trained_compact, stores, monkeypatch):
+    """``attack_split`` (``jaxlogit attack``) decodes one call's images at a time: it never asks the
+    reader for more than a call's rows, keeps no image unless told, and its rows are the store's."""
+    split = data.load("fashion_mnist", "test")
+    reads = []
+    real = data.iter_batches
+    monkeypatch.setattr(
+        data, "iter_batches", lambda s, ids, rows, **kw: reads.append(rows) or real(s, ids, rows, **kw)
+    )
+    logits_fn = trained_compact.backbone.logits_fn()
+    out = pipeline.attack_split(logits_fn, PGD, split, LIMIT, batch_size=8)
+    assert reads == [8] and out.images is None and out.labels.shape == (LIMIT,)
+    row = stores[8]
+    np.testing.assert_array_equal(out.labels, np.asarray(row["labels"]))
+    for key in ("clean_logits", "adv_logits", "success", "norm"):
+        np.testing.assert_array_equal(getattr(out, key), np.asarray(row[key]), err_msg=key)
+    kept = pipeline.attack_split(logits_fn, PGD, split, 5, batch_size=8, keep_images=True)
+    np.testing.assert_array_equal(kept.images, split.get_batch(np.arange(5))[0])
+    np.testing.assert_array_equal(kept.adv_logits, out.adv_logits[:5])

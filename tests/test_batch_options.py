@@ -57,7 +57,14 @@ def compact(trained_compact, monkeypatch):
     return trained_compact.backbone
 
 
-FAKE_STORE = {"labels": np.zeros(1000, np.int32), "clean_logits": np.zeros((1000, 10), np.float32)}
+class FakeStore(dict):
+    """A store's arrays; its ``len`` counts rows, as ``LogitStore``'s does."""
+
+    def __len__(self) -> int:
+        return len(self["labels"])
+
+
+FAKE_STORE = FakeStore(labels=np.zeros(1000, np.int32), clean_logits=np.zeros((1000, 10), np.float32))
 
 
 def test_logits_passes_the_attack_batch(compact, monkeypatch):
@@ -261,6 +268,7 @@ TINY = adaptive_experiment.Config(
     attack=adaptive.AdaptiveConfig(steps=2, restarts=1, chunk=2),
     eps_sweep=(16 / 255,),
     unbounded_images=2,
+    attacks=("pgd",),
 )
 
 
@@ -312,3 +320,10 @@ def test_attack_adaptive_on_one_class_is_a_one_line_error(compact, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", "1", "--adaptive"])
     assert_one_line_error(capsys, exit_.value.code, "at least two classes", "--n")
+
+
+def test_adaptive_attacks_option_picks_the_rows_and_needs_pgd():
+    assert adaptive_experiment.configure(5, 1, "16", "pgd,cw")["config"].attacks == ("pgd", "cw")
+    for bad in ("cw", "pgd,fgsm", "pgd,pgd"):
+        with pytest.raises(JaxlogitError, match="--attacks .*pgd among them"):
+            adaptive_experiment.configure(5, 1, "16", bad)

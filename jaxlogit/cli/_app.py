@@ -156,34 +156,39 @@ def dataset_option(fn):
     )(fn)
 
 
+def image_size_option(fn):
+    """Adds --image-size: the side of ImageNet's centre crop (default: the paper's 224)."""
+    return click.option(
+        "--image-size",
+        type=click.IntRange(min=32),
+        default=None,
+        help="ImageNet: side of the centre crop, cut from the image resized to SIZE*256/224 (the "
+        "torchvision backbones pool adaptively) [default: 224, the paper's].",
+    )(fn)
+
+
+def subset_seed_option(limits: str):
+    """Adds --subset-seed: the seed of the class-balanced subsets that the options ``limits`` take."""
+    return click.option(
+        "--subset-seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help=f"ImageNet: seed of the class-balanced subsets that {limits} take.",
+    )
+
+
 def source_options(fn):
     """Adds --weights-dir (converted ImageNet weights), --image-size and --subset-seed: where a
     command's backbone and images come from on a dataset with converted backbones (ImageNet)."""
-    options = [
-        click.option(
-            "--weights-dir",
-            type=click.Path(file_okay=False),
-            default=None,
-            help="ImageNet: folder of `jaxlogit convert` outputs, one per arch (DIR/resnet50, ...).",
-        ),
-        click.option(
-            "--image-size",
-            type=click.IntRange(min=32),
-            default=None,
-            help="ImageNet: side of the centre crop (the image resized to SIZE*256/224 first) "
-            "[default: 224, the paper's].",
-        ),
-        click.option(
-            "--subset-seed",
-            type=int,
-            default=0,
-            show_default=True,
-            help="ImageNet: seed of the class-balanced subset that --limit/--n take.",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    fn = subset_seed_option("--limit/--n")(fn)
+    fn = image_size_option(fn)
+    return click.option(
+        "--weights-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="ImageNet: folder of `jaxlogit convert` outputs, one per arch (DIR/resnet50, ...).",
+    )(fn)
 
 
 def load_split(

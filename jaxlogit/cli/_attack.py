@@ -23,8 +23,6 @@ from jaxlogit.cli._app import (
 )
 from jaxlogit.errors import JaxlogitError
 
-_READ_BATCH = 64  # images decoded per batch while reading the --n test images
-
 
 def summarize(
     y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, success: np.ndarray, norm: np.ndarray
@@ -125,28 +123,29 @@ def attack(
     backbone = trained_backbone(arch, dataset, data_dir, cache_dir, weights_dir=weights_dir)
     source = {"image_size": image_size, "subset_seed": subset_seed}
     split, _ = load_split(dataset, data.get(dataset).eval_split, data_dir, n, **source)
-    with data.iter_batches(split, np.arange(min(n, len(split))), _READ_BATCH, workers=data_workers) as read:
-        x, y = (np.concatenate(parts) for parts in zip(*read))
-    if adaptive_ and np.unique(y).size < 2:
+    n = min(n, len(split))
+    if adaptive_ and np.unique(split.labels[:n]).size < 2:
         raise JaxlogitError(
-            f"--adaptive needs images of at least two classes (logit matching), the first {len(y)} test "
-            f"image(s) hold {np.unique(y).size}: raise --n"
+            f"--adaptive needs images of at least two classes (logit matching), the first {n} test "
+            f"image(s) hold {np.unique(split.labels[:n]).size}: raise --n"
         )
     logits_fn = backbone.logits_fn(compute_dtype=precision)
 
     batch_size = pipeline.attack_batch_size(  # never pad a few images to a huge batch
-        attack_batch if attack_batch == pipeline.AUTO else min(attack_batch, len(y)),
+        attack_batch if attack_batch == pipeline.AUTO else min(attack_batch, n),
         logits_fn,
         config,
-        x.shape[1:],
+        split.image_shape,
         arch=arch,
-        cap=min(pipeline.DEFAULT_ATTACK_BATCH, len(y)),
+        cap=min(pipeline.DEFAULT_ATTACK_BATCH, n),
     )
     start = time.perf_counter()  # as the logit stores attack: image i's key is fold_in(key(seed), i)
-    clean, adv_logits, success, norm = pipeline.attack_arrays(logits_fn, config, x, y, batch_size=batch_size)
-    clean_pred, adv_pred = clean.argmax(-1), adv_logits.argmax(-1)
+    out = pipeline.attack_split(  # streamed; the images stay in memory only for --adaptive
+        logits_fn, config, split, n, batch_size=batch_size, workers=data_workers, keep_images=adaptive_
+    )
     seconds = time.perf_counter() - start
-    stats = summarize(y, clean_pred, adv_pred, success, norm)
+    y = out.labels
+    stats = summarize(y, out.clean_logits.argmax(-1), out.adv_logits.argmax(-1), out.success, out.norm)
     click.echo(f"{config.label} on {arch}, {stats['n']} test images")
     click.echo(f"clean accuracy:       {stats['clean_accuracy']:.4f}")
     click.echo(f"adversarial accuracy: {stats['adversarial_accuracy']:.4f}")
@@ -164,7 +163,17 @@ def attack(
         corrector = dataclasses.replace(pipeline.DEFAULT_CORRECTOR, batch_size=corrector_batch)
         batches = {"attack_batch": attack_batch, "corrector": corrector, "data_workers": data_workers}
         report_adaptive(
-            backbone, config, x, y, adv_logits, attack_name, dataset, data_dir, cache_dir, **batches, **source
+            backbone,
+            config,
+            out.images,
+            y,
+            out.adv_logits,
+            attack_name,
+            dataset,
+            data_dir,
+            cache_dir,
+            **batches,
+            **source,
         )
 
 

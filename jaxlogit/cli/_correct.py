@@ -191,36 +191,14 @@ def _corrector(
     return pipeline.ensure_corrector(train_store, config, cache=cache_dir, rebuild=rebuild)
 
 
-def command_corrector(rebuild: bool = False) -> pipeline.TrainedCorrector:
-    """``_corrector`` for the running command, from its click parameters (the options of
-    ``attack_options`` and ``corrector_options``)."""
-    return _corrector(**click.get_current_context().params, rebuild=rebuild)
-
-
 @correct.command("train")
 @attack_options
 @corrector_options
 @common_options
-def train_cmd(
-    arch,
-    attack_name,
-    eps,
-    dataset,
-    attack_batch,
-    data_workers,
-    limit,
-    epochs,
-    hidden,
-    lr,
-    seed,
-    corrector_batch,
-    data_dir,
-    cache_dir,
-    **source,
-) -> None:
+def train_cmd(**options) -> None:
     """Train a corrector on ARCH's logits under ATTACK (resumes after a crash; cached; a damaged
     one is retrained)."""
-    trained = command_corrector(rebuild=True)
+    trained = _corrector(**options, rebuild=True)
     click.echo(f"corrector: {trained.directory}")
     if trained.meta["config"].get("holdout_fraction", 1):
         click.echo(f"best epoch (held-out training logits): {trained.meta['best_epoch']}")
@@ -235,32 +213,12 @@ def train_cmd(
     "--eval-attack", default=None, type=AttackName(), help="Evaluate on another attack's logits (transfer)."
 )
 @common_options
-def eval_cmd(
-    arch,
-    attack_name,
-    eps,
-    dataset,
-    attack_batch,
-    data_workers,
-    limit,
-    epochs,
-    hidden,
-    lr,
-    seed,
-    corrector_batch,
-    eval_attack,
-    data_dir,
-    cache_dir,
-    holdout,
-    **source,
-) -> None:
+def eval_cmd(eval_attack, **options) -> None:
     """Accuracy on the evaluation split, clean and adversarial, without and with correction."""
-    trained = command_corrector()
-    eval_split = data.get(dataset).eval_split
-    options = click.get_current_context().params
-    test = _store(
-        **{**options, "attack_name": eval_attack or attack_name, "split_name": eval_split, "limit": None}
-    )
+    trained = _corrector(**options)
+    eval_split = data.get(options["dataset"]).eval_split
+    attack_name = eval_attack or options["attack_name"]
+    test = _store(**{**options, "attack_name": attack_name, "split_name": eval_split, "limit": None})
     n = len(test)
     for kind in ("clean", "adv"):
         plain = _count_correct(test, f"{kind}_logits")
