@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
 import pathlib
+import shutil
+import tempfile
 import types
 
 import jax
@@ -14,10 +17,25 @@ import pytest
 
 from jaxlogit import data, training
 
-# Tests compile from scratch: no persistent XLA cache (_xla.enable_compilation_cache) unless a test asks.
+# One persistent XLA compilation cache per test run, made by the controlling process before the
+# pytest-xdist workers start: both workers and every process a test starts inherit it, so a program
+# one of them compiled (same HLO, same flags) is loaded by the others instead of compiled again.
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxlogit-test-xla-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # a process a test starts may go without it
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")),
+    )
+
+# jaxlogit's own cache (<cache>/xla, _xla.enable_compilation_cache) stays off unless a test asks.
 os.environ.setdefault("JAXLOGIT_XLA_CACHE", "0")
 # Images from disk are decoded in the test's own process unless a test asks for worker processes.
 os.environ.setdefault("JAXLOGIT_DATA_WORKERS", "0")
+
 
 def pytest_collection_modifyitems(items):
     """The slow tests first, so that under ``-n 2 --dist worksteal`` the long ones start early and the

@@ -133,15 +133,17 @@ def test_backbone_eval_passes_the_predict_batch(compact, monkeypatch):
 def test_attack_passes_its_batches_and_keeps_batch_as_an_alias(compact, monkeypatch):
     batches, reports = [], []
 
-    def fake_attack_arrays(logits_fn, attack, x, y, *, batch_size):
+    def fake_attack_split(logits_fn, attack, split, n, *, batch_size, workers, keep_images):
         batches.append(batch_size)
-        n, logits = len(y), np.eye(10, dtype=np.float32)[y]
-        return logits, logits, np.zeros(n, bool), np.zeros(n, np.float32)
+        x, y = split.get_batch(np.arange(n))
+        logits = np.eye(10, dtype=np.float32)[y]
+        kept = x if keep_images else None
+        return pipeline.SplitAttack(y, logits, logits, np.zeros(n, bool), np.zeros(n), kept)
 
     def fake_report(backbone, config, *args, **kwargs):
         reports.append({"adaptive_batch": config.batch_size, **kwargs})
 
-    monkeypatch.setattr(pipeline, "attack_arrays", fake_attack_arrays)
+    monkeypatch.setattr(pipeline, "attack_split", fake_attack_split)
     monkeypatch.setattr(_attack, "report_adaptive", fake_report)
     args = ["attack", "--arch", "resnet_compact", "--attack", "pgd", "--n", "40", "--adaptive"]
     main([*args, "--attack-batch", "16", "--adaptive-batch", "8", "--corrector-batch", "32"])

@@ -210,7 +210,10 @@ def test_a_redirected_extraction_logs_progress_while_it_runs(trained_compact, tm
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
-            env={**os.environ, "JAXLOGIT_XLA_CACHE": "1"},
+            env={  # jaxlogit's own cache (<cache>/xla), not the test run's
+                **{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},
+                "JAXLOGIT_XLA_CACHE": "1",
+            },
         )
         seen_while_running = None
         while proc.poll() is None and seen_while_running is None:
@@ -253,7 +256,9 @@ def count_compilations():
             compiled.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
+    jax.config.update("jax_enable_compilation_cache", False)  # every program compiles, none is loaded
     yield compiled
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.monitoring.unregister_event_duration_listener(listener)
 
 
