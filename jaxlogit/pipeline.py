@@ -497,6 +497,8 @@ class CorrectorConfig:
       successful_only: adversarial logits only from rows whose attack succeeded (the store's
         ``success``); a failed row gives its clean logits for both draws
         (``corrector.adversarial_or_clean``).
+      depth: hidden layers of width ``hidden`` (the paper: 1); must be 1 when ``hidden`` is None.
+        Left out of the cache key when 1, so correctors cached before it existed keep their keys.
     """
 
     hidden: int | None = 10_000
@@ -508,6 +510,7 @@ class CorrectorConfig:
     holdout_fraction: float = 0.1
     seed: int = 0
     successful_only: bool = True
+    depth: int = 1
 
     def __post_init__(self):
         if self.hidden is not None and (
@@ -522,6 +525,7 @@ class CorrectorConfig:
         _validate.number_in("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
         _validate.number_in("p_clean", self.p_clean, 0.0, 1.0)
         _validate.number_in("holdout_fraction", self.holdout_fraction, 0.0, 1.0, high_open=True)
+        corrector.check_depth(self.hidden, self.depth)
 
 
 # The embedded default (Fashion-MNIST): the corrector learns from the logits of the first
@@ -574,7 +578,7 @@ def ensure_corrector(
     ``rebuild``, a damaged cached corrector is trained again (else it is a ``JaxlogitError``).
     Several processes (``jaxlogit.distributed``) train it together, one global batch a step.
     """
-    key_config = {"logits": train_logits.directory.name, "corrector": dataclasses.asdict(config)}
+    key_config = {"logits": train_logits.directory.name, "corrector": corrector_key(config)}
     directory = paths.artifact_dir(
         "correctors", train_logits.directory.name.rsplit("-", 1)[0], key_config, cache
     )
@@ -588,6 +592,15 @@ def ensure_corrector(
         if _found_everywhere(cached, processes):
             return cached
         return _train_corrector(train_logits, config, directory, progress, processes)
+
+
+def corrector_key(config: CorrectorConfig) -> dict:
+    """The fields of ``config`` that key its cached corrector: all of them, but ``depth`` only when
+    it is not 1 (the key of every corrector cached before ``depth`` existed is unchanged)."""
+    fields = dataclasses.asdict(config)
+    if fields["depth"] == 1:
+        del fields["depth"]
+    return fields
 
 
 def _found_everywhere(cached: TrainedCorrector | None, processes: distributed.Processes | None) -> bool:
@@ -642,6 +655,7 @@ def _train_corrector(
         holdout_fraction=config.holdout_fraction,
         progress=progress,
         successful_only=config.successful_only,
+        depth=config.depth,
     )
     meta = {
         "config": dataclasses.asdict(config),

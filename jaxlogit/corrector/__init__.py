@@ -14,7 +14,7 @@ keep the clean prediction. Example::
 
 from jaxlogit.corrector._checkpoint import load, save
 from jaxlogit.corrector._evaluate import corrected_logits, eval_fn, evaluate
-from jaxlogit.corrector._module import Corrector, init_params, module_from_params
+from jaxlogit.corrector._module import Corrector, check_depth, init_params, module_from_params
 from jaxlogit.corrector._parallel import data_mesh
 from jaxlogit.corrector._step import (
     CorrectorState,
@@ -30,6 +30,7 @@ __all__ = [
     "CorrectorState",
     "TrainResult",
     "adversarial_or_clean",
+    "check_depth",
     "corrected_logits",
     "corrector_optimizer",
     "data_mesh",

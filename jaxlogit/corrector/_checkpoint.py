@@ -30,7 +30,7 @@ def save(
       directory: where to save (created; an earlier corrector there is replaced).
       params: the corrector's params.
       meta: any JSON-serialisable facts to keep beside it (training config, accuracies).
-      module: the ``Corrector``; by default it is read off the params' shapes (keep_prob 0.5).
+      module: the ``Corrector``; by default it is read off the params' shapes and names (keep_prob 0.5).
     """
     directory = pathlib.Path(directory).absolute()
     module = module or module_from_params(params)
@@ -40,6 +40,8 @@ def save(
     checkpointer.save(directory / PARAMS, jax.device_get(params), force=True)
     checkpointer.wait_until_finished()
     architecture = {"num_classes": module.num_classes, "hidden": module.hidden, "keep_prob": module.keep_prob}
+    if module.depth != 1:  # depth 1 is written as before (a meta without "depth" means 1)
+        architecture["depth"] = module.depth
     record = {
         "architecture": architecture,
         "meta": meta or {},
@@ -62,8 +64,8 @@ def load(directory: str | os.PathLike) -> tuple[Corrector, Any, dict]:
         )
     try:
         record = json.loads((directory / META).read_text())
-        module = Corrector(**record["architecture"])
-    except (ValueError, TypeError, KeyError) as err:
+        module = Corrector(**record["architecture"])  # no "depth": 1, as before depth existed
+    except (ValueError, TypeError, KeyError, JaxlogitError) as err:
         raise _damaged(directory, f"{META} unreadable: {type(err).__name__}") from None
     if not _digest.json_intact(record):
         raise _damaged(directory, f"{META} fails its SHA-256 check")

@@ -18,7 +18,7 @@ from jaxlogit import _validate, backend, store
 from jaxlogit.corrector import _parallel
 from jaxlogit.corrector._checkpoint import EpochCheckpoints
 from jaxlogit.corrector._evaluate import corrected_logits
-from jaxlogit.corrector._module import Corrector, init_params
+from jaxlogit.corrector._module import Corrector, check_depth, init_params
 from jaxlogit.corrector._step import corrector_optimizer, init_state, make_train_step
 from jaxlogit.errors import JaxlogitError
 from jaxlogit.progress import EVENTS_FILE, progress_bar
@@ -77,6 +77,7 @@ def train(
     holdout_fraction: float = 0.1,
     progress: bool = True,
     successful_only: bool = True,
+    depth: int = 1,
 ) -> TrainResult:
     """Trains a corrector as Algorithm 1, data-parallel over every device in ``jax.devices()``.
 
@@ -112,6 +113,7 @@ def train(
       progress: show a progress bar.
       successful_only: take adversarial logits only from rows whose attack succeeded (False:
         every row's, as before the success mask was used).
+      depth: hidden layers of width ``hidden`` (the paper: 1); 1 when ``hidden`` is None.
 
     Returns:
       A ``TrainResult``.
@@ -120,6 +122,7 @@ def train(
       JaxlogitError: bad shapes or sizes, or checkpoints that do not belong to this run.
     """
     _check_settings(num_classes, hidden, epochs, batch_size, lr, weight_decay, p_clean, keep_prob)
+    check_depth(hidden, depth)
     data, labels = _training_data(data, num_classes)
     success = _attacked_rows(data, len(labels), successful_only)
     mesh = _parallel.data_mesh()
@@ -132,7 +135,7 @@ def train(
             f"{len(train_rows)} training rows are fewer than one batch of {batch_size}; lower the batch size"
         )
 
-    module = Corrector(num_classes=num_classes, hidden=hidden, keep_prob=keep_prob)
+    module = Corrector(num_classes=num_classes, hidden=hidden, keep_prob=keep_prob, depth=depth)
     state = _state_initializer(module, lr, weight_decay, mesh)(init_key)
     step_fn = _sharded_train_step(module, lr, weight_decay, p_clean, mesh)
     put_batch = _parallel.putter(_parallel.batch_sharding(mesh))
@@ -145,6 +148,8 @@ def train(
         num_classes, hidden, keep_prob, batch_size, lr, weight_decay, p_clean, holdout_fraction, key
     )
     settings["successful_only"] = successful_only
+    if depth != 1:  # depth 1 keeps the identity of checkpoints made before depth existed
+        settings["depth"] = depth
     identity = _identity(settings, data, labels)
     checkpoints = EpochCheckpoints(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and checkpoints is None:

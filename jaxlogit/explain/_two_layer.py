@@ -96,7 +96,8 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
       ``H`` of shape ``(B, C_out, C)``, ``H[b, i, k] = d g(z_b)_i / d z_b,k``.
 
     Raises:
-      JaxlogitError: if ``params`` lacks the layers or ``z`` does not match their shapes.
+      JaxlogitError: if ``params`` lacks the layers, has more hidden layers (``depth`` > 1: use
+        ``explain.jacobian``) or ``z`` does not match their shapes.
 
     Example:
       >>> import jax.numpy as jnp
@@ -111,6 +112,11 @@ def two_layer_jacobian(params: Mapping, z: jax.Array, *, chunk_size: int = JACOB
     z = check_logits(z)
     check_chunk_size(chunk_size)
     w_out, _ = _layer(params, "output")
+    if "hidden_2" in params:
+        raise JaxlogitError(
+            "two_layer_jacobian takes a corrector with one hidden layer, these params have more "
+            "(depth > 1); use explain.jacobian(trained.g_fn(), z)"
+        )
     if "hidden" not in params:
         _check_inputs(z, w_out.shape[0])
         return jnp.broadcast_to(w_out.T, (z.shape[0],) + w_out.T.shape)
