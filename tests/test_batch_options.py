@@ -329,3 +329,16 @@ def test_adaptive_attacks_option_picks_the_rows_and_needs_pgd():
     for bad in ("cw", "pgd,fgsm", "pgd,pgd"):
         with pytest.raises(JaxlogitError, match="--attacks .*pgd among them"):
             adaptive_experiment.configure(5, 1, "16", bad)
+
+
+def test_correct_train_passes_the_depth(compact, monkeypatch):
+    correctors = []
+    monkeypatch.setattr(pipeline, "ensure_logits", recorder([], FAKE_STORE))
+    record_config = recorder(correctors, stop=True)
+    monkeypatch.setattr(
+        pipeline, "ensure_corrector", lambda store, config, **kw: record_config(config=config)
+    )
+    args = ["correct", "train", "--arch", "resnet_compact", "--attack", "pgd", "--hidden", "64"]
+    run_main([*args, "--depth", "2"])
+    run_main([*args, "--hidden", "0", "--depth", "3"])  # the single-layer corrector has no hidden layer
+    assert [(c["config"].hidden, c["config"].depth) for c in correctors] == [(64, 2), (None, 1)]

@@ -152,6 +152,13 @@ def corrector_options(fn):
     fn = click.option(
         "--hidden", type=int, default=defaults.hidden, show_default=True, help="D; 0 = single layer C -> C."
     )(fn)
+    fn = click.option(
+        "--depth",
+        type=click.IntRange(min=1),
+        default=defaults.depth,
+        show_default=True,
+        help="Hidden layers of width D (the paper's: 1); ignored with --hidden 0.",
+    )(fn)
     fn = click.option("--epochs", type=click.IntRange(min=1), default=defaults.epochs, show_default=True)(fn)
     return click.option(
         "--limit",
@@ -172,6 +179,7 @@ def _corrector(
     corrector_batch,
     cache_dir,
     holdout=pipeline.DEFAULT_CORRECTOR.holdout_fraction,
+    depth=1,
     rebuild=False,
     **store_options,
 ):
@@ -184,6 +192,7 @@ def _corrector(
         lr=lr,
         seed=seed,
         holdout_fraction=holdout,
+        depth=depth if hidden else 1,
     )
     train_split = data.get(store_options["dataset"]).train_split
     train_store = _store(**store_options, limit=limit, split_name=train_split, cache_dir=cache_dir)

@@ -84,6 +84,7 @@ def explain_cmd(
     image_size,
     subset_seed,
     holdout,
+    depth,
 ) -> None:
     """Supporting classes of the corrector trained on ATTACK: votes of the largest S_k over the
     selected test set's adversarial logits (the paper's Figures 2-3)."""
