@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import TEST_BACKBONE
 
-from jaxlogit import pipeline, training
+from jaxlogit import pipeline, stats, training
 from jaxlogit.cli import main
 
 N_IMAGES = 48
@@ -36,6 +36,13 @@ def field(out: str, label: str) -> str:
     match = re.search(rf"^{re.escape(label)}\s*(.+)$", out, re.MULTILINE)
     assert match, f"no line {label!r} in:\n{out}"
     return match.group(1).strip()
+
+
+def interval(text: str) -> tuple[float, float, float]:
+    """``(value, low, high)`` of a printed ``0.9054 [0.8996, 0.9109]``."""
+    value, low, high = (float(v) for v in re.findall(r"\d+\.\d+", text)[:3])
+    assert low <= value <= high, text
+    return value, low, high
 
 
 def defended_table(out: str) -> dict[str, tuple[float, float | None]]:
@@ -78,9 +85,10 @@ def test_attack_reports_the_accuracies_of_the_attacked_images(
     )
     x, y = trained_compact.x[:N_IMAGES], trained_compact.y[:N_IMAGES]
     expected_clean = float(np.mean(np.argmax(np.asarray(trained_compact.logits_fn(x)), -1) == y))
-    assert float(field(out, "clean accuracy:")) == pytest.approx(expected_clean, abs=1e-4)
-    adversarial = float(field(out, "adversarial accuracy:"))
-    success = float(field(out, "success rate:"))
+    clean, low, high = interval(field(out, "clean accuracy:"))
+    assert clean == pytest.approx(expected_clean, abs=1e-4)
+    assert (low, high) == pytest.approx(stats.wilson_interval(round(clean * N_IMAGES), N_IMAGES), abs=1e-4)
+    adversarial, success = (interval(field(out, f))[0] for f in ("adversarial accuracy:", "success rate:"))
     assert adversarial < expected_clean - 0.5
     assert success == pytest.approx(1.0 - adversarial, abs=1e-4)  # untargeted: fooled == misclassified
     mean_norm = float(re.search(r"mean ([0-9.]+)", field(out, "Linf norm (fooled):")).group(1))

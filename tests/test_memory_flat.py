@@ -123,9 +123,9 @@ def test_selected_logits_slice_a_cached_store_by_rows(tmp_path, monkeypatch):
 
 
 def printed(out: str, label: str) -> list[float]:
-    """The numbers on the line of ``out`` that starts with ``label``."""
+    """The numbers on the line of ``out`` that starts with ``label``, their intervals left out."""
     line = next(line for line in out.splitlines() if line.startswith(label))
-    return [float(v) for v in re.findall(r"\d+\.\d+", line[len(label) :])]
+    return [float(v) for v in re.findall(r"\d+\.\d+", re.sub(r"\[.*?\]", "", line[len(label) :]))]
 
 
 def test_the_logits_and_correct_eval_commands_read_a_chunk_at_a_time(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,12 @@ centroid, so that some images are classified right) saved as ``.pth`` and conver
 ``jaxlogit convert``. Every experiment then runs through its command line with the knobs a user
 has: ``--image-size 32`` (the paper's is 224; the backbones pool adaptively), ``--backbones``,
 ``--train-limit``/``--test-limit``, ``--hidden``/``--epochs``.
+
+CI runs what is ImageNet's own: both layouts, the converted weights, class-balanced subsets, the
+automatic batches and every command, through Table 1 on the ResNet. Every other experiment on
+ImageNet, and Table 1 on all three backbones, is ``extended`` (``pytest -m extended``): the same
+experiment code runs end to end in CI on the default (``tests/test_experiments_end_to_end.py``),
+and each further ResNet-50 attack compiles for a minute on two cores.
 """
 
 from __future__ import annotations
@@ -109,11 +115,17 @@ def in_range(accuracies: dict) -> bool:
     return bool(numbers) and all(0.0 <= v <= 100.0 for v in numbers)
 
 
-def test_the_readme_command_runs_table1_on_tfds_without_a_batch_flag(tiny_imagenet, tmp_path):
-    """The README's command with smaller images and corrector: every backbone, every image, the
-    default batches (issue 22)."""
-    report = run_experiment(table1, tiny_imagenet, "tfds", tmp_path, *SMALL_CORRECTOR)
-    assert [r["arch"] for r in report["rows"]] == list(ARCHS)
+@pytest.mark.parametrize(
+    "archs",
+    [("resnet50",), pytest.param(ARCHS, marks=pytest.mark.extended, id="three-backbones")],
+    ids=lambda archs: "-".join(archs),
+)
+def test_the_readme_command_runs_table1_on_tfds_without_a_batch_flag(tiny_imagenet, tmp_path, archs):
+    """The README's command with smaller images and corrector: every image, the default batches
+    (issue 22); in CI on the ResNet (the selecting backbone), extended on all three."""
+    options = ("--backbones", ",".join(archs), *SMALL_CORRECTOR)
+    report = run_experiment(table1, tiny_imagenet, "tfds", tmp_path, *options)
+    assert [r["arch"] for r in report["rows"]] == list(archs)
     for row in report["rows"]:
         assert in_range(row["full"]) and in_range(row["selected"])
         assert row["selected"]["clean"] == (100.0 if row["arch"] == "resnet50" else row["selected"]["clean"])
@@ -142,6 +154,7 @@ def run_on_folders(tiny, tmp_path, *modules, extra: tuple[str, ...] = ()) -> dic
     }
 
 
+@pytest.mark.extended  # on the default in CI: tests/test_experiments_end_to_end.py
 def test_tables_2_and_3_and_the_ablation_have_every_row(tiny_imagenet, tmp_path):
     runs = run_on_folders(tiny_imagenet, tmp_path, table2, table3, ablation)
     attacks = ["pgd", "mim", "deepfool", "cw"]
@@ -154,6 +167,7 @@ def test_tables_2_and_3_and_the_ablation_have_every_row(tiny_imagenet, tmp_path)
     assert all(in_range(r) for r in runs["ablation"]["results"].values())
 
 
+@pytest.mark.extended  # on the default in CI: tests/test_experiments_end_to_end.py
 def test_figure1_tradeoff_and_the_explanations_have_their_parts(tiny_imagenet, tmp_path):
     modules = (figure1, tradeoff, supporting_classes, bhattacharyya, ablation_supporting, instance)
     runs = run_on_folders(tiny_imagenet, tmp_path, *modules)
@@ -166,6 +180,7 @@ def test_figure1_tradeoff_and_the_explanations_have_their_parts(tiny_imagenet, t
     assert runs["instance"]["image"] in range(len(CLASSES) * PER_CLASS["validation"])
 
 
+@pytest.mark.extended  # on the default in CI: tests/test_batch_options.py, tests/test_cli_attack.py
 def test_adaptive_runs_on_the_tiny_selected_set(tiny_imagenet, tmp_path):
     extra = ("--steps", "5", "--restarts", "1", "--eps-sweep", "8,16", "--adaptive-batch", "3")
     extra += ("--attacks", "pgd")  # the other rows: tests/test_batch_options, tests/test_adaptive

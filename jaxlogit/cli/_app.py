@@ -7,7 +7,7 @@ import pathlib
 
 import click
 
-from jaxlogit import _xla, attacks, batch_fit, data, distributed, models, paths, progress, training
+from jaxlogit import _xla, attacks, batch_fit, data, distributed, models, paths, progress, stats, training
 from jaxlogit.errors import JaxlogitError
 
 
@@ -332,3 +332,9 @@ def batch_option(kind: str, default: int | str | None, what: str, *aliases: str)
         metavar="N|auto" if auto else "N",
         help=f"{what}; lower it if the device runs out of memory{shown}.",
     )
+
+
+def proportion(count: int, n: int) -> str:
+    """``count / n`` with its 95% Wilson interval, as the commands print it: ``0.9054 [0.8996, 0.9109]``."""
+    low, high = stats.wilson_interval(int(count), int(n))
+    return f"{count / n:.4f} [{low:.4f}, {high:.4f}]"

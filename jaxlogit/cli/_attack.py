@@ -18,6 +18,7 @@ from jaxlogit.cli._app import (
     data_workers_option,
     dataset_option,
     load_split,
+    proportion,
     source_options,
     trained_backbone,
 )
@@ -147,9 +148,10 @@ def attack(
     y = out.labels
     stats = summarize(y, out.clean_logits.argmax(-1), out.adv_logits.argmax(-1), out.success, out.norm)
     click.echo(f"{config.label} on {arch}, {stats['n']} test images")
-    click.echo(f"clean accuracy:       {stats['clean_accuracy']:.4f}")
-    click.echo(f"adversarial accuracy: {stats['adversarial_accuracy']:.4f}")
-    click.echo(f"success rate:         {stats['success_rate']:.4f}")
+    clean_right, adv_right = (int(np.sum(z.argmax(-1) == y)) for z in (out.clean_logits, out.adv_logits))
+    click.echo(f"clean accuracy:       {proportion(clean_right, n)}")
+    click.echo(f"adversarial accuracy: {proportion(adv_right, n)}")
+    click.echo(f"success rate:         {proportion(int(out.success.sum()), n)}  (95% Wilson intervals)")
     click.echo(
         f"{config.spec.norm_label} norm (fooled): mean {stats['mean_norm']:.4f}, "
         f"median {stats['median_norm']:.4f}"

@@ -14,6 +14,7 @@ from jaxlogit.cli._app import (
     data_workers_option,
     dataset_option,
     load_split,
+    proportion,
     source_options,
     trained_backbone,
 )
@@ -106,10 +107,10 @@ def logits(**options) -> None:
     n = len(s)
     click.echo(f"store: {s.directory}")
     click.echo(f"images: {n}")
-    click.echo(f"clean accuracy: {_count_correct(s, 'clean_logits') / n:.4f}")
-    click.echo(f"adversarial accuracy: {_count_correct(s, 'adv_logits') / n:.4f}")
+    click.echo(f"clean accuracy: {proportion(_count_correct(s, 'clean_logits'), n)}")
+    click.echo(f"adversarial accuracy: {proportion(_count_correct(s, 'adv_logits'), n)}")
     successes = sum(int(np.sum(s.rows("success", rows))) for rows in _row_chunks(n))
-    click.echo(f"success rate: {successes / n:.4f}")
+    click.echo(f"success rate: {proportion(successes, n)}")
 
 
 _CHUNK_ROWS = 16 * 1024  # rows of a store in memory at a time: a multiple of the corrector's batch
@@ -232,4 +233,4 @@ def eval_cmd(eval_attack, **options) -> None:
     for kind in ("clean", "adv"):
         plain = _count_correct(test, f"{kind}_logits")
         corrected = _count_correct(test, f"{kind}_logits", trained.predict_classes)
-        click.echo(f"{kind:5s} accuracy: {plain / n:.4f}  corrected: {corrected / n:.4f}")
+        click.echo(f"{kind:5s} accuracy: {proportion(plain, n)}  corrected: {proportion(corrected, n)}")
