@@ -17,7 +17,10 @@ intervals, over the images the attack fooled (stored ``success``):
 
 Reuses the cached stores and correctors (run Tables 1-2 first, or this makes them).
 
-Expected on the default: not yet measured (the lead runs it after Tables 1-2).
+Expected on the default (README): under DeepFool the top ``S_k`` of a fooled image is the true
+class for ~91% of them (the paper's Appendix B shape); under PGD and MIM it is the true class for
+only 5-41% (by backbone) and the adversarial class about as often, ``-H_mean,k`` pointing to the
+adversarial class more often than to the true one.
 """
 
 from __future__ import annotations
