@@ -234,7 +234,7 @@ def attack_split(
     dropped, so memory holds the per-image outputs only (and the images if ``keep_images``)."""
     mesh = _mesh.data_mesh(jax.local_devices())
     program = attack_program(logits_fn, attack, mesh)
-    rows = _mesh.global_rows(min(batch_size, -(-num_images // mesh.devices.size)), mesh)
+    rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, num_images, mesh), mesh)  # as a store's
     ids = np.arange(num_images)
     labels, outputs, images = [], [], []
     with data.iter_batches(split, ids, rows, workers=workers) as read:
@@ -323,6 +323,13 @@ def attack_batch_size(
     if free_bytes is None:
         free_bytes = batch_fit.free_memory_bytes()
     return batch_fit.choose(request, requested, cap, free_bytes)
+
+
+def batch_cap(num_rows: int) -> int:
+    """The largest attack batch per device ``AUTO`` picks for ``num_rows`` images on this process's
+    devices: ``DEFAULT_ATTACK_BATCH``, or fewer when the rows would not fill one call (a few images
+    compile a small program, never one of 250 rows; at least 8, as ``_mesh.unpadded_per_device``)."""
+    return _mesh.unpadded_per_device(DEFAULT_ATTACK_BATCH, num_rows, _mesh.data_mesh(jax.local_devices()))
 
 
 def _resolved_batch(
@@ -433,9 +440,8 @@ def ensure_logits(
     n = len(indices)
     directory = store_dir(backbone, attack, split, split_name, subset, cache)
     mesh = _mesh.data_mesh(jax.local_devices())
-    cap = _mesh.unpadded_per_device(DEFAULT_ATTACK_BATCH, n, mesh)  # a few images: a small program
     batch_size = _resolved_batch(
-        batch_size, backbone, attack, split.image_shape, store.is_complete(directory), cap=cap
+        batch_size, backbone, attack, split.image_shape, store.is_complete(directory), cap=batch_cap(n)
     )
     attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
     rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, n, mesh), mesh)

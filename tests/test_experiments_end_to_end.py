@@ -32,20 +32,20 @@ from jaxlogit import pipeline, training
 
 pytestmark = pytest.mark.slow
 
-TEST_LIMIT, PER_CLASS = 100, 2
+TEST_LIMIT, PER_CLASS = 60, 2
 PAPER_ATTACKS = ["pgd", "mim", "deepfool", "cw"]
 
 
 @pytest.fixture
 def tiny_setup(trained_compact, test_cache, monkeypatch) -> _common.Setup:
-    """The default setup shrunk to the session's ResNet, 128 training and 100 test images, and a
+    """The default setup shrunk to the session's ResNet, 64 training and 60 test images, and a
     one-setting C&W grid probed on 32 training images."""
     monkeypatch.setattr(training, "default_config", lambda arch, **kw: TEST_BACKBONE)
     monkeypatch.setattr(_probe, "PROBE", 32)
     monkeypatch.setattr(_probe, "CW_GRID", (pipeline.AttackConfig("cw", lr=0.05, steps=25),))
     return _common.Setup(
         backbones=("resnet_compact",),
-        train_limit=128,
+        train_limit=64,
         test_limit=TEST_LIMIT,
         per_class=PER_CLASS,
         corrector=pipeline.CorrectorConfig(hidden=64, epochs=3, lr=1e-3),

@@ -138,7 +138,7 @@ def attack(
         config,
         split.image_shape,
         arch=arch,
-        cap=min(pipeline.DEFAULT_ATTACK_BATCH, n),
+        cap=pipeline.batch_cap(n),
     )
     start = time.perf_counter()  # as the logit stores attack: image i's key is fold_in(key(seed), i)
     out = pipeline.attack_split(  # streamed; the images stay in memory only for --adaptive
