@@ -18,9 +18,10 @@ evaluation set: clean and PGD accuracy after correction with Wilson 95% interval
 drop with its paired bootstrap interval. The D = 10,000, depth-1 row is Table 1's seed-0 corrector
 (cached).
 
-Expected on the default: not yet measured (the issue asks whether more width or depth than the
-paper's one hidden layer of 10,000 changes the corrected accuracy; the lead runs it and writes the
-README line).
+Expected on the default (README): C -> C corrects 53% of the full set's PGD images, one hidden
+layer of D = 100 / 1,000 / 10,000 68 / 74 / 74%, two and three hidden layers of 1,000 75-76%; the
+clean drop stays 12-13 points at best (the paper's hidden layer is needed; more capacity does not
+close the drop).
 """
 
 from __future__ import annotations
