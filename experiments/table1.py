@@ -9,7 +9,7 @@ Expected on the default (README, "Results"): PGD at 16/255 leaves under 1% on th
 DenseNet and ~12% on the VGG (hence its stronger row); the corrector brings PGD accuracy back to
 70-79% while clean accuracy drops by 9-17 points (the paper: 2-4); ``experiments.tradeoff``
 shows Algorithm 1's p moving that drop, and ``experiments.learning_curve`` that all 60,000
-training images close part of it (to 10-13 points; ``--train-limit``).
+training images close part of it (to 4-13 points; ``--train-limit``).
 Every accuracy has its 95% interval (Wilson; ±2-3 points at n = 1,000); each corrected number is
 the mean ± sd of ``--seeds`` correctors (default 3); the last two columns are the selected
 images the attack fooled (stored ``success``) and the corrected accuracy on those only; below
