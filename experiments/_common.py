@@ -186,11 +186,12 @@ def subset_statement(setup: dict) -> str:
     """One line for every report: which training and evaluation images ran, and the selected set's source.
 
     Args:
-      setup: ``dataclasses.asdict`` of a ``Setup``.
+      setup: ``dataclasses.asdict`` of a ``Setup``; a ``train_rule`` entry, where an experiment
+        varies the training images per row, replaces the training rule.
     """
     balanced = data.get(setup["dataset"]).balanced_subsets
     seed = setup.get("subset_seed", 0)
-    train = data.subset_rule(balanced, setup["train_limit"], seed)
+    train = setup.get("train_rule") or data.subset_rule(balanced, setup["train_limit"], seed)
     test = data.subset_rule(balanced, setup["test_limit"], seed)
     selected = setup.get("selected_file")
     chosen = f"the names listed in {selected}" if selected else "computed"

@@ -65,7 +65,9 @@ def run(setup: _common.Setup, out_dir: pathlib.Path, limits: tuple[int | None, .
         ]
     )
     print(markdown)
-    payload = {"setup": dataclasses.asdict(setup), "limits": list(limits), "points": points}
+    rule = "per row, the first N (the 'training images' column)"
+    setup_row = {**dataclasses.asdict(setup), "train_rule": rule}
+    payload = {"setup": setup_row, "limits": list(limits), "points": points}
     _common.write_report(out_dir, "learning_curve", markdown, payload)
     return markdown
 
