@@ -179,35 +179,6 @@ def one_device_program(logits_fn: Callable, attack: AttackConfig) -> Callable:
     return _xla.jit(_attack_fn(logits_fn, attack))
 
 
-def attack_arrays(
-    logits_fn: jax.tree_util.Partial,
-    attack: AttackConfig,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    batch_size: int = DEFAULT_ATTACK_BATCH,
-    ids: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``attack`` on images in memory, as a store attacks them: ``attack_program`` over every device,
-    ``batch_size`` images per device per call (at most N over the devices, so a few images are not
-    padded to a huge batch), image i's key from ``ids[i]`` (default i: its index in the split when
-    ``x`` are the split's first N images, so the rows are the store's).
-
-    Args:
-      logits_fn: the backbone, images in [0, 1] -> logits.
-      attack: the attack.
-      x: (N, H, W, C) images; y: (N,) labels; ids: (N,) their indices in their split.
-
-    Returns:
-      numpy ``(clean logits (N, C), adversarial logits (N, C), success (N,), norm (N,))``.
-    """
-    mesh = _mesh.data_mesh(jax.local_devices())
-    program = attack_program(logits_fn, attack, mesh)
-    per_device = min(batch_size, -(-len(y) // mesh.devices.size))
-    ids = np.arange(len(y)) if ids is None else np.asarray(ids)
-    return batching.map_batches(program, x, y, ids, batch_size=_mesh.global_rows(per_device, mesh))
-
-
 class SplitAttack(typing.NamedTuple):
     """:func:`attack_split`'s per-image outputs, numpy, N rows each; ``images`` only when kept."""
 
@@ -230,7 +201,7 @@ def attack_split(
     keep_images: bool = False,
 ) -> SplitAttack:
     """``attack`` on the first ``num_images`` images of ``split``, streamed: each call's images are
-    decoded (by ``workers``), attacked as :func:`attack_arrays` attacks them (the same rows) and
+    decoded (by ``workers``), attacked as a logit store attacks them (the same rows, image i keyed by i) and
     dropped, so memory holds the per-image outputs only (and the images if ``keep_images``)."""
     mesh = _mesh.data_mesh(jax.local_devices())
     program = attack_program(logits_fn, attack, mesh)
@@ -325,11 +296,13 @@ def attack_batch_size(
     return batch_fit.choose(request, requested, cap, free_bytes)
 
 
-def batch_cap(num_rows: int) -> int:
-    """The largest attack batch per device ``AUTO`` picks for ``num_rows`` images on this process's
-    devices: ``DEFAULT_ATTACK_BATCH``, or fewer when the rows would not fill one call (a few images
-    compile a small program, never one of 250 rows; at least 8, as ``_mesh.unpadded_per_device``)."""
-    return _mesh.unpadded_per_device(DEFAULT_ATTACK_BATCH, num_rows, _mesh.data_mesh(jax.local_devices()))
+def batch_cap(num_rows: int, mesh: jax.sharding.Mesh | None = None) -> int:
+    """The largest attack batch per device ``AUTO`` picks for ``num_rows`` images on ``mesh``
+    (default: this process's devices): ``DEFAULT_ATTACK_BATCH``, or fewer when the rows would not
+    fill one call (a few images compile a small program, never one of 250 rows; at least 8, as
+    ``_mesh.unpadded_per_device``)."""
+    mesh = _mesh.data_mesh(jax.local_devices()) if mesh is None else mesh
+    return _mesh.unpadded_per_device(DEFAULT_ATTACK_BATCH, num_rows, mesh)
 
 
 def _resolved_batch(
@@ -441,7 +414,7 @@ def ensure_logits(
     directory = store_dir(backbone, attack, split, split_name, subset, cache)
     mesh = _mesh.data_mesh(jax.local_devices())
     batch_size = _resolved_batch(
-        batch_size, backbone, attack, split.image_shape, store.is_complete(directory), cap=batch_cap(n)
+        batch_size, backbone, attack, split.image_shape, store.is_complete(directory), cap=batch_cap(n, mesh)
     )
     attack_batch = attack_program(backbone.logits_fn(), attack, mesh)
     rows = _mesh.global_rows(_mesh.unpadded_per_device(batch_size, n, mesh), mesh)
